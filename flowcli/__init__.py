@@ -1,0 +1,35 @@
+"""flowcli: learn the density of a table with a normalizing flow, then sample, score, encode, decode.
+
+    import flowcli
+    model = flowcli.load("sales.flow")
+    model.log_prob(df); model.sample(10); model.encode(df); model.decode(latent_df)
+
+Torch is imported lazily so that ``flowcli --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .model import Model
+
+
+def load(path: str, device: str = "cpu") -> "Model":
+    """Load a checkpoint written by ``flowcli fit`` (safetensors + JSON; never unpickles)."""
+    from .model import load_model
+
+    return load_model(path, device)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Model":
+        from .model import Model
+
+        return Model
+    raise AttributeError(name)
+
+
+__all__ = ["load", "Model", "__version__"]

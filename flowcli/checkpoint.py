@@ -1,0 +1,101 @@
+"""Save and load models without pickle: one safetensors file whose metadata holds a JSON header.
+
+The header carries the config, the column schema with its statistics, training metrics and package
+versions, so a model is rebuilt from the file alone. A SHA-256 of the tensor bytes detects
+truncation and tampering. Writes go to a temporary file in the same directory, then ``os.replace``,
+so an interrupted save never leaves a broken file nor destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "flowcli-checkpoint"
+FORMAT_VERSION = 1
+HEADER_KEY = "flowcli"
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(path: str | Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save as st_save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "sha256": _digest(tensors), **header}
+    data = st_save(tensors, metadata={HEADER_KEY: json.dumps(full)})
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write checkpoint: {exc.strerror or exc}") from None
+
+
+def load(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a checkpoint: (header, tensors). Never unpickles; refuses anything but our own format."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {exc.strerror or exc}") from None
+    not_ours = CheckpointError(f"{path}: not a flowcli checkpoint (or it is truncated or corrupt)")
+    if len(data) < 8:
+        raise not_ours
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len <= 0 or 8 + header_len > len(data):
+        raise not_ours
+    try:
+        raw_header = json.loads(data[8 : 8 + header_len])
+        header = json.loads(raw_header["__metadata__"][HEADER_KEY])
+        tensors = st_load(data)
+    except (ValueError, KeyError, TypeError, SafetensorError, UnicodeDecodeError):
+        raise not_ours from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise not_ours
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} is not supported by this flowcli "
+            f"(which reads version {FORMAT_VERSION}); refit the model or use a matching flowcli version"
+        )
+    if header.get("sha256") != _digest(tensors):
+        raise CheckpointError(f"{path}: checkpoint is corrupt (checksum mismatch)")
+    return header, tensors

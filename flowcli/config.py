@@ -1,0 +1,231 @@
+"""YAML config -> validated config objects.
+
+Layer and base options are not listed here: they are read from the keyword-only parameters of the
+registered classes (names, defaults, type hints), so a new layer family needs no change in this file.
+Every error names the offending key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "default.yaml"
+
+
+@dataclass
+class Spec:
+    """One layer or base: its registered ``type`` and validated options."""
+
+    type: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **self.options}
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 200
+    batch_size: int = 512
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+    patience: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    schedule: Literal["cosine", "plateau", "constant"] = "cosine"
+    max_rows: int = 0  # 0 = use every row; otherwise fit on a random subset of this many rows
+
+    def validate(self) -> None:
+        _require(self.epochs >= 1, "training.epochs", "must be an integer >= 1")
+        _require(self.batch_size >= 1, "training.batch_size", "must be an integer >= 1")
+        _require(self.lr > 0, "training.lr", "must be > 0")
+        _require(0 <= self.val_fraction < 1, "training.val_fraction", "must be in [0, 1)")
+        _require(self.patience >= 1, "training.patience", "must be an integer >= 1")
+        _require(self.weight_decay >= 0, "training.weight_decay", "must be >= 0")
+        _require(self.grad_clip > 0, "training.grad_clip", "must be > 0")
+        _require(self.max_rows >= 0, "training.max_rows", "must be >= 0 (0 means all rows)")
+
+
+@dataclass
+class Config:
+    base: Spec
+    layers: list[Spec]
+    training: TrainingConfig
+    columns: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base.to_dict(),
+            "layers": [s.to_dict() for s in self.layers],
+            "training": dataclasses.asdict(self.training),
+            "columns": self.columns,
+        }
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _unknown_key(key: str, where: str, allowed: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listed = ", ".join(sorted(allowed)) or "none"
+    return ConfigError(f"{where}{key}: unknown key{hint}; allowed keys: {listed}")
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (list, tuple):
+        return f"a list of {_describe(typing.get_args(hint)[0])}s"
+    return {int: "integer", float: "number", bool: "boolean (true/false)", str: "string"}.get(hint, str(hint))
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    ok: bool
+    if origin is Literal:
+        ok = value in typing.get_args(hint) and isinstance(value, (str, int, float, bool))
+    elif origin in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(hint)[:1]
+            return [_coerce(v, item, key) for v in value]
+        ok = False
+    elif hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{key}: expected {_describe(hint)}, got {value!r}")
+    return value
+
+
+def class_options(cls: type) -> dict[str, tuple[Any, Any]]:
+    """The YAML options of a layer or base class: ``{name: (type hint, default)}`` of keyword-only args."""
+    hints = typing.get_type_hints(cls.__init__)
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        name: (hints.get(name, Any), p.default)
+        for name, p in params.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def _parse_spec(raw: Any, where: str, registry: dict[str, type], what: str) -> Spec:
+    if isinstance(raw, str):  # shorthand: "- maf"
+        raw = {"type": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {raw!r}")
+    if "type" not in raw:
+        raise ConfigError(f"{where}.type: missing; allowed {what} types: {', '.join(sorted(registry))}")
+    type_name = raw["type"]
+    if type_name not in registry:
+        close = difflib.get_close_matches(str(type_name), list(registry), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}.type: unknown {what} type {type_name!r}{hint}; allowed: {', '.join(sorted(registry))}")
+    allowed = class_options(registry[type_name])
+    options: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "type":
+            continue
+        if key not in allowed:
+            raise _unknown_key(key, f"{where}.", list(allowed))
+        options[key] = _coerce(value, allowed[key][0], f"{where}.{key}")
+    return Spec(type_name, options)
+
+
+def parse_config(raw: Any) -> Config:
+    """Validate a config mapping (as loaded from YAML) into a ``Config``."""
+    from .bases import BASES
+    from .layers import LAYERS
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
+    top = ["base", "layers", "training", "columns"]
+    for key in raw:
+        if key not in top:
+            raise _unknown_key(str(key), "", top)
+
+    base = _parse_spec(raw.get("base", {"type": "normal"}), "base", BASES, "base")
+
+    raw_layers = raw.get("layers")
+    if not isinstance(raw_layers, list) or not raw_layers:
+        raise ConfigError("layers: expected a non-empty list of layers, e.g. '- type: maf'")
+    layers: list[Spec] = []
+    for i, item in enumerate(raw_layers):
+        repeat = 1
+        if isinstance(item, dict) and "repeat" in item:
+            item = dict(item)
+            repeat = item.pop("repeat")
+            if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+                raise ConfigError(f"layers[{i}].repeat: expected an integer >= 1, got {repeat!r}")
+        spec = _parse_spec(item, f"layers[{i}]", LAYERS, "layer")
+        layers += [Spec(spec.type, dict(spec.options)) for _ in range(repeat)]
+
+    raw_training = raw.get("training") or {}
+    if not isinstance(raw_training, dict):
+        raise ConfigError(f"training: expected a mapping, got {raw_training!r}")
+    allowed = typing.get_type_hints(TrainingConfig)
+    values: dict[str, Any] = {}
+    for key, value in raw_training.items():
+        if key not in allowed:
+            raise _unknown_key(str(key), "training.", list(allowed))
+        values[key] = _coerce(value, allowed[key], f"training.{key}")
+    training = TrainingConfig(**values)
+    training.validate()
+
+    columns = raw.get("columns") or {}
+    if not isinstance(columns, dict):
+        raise ConfigError(f"columns: expected a mapping of column name to settings, got {columns!r}")
+    return Config(base=base, layers=layers, training=training, columns=columns)
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: malformed YAML{where}: {problem}") from None
+
+
+def default_config_path() -> Path:
+    return Path(__file__).parent / "presets" / DEFAULT_CONFIG_NAME
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a YAML config file; ``None`` means the packaged default."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    return parse_config(load_yaml_text(text, str(path)))

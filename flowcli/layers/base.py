@@ -1,0 +1,80 @@
+"""The contract every flow layer follows, and the registry that maps YAML ``type:`` names to layers.
+
+Direction convention (as in zuko and nflows): a layer maps data ``x`` towards the latent ``z``.
+
+    forward(x) -> (z, ladj)    ladj = log |det dz/dx|, one value per row
+    inverse(z) -> (x, ladj)    ladj = log |det dx/dz| = -(forward ladj at x)
+
+Both directions return their log|det| in the same pass as the output, never in a second pass.
+
+A new layer family is one module in ``flowcli/layers/`` that subclasses ``Layer`` and decorates the
+class with ``@register("yaml_name")``. Its keyword-only constructor arguments *are* its YAML options:
+``config.py`` reads their names, defaults and type hints to validate the user's YAML, so nothing else
+in the package has to change. If the constructor also accepts ``index`` (the layer's position in the
+stack), the builder passes it; coupling and autoregressive layers use it to alternate their masks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+
+class Layer(nn.Module):
+    """A bijection between data space and latent space with its log|det Jacobian|."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def initialize(self, x: Tensor) -> None:
+        """Data-dependent initialization from a batch of inputs to this layer (e.g. actnorm). Default: nothing."""
+
+
+LAYERS: dict[str, type[Layer]] = {}
+
+
+def register(name: str) -> Callable[[type[Layer]], type[Layer]]:
+    """Class decorator that makes a layer available as ``type: <name>`` in the YAML config."""
+
+    def decorate(cls: type[Layer]) -> type[Layer]:
+        if name in LAYERS:
+            raise RuntimeError(f"layer type {name!r} registered twice")
+        LAYERS[name] = cls
+        cls.type_name = name
+        return cls
+
+    return decorate
+
+
+def layer_options(cls: type[Layer]) -> dict[str, inspect.Parameter]:
+    """The YAML options of a layer: its keyword-only constructor parameters."""
+    params = inspect.signature(cls.__init__).parameters
+    return {n: p for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def build_layer(type_name: str, dim: int, index: int, options: dict[str, Any]) -> Layer:
+    """Instantiate a registered layer; options are assumed validated by ``config.py``."""
+    cls = LAYERS[type_name]
+    kwargs = dict(options)
+    if "index" in inspect.signature(cls.__init__).parameters:
+        kwargs["index"] = index
+    return cls(dim, **kwargs)
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise a ConfigError naming the option ``key`` when ``condition`` is false (for range checks in layers)."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def soft_clamp(x: Tensor, bound: float) -> Tensor:
+    """Smoothly limit ``x`` to (-bound, bound); keeps log-scales finite without killing gradients."""
+    return bound * torch.tanh(x / bound)

@@ -1,0 +1,183 @@
+"""Schema + flow + base: the model behind every command.
+
+``Flow`` is the torch module (tensors in, tensors out); ``Model`` wraps it with the schema and speaks
+DataFrames, in batches so memory stays bounded whatever the table size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from .bases import Base, build_base
+from .config import Config
+from .layers import Layer, build_layer
+from .schema import Column, Schema
+
+SCORING_BATCH = 65536
+
+
+class Flow(nn.Module):
+    """preprocessing -> layers -> (bridge) -> base.  forward: data -> latent, with summed log|det|."""
+
+    def __init__(self, schema: Schema, config: Config) -> None:
+        super().__init__()
+        dim = schema.dim
+        self.preprocess = schema.preprocessing()
+        layers: list[Layer] = [build_layer(s.type, dim, i, s.options) for i, s in enumerate(config.layers)]
+        self.base: Base = build_base(config.base.type, dim, config.base.options)
+        bridge = self.base.bridge()
+        if bridge is not None:
+            layers.append(bridge)
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, ladj = self.preprocess(x)
+        for layer in self.layers:
+            z, step = layer(z)
+            ladj = ladj + step
+        return z, ladj
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        ladj = z.new_zeros(z.shape[0])
+        for layer in reversed(self.layers):
+            z, step = layer.inverse(z)
+            ladj = ladj + step
+        x, step = self.preprocess.inverse(z)
+        return x, ladj + step
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        z, ladj = self(x)
+        return self.base.log_prob(z) + ladj
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Run the data-dependent initialization of each layer on the batch as it reaches that layer."""
+        z, _ = self.preprocess(x)
+        for layer in self.layers:
+            layer.initialize(z)
+            z, _ = layer(z)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        x, _ = self.inverse(self.base.sample(n, generator))
+        return x
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+class Model:
+    """A fitted density over a table: ``log_prob``, ``sample``, ``encode`` and ``decode`` on DataFrames."""
+
+    def __init__(self, schema: Schema, config: Config, flow: Flow, info: dict[str, Any] | None = None) -> None:
+        self.schema, self.config, self.flow = schema, config, flow
+        self.info = info or {}
+        self.latent_schema = Schema([Column(n, "continuous", "float64") for n in self.latent_names])
+        self.flow.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.flow.base._anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.flow.base._anchor.dtype
+
+    @property
+    def latent_names(self) -> list[str]:
+        return [f"z{i}" for i in range(self.schema.dim)]
+
+    def to(self, device: torch.device | str) -> "Model":
+        self.flow.to(device)
+        return self
+
+    def _tensor(self, matrix: np.ndarray) -> Tensor:
+        return torch.as_tensor(matrix, dtype=self.dtype).to(self.device)
+
+    def _map(self, matrix: np.ndarray, fn: Any, width: int) -> np.ndarray:
+        out = np.empty((len(matrix), width))
+        with torch.inference_mode():
+            for sl in _batches(len(matrix), SCORING_BATCH):
+                result = fn(self._tensor(matrix[sl]))
+                out[sl] = result.double().cpu().numpy().reshape(sl.stop - sl.start, width)
+        return out
+
+    def log_prob(self, frame: pd.DataFrame, row_offset: int = 0) -> np.ndarray:
+        """Natural log of the density of each row, in the units of the data columns."""
+        matrix = self.schema.to_matrix(frame, row_offset)
+        return self._map(matrix, self.flow.log_prob, 1)[:, 0]
+
+    def encode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
+        """Rows -> latent columns ``z0..z{k-1}`` (the base distribution's space)."""
+        matrix = self.schema.to_matrix(frame, row_offset)
+        z = self._map(matrix, lambda x: self.flow(x)[0], self.schema.dim)
+        return pd.DataFrame(z, columns=self.latent_names)
+
+    def decode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
+        """Latent columns ``z0..z{k-1}`` -> rows with the original column names and dtypes."""
+        z = self.latent_schema.to_matrix(frame, row_offset)
+        x = self._map(z, lambda t: self.flow.inverse(t)[0], self.schema.dim)
+        return self.schema.to_frame(x)
+
+    def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
+        """``n`` synthetic rows with the training columns, order and dtypes."""
+        return pd.concat(list(self.sample_batches(n, seed)), ignore_index=True) if n else self.schema.to_frame(np.zeros((0, self.schema.dim)))
+
+    def sample_batches(self, n: int, seed: int | None = None, batch: int = SCORING_BATCH) -> Iterator[pd.DataFrame]:
+        generator = torch.Generator(device=self.device)
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+        with torch.inference_mode():
+            for sl in _batches(n, batch):
+                x = self.flow.sample(sl.stop - sl.start, generator)
+                yield self.schema.to_frame(x.double().cpu().numpy())
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("flowcli", "torch", "numpy", "pandas", "pyarrow", "safetensors"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def save_model(model: Model, path: str) -> None:
+    """Write the model atomically: config, schema, training info and versions beside the weights."""
+    from . import checkpoint
+
+    header = {
+        "config": model.config.to_dict(),
+        "schema": model.schema.to_dict(),
+        "info": model.info,
+        "versions": package_versions(),
+    }
+    checkpoint.save(path, header, model.flow.state_dict())
+
+
+def load_model(path: str, device: str | torch.device = "cpu") -> Model:
+    """Rebuild a model from a checkpoint file alone (never unpickles)."""
+    from . import checkpoint
+    from .config import parse_config
+    from .errors import CheckpointError, ConfigError
+
+    header, tensors = checkpoint.load(path)
+    try:
+        config = parse_config(header["config"])
+        schema = Schema.from_dict(header["schema"])
+        flow = Flow(schema, config)
+        flow.load_state_dict(tensors)
+    except (ConfigError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint does not describe a valid model ({exc})") from None
+    return Model(schema, config, flow.to(device), header.get("info", {}))
