@@ -78,13 +78,14 @@ def fit(
     seed: int | None = None,
     metrics_file: IO[str] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    schema: Schema | None = None,
 ) -> Model:
     """Fit a flow to ``frame`` as ``config`` says; returns the model with its best validation weights."""
     if seed is not None:
         torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
     tc = config.training
-    schema = Schema.infer(frame)
+    schema = schema or Schema.infer(frame)
     matrix = schema.to_matrix(frame)
     if tc.max_rows and len(matrix) > tc.max_rows:
         matrix = matrix[torch.randperm(len(matrix), generator=generator)[: tc.max_rows].numpy()]
@@ -160,7 +161,7 @@ def fit(
         "device": str(device),
         "metrics": history,
     }
-    return Model(schema, config, flow, info)
+    return Model(schema, config, flow.to(torch.float64), info)
 
 
 def write_metrics_path(ckpt: str | Path) -> Path:

@@ -1,0 +1,241 @@
+"""The ``flowcli`` command line: parse options, call the library, write the result.
+
+Kept thin on purpose: the work lives in the library modules. Heavy imports (torch, pandas) happen
+inside the commands so ``flowcli --help`` starts fast. Known user errors (``FlowcliError``) become one
+line ``Error: ...`` on stderr with exit code 1; Ctrl-C exits 130; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+app = typer.Typer(
+    name="flowcli",
+    help="Learn the density of a table with a normalizing flow, then sample, score, encode and decode rows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Options shared by several commands, defined once.
+CheckpointArg = Annotated[str, typer.Argument(help="Checkpoint written by 'flowcli fit' (e.g. model.flow).", metavar="CKPT")]
+InputArg = Annotated[str, typer.Argument(help="Input table: .csv or .parquet, or - for CSV on stdin.", metavar="DATA")]
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output .csv or .parquet; - (default) is CSV on stdout.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
+ChunkOpt = Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per streamed chunk (bounds memory).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
+
+
+def _fail(message: str) -> None:
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors into one-line messages and exit codes; let bugs keep their traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import FlowcliError
+
+        try:
+            return command(*args, **kwargs)
+        except FlowcliError as exc:
+            _fail(str(exc).replace("\n", " "))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            _fail("interrupted")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader of our stdout went away (e.g. `| head`): stop quietly, like other Unix tools.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(141) from None
+
+    return wrapper
+
+
+def _resolve_config(config: Optional[str]) -> Any:
+    """A config path, or the name of a packaged preset (``-c nsf``); None means the default preset."""
+    from .config import default_config_path, load_config
+
+    if config is not None and not Path(config).exists():
+        preset = default_config_path().parent / f"{config}.yaml"
+        if "/" not in config and preset.exists():
+            config = str(preset)
+    return load_config(config)
+
+
+def _load(checkpoint: str, device: str) -> Any:
+    from .model import load_model
+    from .train import resolve_device
+
+    return load_model(checkpoint, resolve_device(device))
+
+
+@app.command()
+@handle_errors
+def fit(
+    data: InputArg,
+    output: Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write (conventionally .flow).")],
+    config: Annotated[Optional[str], typer.Option("-c", "--config", help="YAML config, or a preset name (e.g. nsf). Default: the packaged default.yaml.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override training.epochs of the config.")] = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed on CPU gives the same model.")] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Learn the density of a table and save it as a checkpoint.
+
+    Example: flowcli fit data-samples/wine.csv -c configs/maf.yaml -o wine.flow --epochs 100
+    """
+    import random
+
+    from .errors import DataError
+    from .files import AtomicTextFile
+    from .io import read_table
+    from .progress import Reporter
+
+    reporter = Reporter(quiet=quiet)
+    cfg = _resolve_config(config)
+    if epochs is not None:
+        cfg.training.epochs = epochs
+    out_dir = Path(output).parent
+    if Path(output).is_dir():
+        raise DataError(f"{output}: is a directory, expected a checkpoint file name")
+    if not out_dir.is_dir() and str(out_dir):
+        raise DataError(f"{output}: directory {str(out_dir)!r} does not exist")
+    if not os.access(out_dir if str(out_dir) else ".", os.W_OK):
+        raise DataError(f"{output}: directory is not writable")
+    frame = read_table(data)
+
+    from .model import save_model
+    from .schema import Schema
+    from .train import fit as fit_model, resolve_device, write_metrics_path
+
+    dev = resolve_device(device)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    metrics_path = Path(metrics) if metrics else write_metrics_path(output)
+    schema = Schema.infer(frame)
+    reporter.message(f"fitting {len(frame)} rows x {frame.shape[1]} columns on {dev} (seed {seed})")
+    # Metrics stream to a temporary file (watchable while training) renamed into place on success.
+    with AtomicTextFile(metrics_path) as metrics_file:
+        reporter.start(cfg.training.epochs, "fit")
+        try:
+            model = fit_model(frame, cfg, device=dev, seed=seed, metrics_file=metrics_file,
+                              on_epoch=reporter.epoch, schema=schema)
+        finally:
+            reporter.stop()
+        save_model(model, output)
+    info = model.info
+    reporter.message(
+        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
+        f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s); saved {output}"
+    )
+
+
+@app.command()
+@handle_errors
+def sample(
+    checkpoint: CheckpointArg,
+    n: Annotated[int, typer.Option("-n", "--rows", help="Number of rows to sample (>= 1).")],
+    output: OutputOpt = "-",
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible samples.")] = None,
+    device: DeviceOpt = "auto",
+    chunk_size: ChunkOpt = 65536,
+) -> None:
+    """Synthesize rows with the training table's column names and types.
+
+    Example: flowcli sample wine.flow -n 1000 -o synthetic.parquet --seed 1
+    """
+    from .errors import DataError
+    from .io import TableWriter, table_format
+
+    if n < 1:
+        raise DataError(f"-n {n}: the number of rows must be at least 1")
+    table_format(output)
+    model = _load(checkpoint, device)
+    with TableWriter(output) as writer:
+        for frame in model.sample_batches(n, seed, chunk_size):
+            writer.write(frame)
+
+
+def _stream(checkpoint: str, data: str, output: str, device: str, chunk_size: int, transform: Callable[[Any, Any, int], Any]) -> None:
+    """Shared body of logprob/encode/decode: read chunks, transform, write as we go."""
+    from .io import TableWriter, iter_table, table_format
+
+    table_format(output)
+    model = _load(checkpoint, device)
+    offset = 0
+    with TableWriter(output) as writer:
+        for frame in iter_table(data, chunk_size):
+            writer.write(transform(model, frame, offset))
+            offset += len(frame)
+
+
+@app.command()
+@handle_errors
+def logprob(
+    checkpoint: CheckpointArg,
+    data: InputArg = "-",
+    output: OutputOpt = "-",
+    device: DeviceOpt = "auto",
+    chunk_size: ChunkOpt = 65536,
+) -> None:
+    """Append a 'logprob' column: the natural log of the density of each row, in the units of its columns.
+
+    Example: cat events.csv | flowcli logprob events.flow - | sort -t, -k5 -g | head
+    """
+
+    def score(model: Any, frame: Any, offset: int) -> Any:
+        values = model.log_prob(frame, row_offset=offset)
+        out = frame.drop(columns=["logprob"], errors="ignore")
+        out["logprob"] = values
+        return out
+
+    _stream(checkpoint, data, output, device, chunk_size, score)
+
+
+@app.command()
+@handle_errors
+def encode(
+    checkpoint: CheckpointArg,
+    data: InputArg = "-",
+    output: OutputOpt = "-",
+    device: DeviceOpt = "auto",
+    chunk_size: ChunkOpt = 65536,
+) -> None:
+    """Map rows to latent columns z0..z{k-1} (the base distribution's space).
+
+    Example: flowcli encode wine.flow data-samples/wine.csv -o latent.csv
+    """
+    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.encode(f, row_offset=o))
+
+
+@app.command()
+@handle_errors
+def decode(
+    checkpoint: CheckpointArg,
+    data: Annotated[str, typer.Argument(help="Latent table with columns z0..z{k-1}: .csv, .parquet, or - for stdin.", metavar="LATENT")] = "-",
+    output: OutputOpt = "-",
+    device: DeviceOpt = "auto",
+    chunk_size: ChunkOpt = 65536,
+) -> None:
+    """Map latent rows z0..z{k-1} back to rows with the original column names.
+
+    Example: flowcli encode wine.flow wine.csv | flowcli decode wine.flow - -o roundtrip.csv
+    """
+    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.decode(f, row_offset=o))
+
+
+def main() -> None:
+    app()

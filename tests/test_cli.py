@@ -1,0 +1,230 @@
+"""Every subcommand through the CLI runner, a real shell pipeline, and bad input handled cleanly."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flowcli.cli import app
+
+from conftest import SMALL_CONFIG
+
+runner = CliRunner()
+
+
+def run(*args: str, input: bytes | str | None = None):
+    return runner.invoke(app, list(args), input=input)
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "small.yaml"
+    path.write_text(yaml.safe_dump({**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 3}}))
+    return path
+
+
+def test_fit_writes_checkpoint_and_metrics(tmp_path: Path, banana_files: dict, config_file: Path) -> None:
+    out = tmp_path / "m.flow"
+    result = run("fit", str(banana_files["csv"]), "-c", str(config_file), "-o", str(out), "--epochs", "4", "--seed", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""  # stdout carries data only; fit has none
+    assert "best validation NLL" in result.stderr
+    lines = [json.loads(line) for line in (tmp_path / "m.metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2, 3, 4]
+    assert {"epoch", "train_nll", "val_nll", "seconds"} <= set(lines[0])
+    assert out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_fit_from_stdin_quiet_with_explicit_metrics(tmp_path: Path, banana_files: dict, config_file: Path) -> None:
+    metrics = tmp_path / "log.jsonl"
+    result = run("fit", "-", "-c", str(config_file), "-o", str(tmp_path / "m.flow"), "--metrics", str(metrics), "--quiet",
+                 input=banana_files["csv"].read_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == "" and result.stdout == ""
+    assert len(metrics.read_text().splitlines()) == 3
+
+
+def test_sample_to_stdout_csv_and_parquet(tmp_path: Path, banana_files: dict) -> None:
+    ckpt = str(banana_files["ckpt"])
+    result = run("sample", ckpt, "-n", "7", "--seed", "2")
+    assert result.exit_code == 0, result.stderr
+    frame = pd.read_csv(io.StringIO(result.stdout))
+    assert list(frame.columns) == ["height_cm", "weight_kg"] and len(frame) == 7
+    assert result.stdout == run("sample", ckpt, "-n", "7", "--seed", "2").stdout  # seeded: identical
+    out = tmp_path / "s.parquet"
+    assert run("sample", ckpt, "-n", "5", "-o", str(out), "--chunk-size", "2").exit_code == 0
+    assert len(pd.read_parquet(out)) == 5
+
+
+def test_logprob_appends_a_column_and_matches_the_library(banana_files: dict, banana_model) -> None:
+    data = banana_files["csv"].read_bytes()
+    result = run("logprob", str(banana_files["ckpt"]), "-", "--chunk-size", "100", input=data)
+    assert result.exit_code == 0, result.stderr
+    scored = pd.read_csv(io.StringIO(result.stdout))
+    frame = pd.read_csv(banana_files["csv"])
+    assert list(scored.columns) == ["height_cm", "weight_kg", "logprob"] and len(scored) == len(frame)
+    np.testing.assert_allclose(scored["logprob"], banana_model.log_prob(frame), rtol=1e-6)
+
+
+def test_encode_then_decode_round_trips(tmp_path: Path, banana_files: dict) -> None:
+    ckpt = str(banana_files["ckpt"])
+    latent = tmp_path / "z.parquet"
+    assert run("encode", ckpt, str(banana_files["csv"]), "-o", str(latent)).exit_code == 0
+    assert list(pd.read_parquet(latent).columns) == ["z0", "z1"]
+    result = run("decode", ckpt, str(latent))
+    assert result.exit_code == 0, result.stderr
+    back = pd.read_csv(io.StringIO(result.stdout))
+    np.testing.assert_allclose(back.to_numpy(), pd.read_csv(banana_files["csv"]).to_numpy(), atol=1e-6)
+
+
+def test_every_command_help_has_an_example() -> None:
+    for command in ["fit", "sample", "logprob", "encode", "decode"]:
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Example:" in result.stdout, command
+
+
+def test_real_shell_pipeline(banana_files: dict) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    cmd = f"cat {banana_files['csv']} | {sys.executable} -m flowcli logprob {banana_files['ckpt']} - | tail -n +2 | wc -l"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == len(pd.read_csv(banana_files["csv"]))
+
+
+# --- bad input: one line "Error: ...", exit 1, no traceback, nothing written -----------------------------
+
+
+def assert_clean_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def bad_fit(tmp_path: Path, content: str | bytes, *extra: str, name: str = "bad.csv"):
+    data = tmp_path / name
+    data.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = tmp_path / "out.flow"
+    result = run("fit", str(data), "-o", str(out), "--epochs", "1", *extra)
+    assert not out.exists() and not (tmp_path / "out.metrics.jsonl").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    return result
+
+
+def test_fit_empty_file(tmp_path: Path) -> None:
+    assert_clean_error(bad_fit(tmp_path, ""), "empty")
+
+
+def test_fit_header_only(tmp_path: Path) -> None:
+    assert_clean_error(bad_fit(tmp_path, "a,b\n"), "no data rows")
+
+
+def test_fit_text_in_numeric_column_names_column_value_and_row(tmp_path: Path) -> None:
+    assert_clean_error(bad_fit(tmp_path, "a,b\n1,2\n3,oops\n5,6\n"), "'b'", "'oops'", "row 2")
+
+
+def test_fit_unknown_layer_type_names_the_allowed_ones(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("layers:\n  - type: mafx\n")
+    assert_clean_error(bad_fit(tmp_path, "a,b\n1,2\n3,4\n", "-c", str(cfg)), "layers[0].type", "mafx", "maf")
+
+
+def test_fit_unknown_option_and_bad_value(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("layers:\n  - type: maf\n    hiden: [3]\n")
+    assert_clean_error(bad_fit(tmp_path, "a,b\n1,2\n3,4\n", "-c", str(cfg)), "layers[0].hiden", "hidden")
+    cfg.write_text("layers:\n  - type: maf\ntraining:\n  lr: -1\n")
+    assert_clean_error(bad_fit(tmp_path, "a,b\n1,2\n3,4\n", "-c", str(cfg)), "training.lr")
+    cfg.write_text("layers:\n  - type: permute\n    order: sideways\n")
+    assert_clean_error(bad_fit(tmp_path, "a,b\n1,2\n3,4\n", "-c", str(cfg)), "layers[0].order", "'reverse'")
+
+
+def test_fit_malformed_yaml(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("layers: [\n  - type: maf\n")
+    assert_clean_error(bad_fit(tmp_path, "a,b\n1,2\n3,4\n", "-c", str(cfg)), "malformed YAML", "line")
+
+
+def test_fit_binary_garbage_and_wrong_extension(tmp_path: Path) -> None:
+    assert_clean_error(bad_fit(tmp_path, bytes(range(256)) * 4), "not a text CSV")
+    assert_clean_error(bad_fit(tmp_path, "a,b\n1,2\n", name="data.txt"), "unknown table format")
+    assert_clean_error(bad_fit(tmp_path, b"PAR1garbage", name="data.parquet"), "not a readable Parquet")
+
+
+def test_fit_into_missing_directory(tmp_path: Path, banana_files: dict) -> None:
+    result = run("fit", str(banana_files["csv"]), "-o", str(tmp_path / "nope" / "m.flow"))
+    assert_clean_error(result, "does not exist")
+
+
+def test_logprob_missing_column(tmp_path: Path, banana_files: dict) -> None:
+    out = tmp_path / "scored.csv"
+    result = run("logprob", str(banana_files["ckpt"]), "-", "-o", str(out), input="height_cm,other\n1,2\n")
+    assert_clean_error(result, "missing column 'weight_kg'")
+    assert not out.exists()
+
+
+def test_logprob_bad_value_in_a_later_chunk_leaves_no_output_and_keeps_old_file(tmp_path: Path, banana_files: dict) -> None:
+    out = tmp_path / "scored.csv"
+    out.write_text("precious\n")
+    rows = "height_cm,weight_kg\n" + "170,60\n" * 50 + "170,abc\n"
+    result = run("logprob", str(banana_files["ckpt"]), "-", "-o", str(out), "--chunk-size", "10", input=rows)
+    assert_clean_error(result, "'weight_kg'", "row 51", "'abc'")
+    assert out.read_text() == "precious\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not a checkpoint at all", b"\x08\x00\x00\x00\x00\x00\x00\x00{}"])
+def test_missing_or_corrupt_checkpoint(tmp_path: Path, content: bytes | None) -> None:
+    ckpt = tmp_path / "m.flow"
+    if content is not None:
+        ckpt.write_bytes(content)
+    for args in (["sample", str(ckpt), "-n", "3"], ["logprob", str(ckpt), "-"], ["encode", str(ckpt), "-"], ["decode", str(ckpt), "-"]):
+        result = run(*args, input="a\n1\n")
+        assert_clean_error(result, str(ckpt))
+        assert result.stdout == ""
+
+
+def test_truncated_checkpoint(tmp_path: Path, banana_files: dict) -> None:
+    data = banana_files["ckpt"].read_bytes()
+    for cut in (len(data) // 2, len(data) - 1):
+        ckpt = tmp_path / "t.flow"
+        ckpt.write_bytes(data[:cut])
+        assert_clean_error(run("sample", str(ckpt), "-n", "2"), "t.flow")
+
+
+def test_flipped_byte_in_weights_is_detected(tmp_path: Path, banana_files: dict) -> None:
+    data = bytearray(banana_files["ckpt"].read_bytes())
+    data[-10] ^= 0xFF
+    ckpt = tmp_path / "f.flow"
+    ckpt.write_bytes(bytes(data))
+    assert_clean_error(run("sample", str(ckpt), "-n", "2"), "checksum")
+
+
+def test_sample_zero_rows_is_an_error(banana_files: dict) -> None:
+    assert_clean_error(run("sample", str(banana_files["ckpt"]), "-n", "0"), "-n 0")
+
+
+def test_fit_cuda_without_gpu_is_a_clear_error(tmp_path: Path, banana_files: dict) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert_clean_error(run("fit", str(banana_files["csv"]), "-o", str(tmp_path / "m.flow"), "--device", "cuda"), "CUDA is not available")
+
+
+def test_python_dash_m_works() -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "flowcli", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and "logprob" in done.stdout
