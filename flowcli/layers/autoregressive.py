@@ -44,9 +44,8 @@ class MAF(Layer):
         return x * log_s.exp() + shift, log_s.sum(1)
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        # Each pass fixes one more variable in the autoregressive order; after dim passes x is exact.
-        x = torch.zeros_like(z)
-        for _ in range(self.dim):
-            log_s, shift = self._scale_shift(x)
-            x = (z - shift) * (-log_s).exp()
-        return x, -log_s.sum(1)
+        def invert(z_i: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+            log_s = soft_clamp(params[:, 0], self.scale_bound)
+            return (z_i - params[:, 1]) * (-log_s).exp(), -log_s
+
+        return self.made.solve(z, invert)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -47,11 +47,12 @@ class MADE(nn.Module):
         degree_in = torch.empty(dim, dtype=torch.long)
         degree_in[order] = torch.arange(1, dim + 1)  # variable order[k] is the (k+1)-th to be generated
         # Hidden degrees cycle through 1..dim-1 so every hidden unit can feed some output; 0 when dim == 1.
+        # They are sorted so that the units of each degree are contiguous (see ``solve``).
         low, span = min(1, dim - 1), max(1, dim - 1)
         degrees = [degree_in]
         layers: list[nn.Module] = []
         for width in hidden:
-            degree_h = torch.arange(width) % span + low
+            degree_h = (torch.arange(width) % span + low).sort().values
             mask = (degree_h[:, None] >= degrees[-1][None, :])
             layers += [MaskedLinear(len(degrees[-1]), width, mask), ACTIVATIONS[activation]()]
             degrees.append(degree_h)
@@ -62,9 +63,52 @@ class MADE(nn.Module):
         nn.init.zeros_(last.bias)
         layers.append(last)
         self.net = nn.Sequential(*layers)
+        self.register_buffer("order", order.clone(), persistent=False)
+        # ends[l][k] = number of units of hidden layer l with degree <= k (a prefix, since degrees are sorted).
+        self._ends = [torch.searchsorted(d, torch.arange(dim + 1), right=True).tolist() for d in degrees[1:]]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).view(*x.shape[:-1], self.dim, self.n_params)
+
+    def solve(self, z: Tensor, invert: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """Invert an autoregressive transform in one network pass instead of ``dim`` passes.
+
+        ``invert(z_i, params_i) -> (x_i, ladj_i)`` inverts the elementwise transformer of one variable.
+        Variables are solved in order; at step k only the hidden units of degree k-1 are computed,
+        because units of lower degree depend on variables already solved and were computed at earlier
+        steps. The total work is one forward pass of the network, split into ``dim`` slices.
+        """
+        linears = [m for m in self.net if isinstance(m, MaskedLinear)]
+        acts = [m for m in self.net if not isinstance(m, MaskedLinear)]
+        weights = [lin.weight * lin.mask for lin in linears]
+        weights[0] = weights[0][:, self.order]  # input columns in solving order
+        n, p = z.shape[0], self.n_params
+        in_place = not torch.is_grad_enabled()  # preallocated buffers; under autograd, grow by concatenation
+        hidden: list[Tensor] = [z.new_zeros(n, w.shape[0]) if in_place else z.new_zeros(n, 0) for w in weights[:-1]]
+        x_cols: list[Tensor] = []
+        ladj = z.new_zeros(n)
+        for k in range(self.dim):
+            # Step k solves the variable of degree k+1: first the hidden units of degree k (which
+            # only see variables of degree <= k, all solved), then that variable's parameters.
+            below = torch.stack(x_cols, 1) if x_cols else z.new_zeros(n, 0)
+            known = k
+            for l_idx, w in enumerate(weights[:-1]):
+                lo, hi = (self._ends[l_idx][k - 1] if k > 0 else 0), self._ends[l_idx][k]
+                if hi > lo:
+                    h = acts[l_idx](below[:, :known] @ w[lo:hi, :known].T + linears[l_idx].bias[lo:hi])
+                    if in_place:
+                        hidden[l_idx][:, lo:hi] = h
+                    else:
+                        hidden[l_idx] = torch.cat([hidden[l_idx], h], 1)
+                below, known = hidden[l_idx], hi
+            var = int(self.order[k])
+            rows = slice(var * p, (var + 1) * p)
+            params = below[:, :known] @ weights[-1][rows, :known].T + linears[-1].bias[rows]
+            x_var, ladj_var = invert(z[:, var], params)
+            x_cols.append(x_var)
+            ladj = ladj + ladj_var
+        x = torch.stack(x_cols, 1)[:, torch.argsort(self.order)]
+        return x, ladj
 
 
 def autoregressive_order(dim: int, index: int, order: str) -> Tensor:

@@ -1,0 +1,278 @@
+"""flowcli against zuko and nflows on the same recipe, in one run on the same machine.
+
+Recipe: 5 autoregressive layers (MAF, or rational-quadratic splines with 8 bins), MADE conditioners
+with 2 hidden layers of 128, reverse permutation between layers, Adam at 1e-3, batch 512, a fixed
+number of epochs, no early stopping, no learning-rate schedule. Every library gets the same
+standardized training rows and is scored on the same test rows, in the same (standardized) units.
+
+Each library runs in its own subprocess so that peak memory is its own. Usage:
+
+    pip install -e ".[bench]"
+    python benchmarks/peers.py                 # full table (takes a while on 2 cores)
+    python benchmarks/peers.py --epochs 2 --rows 20000 --quick   # smoke run
+
+Prints a Markdown table; see benchmarks/RESULTS.md for recorded figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM, COMPONENTS = 16, 8
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def gaussian_mixture(n: int, seed: int) -> tuple[np.ndarray, "object"]:
+    """A 16-D mixture of 8 full-covariance Gaussians; returns samples and a log-density function."""
+    rng = np.random.default_rng(1234)  # the mixture itself is fixed; `seed` only draws the samples
+    means = rng.normal(scale=3.0, size=(COMPONENTS, DIM))
+    covs = []
+    for _ in range(COMPONENTS):
+        a = rng.normal(size=(DIM, DIM)) / math.sqrt(DIM)
+        covs.append(a @ a.T + 0.1 * np.eye(DIM))
+    weights = rng.dirichlet(np.full(COMPONENTS, 5.0))
+    chols = [np.linalg.cholesky(c) for c in covs]
+    draw = np.random.default_rng(seed)
+    comp = draw.choice(COMPONENTS, size=n, p=weights)
+    x = means[comp] + np.einsum("nij,nj->ni", np.stack(chols)[comp], draw.normal(size=(n, DIM)))
+
+    def log_density(points: np.ndarray) -> np.ndarray:
+        terms = []
+        for w, m, L in zip(weights, means, chols):
+            diff = np.linalg.solve(L, (points - m).T).T
+            logdet = 2 * np.log(np.diag(L)).sum()
+            terms.append(np.log(w) - 0.5 * (diff**2).sum(1) - 0.5 * logdet - 0.5 * DIM * math.log(2 * math.pi))
+        t = np.stack(terms)
+        top = t.max(0)
+        return top + np.log(np.exp(t - top).sum(0))
+
+    return x, log_density
+
+
+def prepare(args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
+    """Write standardized train/test arrays (.npy) and CSVs for each data set; return their descriptions."""
+    sets = {}
+    x, logpdf = gaussian_mixture(args.rows + args.test_rows, seed=0)
+    train, test = x[: args.rows], x[args.rows :]
+    mean, std = train.mean(0), train.std(0)
+    # The ceiling in standardized units: log p_std(x') = log p(x) + sum(log std).
+    ceiling = float(logpdf(test).mean() + np.log(std).sum())
+    sets["gmm16"] = {"train": (train - mean) / std, "test": (test - mean) / std, "ceiling": ceiling}
+    import pandas as pd
+
+    real = pd.read_csv(ROOT / "data-samples" / "magic_gamma.csv").to_numpy()
+    order = np.random.default_rng(0).permutation(len(real))
+    n_test = len(real) // 5
+    r_train, r_test = real[order[n_test:]], real[order[:n_test]]
+    mean, std = r_train.mean(0), r_train.std(0)
+    sets["magic_gamma"] = {"train": (r_train - mean) / std, "test": (r_test - mean) / std, "ceiling": None}
+    for name, s in sets.items():
+        for part in ("train", "test"):
+            np.save(workdir / f"{name}_{part}.npy", s[part].astype(np.float32))
+            cols = [f"x{i}" for i in range(s[part].shape[1])]
+            pd.DataFrame(s[part], columns=cols).to_csv(workdir / f"{name}_{part}.csv", index=False)
+    return sets
+
+
+# --------------------------------------------------------------------------------------- models
+
+
+def build(lib: str, recipe: str, dim: int):
+    import torch
+
+    if lib == "zuko":
+        import zuko
+
+        if recipe == "maf":
+            flow = zuko.flows.MAF(dim, transforms=5, hidden_features=(128, 128))
+        else:
+            flow = zuko.flows.NSF(dim, transforms=5, bins=8, hidden_features=(128, 128))
+        return flow, (lambda x: flow().log_prob(x)), (lambda n: flow().sample((n,)))
+    if lib == "nflows":
+        from nflows.distributions.normal import StandardNormal
+        from nflows.flows.base import Flow
+        from nflows.transforms.autoregressive import (
+            MaskedAffineAutoregressiveTransform,
+            MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
+        )
+        from nflows.transforms.base import CompositeTransform
+        from nflows.transforms.permutations import ReversePermutation
+
+        layers = []
+        for i in range(5):
+            if recipe == "maf":
+                layers.append(MaskedAffineAutoregressiveTransform(dim, 128, num_blocks=1))
+            else:
+                layers.append(MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                    dim, 128, num_bins=8, tails="linear", tail_bound=5.0, num_blocks=1, use_residual_blocks=False))
+            if i < 4:
+                layers.append(ReversePermutation(dim))
+        flow = Flow(CompositeTransform(layers), StandardNormal([dim]))
+        return flow, flow.log_prob, flow.sample
+    if lib == "flowcli":
+        from flowcli.config import parse_config
+        from flowcli.model import Flow
+        from flowcli.schema import Column, Schema
+
+        layer = {"type": "maf", "hidden": [128, 128]} if recipe == "maf" else {"type": "spline_autoregressive", "hidden": [128, 128], "bins": 8}
+        layers = []
+        for i in range(5):
+            layers.append(dict(layer))
+            if i < 4:
+                layers.append({"type": "permute", "order": "reverse"})
+        config = parse_config({"layers": layers})
+        schema = Schema([Column(f"x{i}", "continuous", "float64", 0.0, 1.0) for i in range(dim)])
+        flow = Flow(schema, config)
+        return flow, flow.log_prob, flow.sample
+    raise ValueError(lib)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Train one library on one data set with the recipe, print a JSON line of figures."""
+    import torch
+
+    torch.manual_seed(0)
+    workdir = Path(args.workdir)
+    train = torch.from_numpy(np.load(workdir / f"{args.data}_train.npy"))
+    test = torch.from_numpy(np.load(workdir / f"{args.data}_test.npy"))
+    flow, log_prob, sample = build(args.lib, args.recipe, train.shape[1])
+    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    epoch_seconds = []
+    for _ in range(args.epochs):
+        flow.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(train))
+        for start in range(0, len(train), 512):
+            batch = train[perm[start : start + 512]]
+            loss = -log_prob(batch).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        epoch_seconds.append(time.perf_counter() - t0)
+    flow.eval()
+    with torch.inference_mode():
+        test_ll = float(torch.cat([log_prob(test[i : i + 8192]) for i in range(0, len(test), 8192)]).double().mean())
+        scoring = torch.cat([test] * max(1, 200_000 // len(test)))
+        t0 = time.perf_counter()
+        for i in range(0, len(scoring), 65536):
+            log_prob(scoring[i : i + 65536])
+        logprob_rps = len(scoring) / (time.perf_counter() - t0)
+        n_sample = 20_000
+        t0 = time.perf_counter()
+        for _ in range(2):
+            sample(n_sample // 2)
+        sample_rps = n_sample / (time.perf_counter() - t0)
+    result = {
+        "lib": args.lib, "recipe": args.recipe, "data": args.data,
+        "epoch_s": float(np.median(epoch_seconds)), "test_ll": test_ll,
+        "logprob_rows_s": logprob_rps, "sample_rows_s": sample_rps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(json.dumps(result), flush=True)
+
+
+def cli_figures(workdir: Path, recipe: str, data: str, epochs: int) -> dict:
+    """End-to-end CLI: fit with the same recipe, then `flowcli logprob` from a CSV file, timed as a whole."""
+    layer = "maf" if recipe == "maf" else "spline_autoregressive"
+    cfg = workdir / f"{recipe}.yaml"
+    hidden = "[128, 128]"
+    extra = "\n    bins: 8" if recipe != "maf" else ""
+    blocks = "\n".join(
+        f"  - type: {layer}\n    hidden: {hidden}{extra}" + ("\n  - type: permute\n    order: reverse" if i < 4 else "")
+        for i in range(5)
+    )
+    cfg.write_text(f"layers:\n{blocks}\ntraining:\n  epochs: {epochs}\n  val_fraction: 0.0\n  schedule: constant\n  patience: {epochs + 1}\n")
+    ckpt = workdir / f"{recipe}_{data}.flow"
+    train_csv, test_csv = workdir / f"{data}_train.csv", workdir / f"{data}_test.csv"
+    subprocess.run([sys.executable, "-m", "flowcli", "fit", str(train_csv), "-c", str(cfg), "-o", str(ckpt), "--seed", "0", "-q", "--device", "cpu"], check=True)
+    big = workdir / f"{data}_big.csv"
+    if not big.exists():
+        lines = test_csv.read_text().splitlines(keepends=True)
+        reps = max(1, 200_000 // (len(lines) - 1))
+        big.write_text(lines[0] + "".join(lines[1:]) * reps)
+    n_rows = sum(1 for _ in big.open()) - 1
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "flowcli", "logprob", str(ckpt), str(big), "-o", str(workdir / "scored.csv"), "--device", "cpu"], check=True)
+    return {"cli_logprob_rows_s": n_rows / (time.perf_counter() - t0)}
+
+
+def startup_figures() -> dict:
+    def best_of(cmd: list[str], runs: int = 5) -> float:
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return {
+        "help_s": best_of([sys.executable, "-m", "flowcli", "--help"]),
+        "import_torch_s": best_of([sys.executable, "-c", "import torch"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=50_000, help="training rows of the Gaussian mixture")
+    parser.add_argument("--test-rows", type=int, default=10_000)
+    parser.add_argument("--recipes", default="maf,nsf")
+    parser.add_argument("--libs", default="flowcli,zuko,nflows")
+    parser.add_argument("--data", default="gmm16,magic_gamma")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--lib", help=argparse.SUPPRESS)
+    parser.add_argument("--recipe", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    torch_threads = os.environ.get("OMP_NUM_THREADS", "default")
+    with tempfile.TemporaryDirectory(prefix="flowcli-bench-") as tmp:
+        workdir = Path(tmp)
+        sets = prepare(args, workdir)
+        rows = []
+        for data in args.data.split(","):
+            for recipe in args.recipes.split(","):
+                for lib in args.libs.split(","):
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--worker", "--lib", lib, "--recipe", recipe, "--data", data,
+                         "--workdir", str(workdir), "--epochs", str(args.epochs)],
+                        capture_output=True, text=True)
+                    if out.returncode != 0:
+                        print(f"{lib} {recipe} {data} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+                        continue
+                    row = json.loads(out.stdout.strip().splitlines()[-1])
+                    if lib == "flowcli":
+                        row.update(cli_figures(workdir, recipe, data, args.epochs))
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+        start = startup_figures()
+    print(f"\n{args.rows} training rows (gmm16), {args.epochs} epochs, torch threads: {torch_threads}\n")
+    for data, s in sets.items():
+        if s["ceiling"] is not None:
+            print(f"{data}: true mean test log-likelihood (ceiling) = {s['ceiling']:.3f}")
+    print("\n| data | recipe | library | s/epoch | test LL | logprob rows/s (memory) | logprob rows/s (CLI, CSV) | sample rows/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cli = f"{r['cli_logprob_rows_s']:,.0f}" if "cli_logprob_rows_s" in r else ""
+        print(f"| {r['data']} | {r['recipe']} | {r['lib']} | {r['epoch_s']:.2f} | {r['test_ll']:.3f} | {r['logprob_rows_s']:,.0f} | {cli} | {r['sample_rows_s']:,.0f} | {r['peak_rss_mb']:.0f} |")
+    print(f"\nflowcli --help: {start['help_s']:.3f} s; python -c 'import torch': {start['import_torch_s']:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
