@@ -200,6 +200,22 @@ def _checked(frames: Iterator[pd.DataFrame], source: str) -> Iterator[pd.DataFra
         yield _check_frame(frame, source)
 
 
+def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
+    """CSV text of a frame. pyarrow's writer is about 10x faster than pandas' (which dominated the time
+    of ``flowcli logprob``); pandas writes the header, unquoted, and any frame arrow cannot convert."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    head = frame.iloc[:0].to_csv(index=False).encode() if header else b""
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return head + frame.to_csv(index=False, header=False).encode()
+    sink = io.BytesIO()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
+    return head + sink.getvalue()
+
+
 class TableWriter:
     """Write DataFrames chunk by chunk to CSV/Parquet (atomically for files) or CSV on stdout.
 
@@ -236,7 +252,7 @@ class TableWriter:
     def write(self, frame: pd.DataFrame) -> None:
         assert self._file is not None
         if self.format == "csv":
-            self._file.write(frame.to_csv(index=False, header=not self._wrote_header).encode())
+            self._file.write(_csv_bytes(frame, header=not self._wrote_header))
             self._file.flush()
         else:
             import pyarrow as pa
