@@ -125,7 +125,7 @@ def fit(
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     metrics_path = Path(metrics) if metrics else write_metrics_path(output)
-    schema = Schema.infer(frame)
+    schema = Schema.infer(frame, cfg.columns)
     reporter.message(f"fitting {len(frame)} rows x {frame.shape[1]} columns on {dev} (seed {seed})")
     # Metrics stream to a temporary file (watchable while training) renamed into place on success.
     with AtomicTextFile(metrics_path) as metrics_file:

@@ -195,9 +195,9 @@ def parse_config(raw: Any) -> Config:
     training = TrainingConfig(**values)
     training.validate()
 
-    columns = raw.get("columns") or {}
-    if not isinstance(columns, dict):
-        raise ConfigError(f"columns: expected a mapping of column name to settings, got {columns!r}")
+    from .columns import parse_column_overrides
+
+    columns = parse_column_overrides(raw.get("columns"))
     return Config(base=base, layers=layers, training=training, columns=columns)
 
 

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from .bases import Base, build_base
 from .config import Config
 from .layers import Layer, build_layer
-from .schema import Column, Schema
+from .columns import Column
+from .schema import OnInvalid, Schema
 
 SCORING_BATCH = 65536
 
@@ -112,20 +113,30 @@ class Model:
                 out[sl] = result.double().cpu().numpy().reshape(sl.stop - sl.start, width)
         return out
 
-    def log_prob(self, frame: pd.DataFrame, row_offset: int = 0) -> np.ndarray:
-        """Natural log of the density of each row, in the units of the data columns."""
-        matrix = self.schema.to_matrix(frame, row_offset)
+    def log_prob(self, frame: pd.DataFrame, row_offset: int = 0, on_invalid: OnInvalid = "error") -> np.ndarray:
+        """Natural log of each row's probability: the density of its continuous values (in the units of
+        their columns) times the probability of its discrete values (see the README, "What logprob means").
+
+        ``on_invalid='neg-inf'`` scores rows with unparseable values or unseen categories as -inf instead
+        of raising an error that names the column, the value and the row.
+        """
+        matrix, log_mass = self.schema.to_features(frame, row_offset, on_invalid)
+        return self.log_prob_features(matrix) + log_mass
+
+    def log_prob_features(self, matrix: np.ndarray) -> np.ndarray:
+        """``log_prob`` of rows already encoded by ``Schema.to_features``."""
         return self._map(matrix, self.flow.log_prob, 1)[:, 0]
 
     def encode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
-        """Rows -> latent columns ``z0..z{k-1}`` (the base distribution's space)."""
-        matrix = self.schema.to_matrix(frame, row_offset)
+        """Rows -> latent columns ``z0..z{k-1}`` (the base distribution's space). Discrete values map
+        from the centre of their cell; missing values from the imputed stand-in."""
+        matrix, _ = self.schema.to_features(frame, row_offset)
         z = self._map(matrix, lambda x: self.flow(x)[0], self.schema.dim)
         return pd.DataFrame(z, columns=self.latent_names)
 
     def decode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
         """Latent columns ``z0..z{k-1}`` -> rows with the original column names and dtypes."""
-        z = self.latent_schema.to_matrix(frame, row_offset)
+        z, _ = self.latent_schema.to_features(frame, row_offset)
         x = self._map(z, lambda t: self.flow.inverse(t)[0], self.schema.dim)
         return self.schema.to_frame(x)
 

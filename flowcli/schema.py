@@ -1,70 +1,27 @@
-"""Column roles and their reversible encodings; stored as JSON in the checkpoint.
+"""The table's columns and their reversible encodings; stored as JSON in the checkpoint.
 
-The schema turns a DataFrame into the float matrix the flow sees (``to_matrix``), back again
-(``to_frame``), and builds the preprocessing layer whose log|det| makes ``logprob`` a density in the
-units of the user's columns. Columns are matched by name, never by position.
+The schema turns a DataFrame into the feature matrix the flow sees (``to_features``: data units, NaN
+for missing values), back again (``to_frame``), and builds the preprocessing layer whose log|det| (and
+dequantization / imputation terms) make ``logprob`` a density in the units of the user's columns times
+the probability of its discrete values. Columns are matched by name, never by position. How each column
+is inferred and encoded lives in ``columns.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import math
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
+from .columns import AFFINE, LOG, LOGIT, Column, columns_from_dicts, infer_column
 from .errors import DataError
 from .layers.base import Layer
 
-
-@dataclass
-class Column:
-    name: str
-    role: str  # "continuous" (standardized) or "constant" (not modelled, reproduced as is)
-    dtype: str  # the pandas dtype of the training column, restored on output
-    mean: float = 0.0
-    std: float = 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _numeric_values(series: pd.Series, row_offset: int) -> np.ndarray:
-    """The column as float64, or a DataError naming the column, the bad value and its row (1-based)."""
-    name = series.name
-    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
-        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        converted = pd.to_numeric(series, errors="coerce")
-        bad = converted.isna() & series.notna()
-        if bad.any():
-            pos = int(np.argmax(bad.to_numpy()))
-            raise DataError(f"column {name!r}, row {row_offset + pos + 1}: {series.iloc[pos]!r} is not a number")
-        values = converted.to_numpy(dtype=np.float64, na_value=np.nan)
-    finite = np.isfinite(values)
-    if not finite.all():
-        pos = int(np.argmin(finite))
-        what = "missing value" if np.isnan(values[pos]) else f"{values[pos]} is not a finite number"
-        raise DataError(f"column {name!r}, row {row_offset + pos + 1}: {what}")
-    return values
-
-
-def _restore_dtype(values: np.ndarray, dtype_name: str) -> np.ndarray:
-    """Cast model output back to the training column's dtype (integers are rounded)."""
-    try:
-        dtype = np.dtype(dtype_name)
-    except TypeError:  # a pandas extension dtype: leave as float
-        return values
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    if dtype.kind == "f":
-        return values.astype(dtype)
-    if dtype.kind == "b":
-        return values >= 0.5
-    return values
+OnInvalid = Literal["error", "neg-inf"]
 
 
 class Schema:
@@ -79,14 +36,16 @@ class Schema:
 
     @property
     def modelled(self) -> list[Column]:
-        return [c for c in self.columns if c.role != "constant"]
+        return [c for c in self.columns if c.modelled]
 
     @property
     def dim(self) -> int:
-        return len(self.modelled)
+        return sum(c.width for c in self.columns)
 
     @classmethod
-    def infer(cls, frame: pd.DataFrame) -> "Schema":
+    def infer(cls, frame: pd.DataFrame, overrides: dict[str, dict[str, Any]] | None = None) -> "Schema":
+        """Roles from the data (see ``columns.py``), with the config's ``columns:`` section taking precedence."""
+        overrides = overrides or {}
         if frame.shape[1] == 0:
             raise DataError("the table has no columns")
         if frame.shape[0] < 2:
@@ -94,61 +53,134 @@ class Schema:
         duplicated = frame.columns[frame.columns.duplicated()]
         if len(duplicated):
             raise DataError(f"column {duplicated[0]!r} appears more than once")
-        columns = []
-        for name in frame.columns:
-            values = _numeric_values(frame[name], 0)
-            std = float(values.std())
-            role = "constant" if std == 0.0 else "continuous"
-            columns.append(Column(str(name), role, str(frame[name].dtype), float(values.mean()), std if std > 0 else 1.0))
-        if not any(c.role != "constant" for c in columns):
-            raise DataError("every column is constant; there is no density to learn")
+        unknown = [name for name in overrides if name not in frame.columns]
+        if unknown:
+            raise DataError(f"config columns.{unknown[0]}: no such column in the data; columns: {', '.join(map(str, frame.columns))}")
+        columns = [infer_column(frame[name], overrides.get(str(name))) for name in frame.columns]
+        if not any(c.modelled for c in columns):
+            raise DataError("every column is constant or ignored; there is no density to learn")
         return cls(columns)
 
-    def to_matrix(self, frame: pd.DataFrame, row_offset: int = 0) -> np.ndarray:
-        """The modelled columns of ``frame`` (matched by name) as a float64 matrix in data units."""
-        missing = [c.name for c in self.modelled if c.name not in frame.columns]
-        if missing:
-            raise DataError(f"missing column {missing[0]!r}; the model needs: {', '.join(self.names)}")
-        if not self.modelled:
-            return np.zeros((len(frame), 0))
-        return np.column_stack([_numeric_values(frame[c.name], row_offset) for c in self.modelled])
+    def to_features(self, frame: pd.DataFrame, row_offset: int = 0, on_invalid: OnInvalid = "error") -> tuple[np.ndarray, np.ndarray]:
+        """The flow's features of ``frame`` (matched by name) and a per-row log-probability term that the
+        features cannot carry (-inf for a value outside a column's support or, with ``on_invalid='neg-inf'``,
+        an unparseable value or unseen category; else 0)."""
+        needed = [c.name for c in self.columns if c.role != "ignore"]
+        absent = [name for name in needed if name not in frame.columns]
+        if absent:
+            raise DataError(f"missing column {absent[0]!r}; the model needs: {', '.join(needed)}")
+        n = len(frame)
+        features: list[np.ndarray] = []
+        log_mass = np.zeros(n)
+        for col in self.columns:
+            if col.role == "ignore":
+                continue
+            values, mass, invalid = col.encode(frame[col.name], row_offset)
+            if invalid:
+                if on_invalid == "error":
+                    raise DataError(min(invalid)[1])
+                rows = [p for p, _ in invalid]
+                mass[rows] = -np.inf
+                values = [np.where(np.isin(np.arange(n), rows), _cell_centre(v, col), v) for v in values]
+            features += values
+            log_mass += mass
+        matrix = np.column_stack(features) if features else np.zeros((n, 0))
+        return matrix, log_mass
 
     def to_frame(self, matrix: np.ndarray) -> pd.DataFrame:
-        """Rows in data units back to a DataFrame with the training columns, order and dtypes."""
+        """Features in data units back to a DataFrame with the training columns (ignored ones left out),
+        in order, with their dtypes, labels and missing values."""
         data: dict[str, Any] = {}
-        modelled = iter(range(matrix.shape[1]))
+        start = 0
         for col in self.columns:
-            values = np.full(len(matrix), col.mean) if col.role == "constant" else matrix[:, next(modelled)]
-            data[col.name] = _restore_dtype(values, col.dtype)
-        return pd.DataFrame(data)
+            part = [matrix[:, start + i] for i in range(col.width)]
+            start += col.width
+            series = col.decode(part, len(matrix))
+            if series is not None:
+                data[col.name] = series
+        return pd.DataFrame(data, index=pd.RangeIndex(len(matrix)))
 
-    def preprocessing(self) -> "Standardize":
-        mean = torch.tensor([c.mean for c in self.modelled])
-        std = torch.tensor([c.std for c in self.modelled])
-        return Standardize(mean, std)
+    def preprocessing(self) -> "Preprocess":
+        return Preprocess([spec for c in self.columns for spec in c.feature_specs()])
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.columns]
 
     @classmethod
     def from_dict(cls, raw: list[dict[str, Any]]) -> "Schema":
-        return cls([Column(**c) for c in raw])
+        return cls(columns_from_dicts(raw))
 
 
-class Standardize(Layer):
-    """z = (x - mean) / std with the training statistics; log|det| = -sum(log std).
+def _cell_centre(values: np.ndarray, col: Column) -> np.ndarray:
+    """A harmless stand-in for an invalid entry (its row scores -inf anyway)."""
+    return np.full(len(values), 0.5 if col.role == "categorical" else col.fill)
 
-    Part of the flow so that densities are in the units of the user's data. Statistics live in the
-    schema JSON, not in the weights, so the buffers are not persistent.
+
+class Preprocess(Layer):
+    """Per-feature encoding of data units into the flow's standardized space, with its log|det|.
+
+    For each feature: t = x (affine), log x (positive) or logit((x - low) / (high - low)) (bounded);
+    then y = (t - shift) / scale. log|det| sums log|dt/dx| - log scale, so densities are in the units of
+    the user's data.
+
+    Dequantized features (integers, categories, missingness indicators) arrive at the centre of their
+    cell. In training mode a uniform offset over the middle ``width`` of the cell is added, so the flow
+    fits the density of value + U(-width/2, width/2); at evaluation they stay at the centre. Either way
+    log(width) is added: with q = U(-width/2, width/2), log P(value) >= E_q[log p(value + u)] + log(width)
+    (Jensen), which is the training objective, and log p(centre) + log(width) is the midpoint estimate of
+    log P(value) used for scoring (the mass of the cell = its density times its width).
+
+    Missing values (NaN) are imputed in y-space: y ~ N(0, 1) in training, y = 0 at evaluation, and the
+    log-density of that imputation, log N(y; 0, 1), is subtracted. The result estimates the density of
+    the observed part of the row: exact when the flow has learnt that a missing value's stand-in is
+    independent N(0, 1) noise, which is what maximum likelihood on such rows teaches it.
+
+    The statistics live in the schema JSON, not in the weights, so the buffers are not persistent.
     """
 
-    def __init__(self, mean: Tensor, std: Tensor) -> None:
+    def __init__(self, specs: list[dict[str, Any]]) -> None:
         super().__init__()
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+
+        def buffer(name: str, values: list[Any], dtype: torch.dtype = torch.get_default_dtype()) -> None:
+            self.register_buffer(name, torch.tensor(values, dtype=dtype), persistent=False)
+
+        buffer("shift", [s["shift"] for s in specs])
+        buffer("scale", [s["scale"] for s in specs])
+        buffer("low", [s["low"] for s in specs])
+        buffer("high", [s["high"] for s in specs])
+        buffer("fill", [s["fill"] for s in specs])
+        buffer("is_log", [s["kind"] == LOG for s in specs], torch.bool)
+        buffer("is_logit", [s["kind"] == LOGIT for s in specs], torch.bool)
+        buffer("width", [s["width"] for s in specs])
+        dequantized = [s["width"] > 0 for s in specs]
+        buffer("dequant", dequantized, torch.bool)
+        # The log(width) of the dequantized features, a constant of every row.
+        self.log_width = float(sum(math.log(s["width"]) for s in specs if s["width"] > 0))
+        assert all(s["kind"] in (AFFINE, LOG, LOGIT) for s in specs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return (x - self.mean) / self.std, (-self.std.log().sum()).expand(x.shape[0])
+        missing = torch.isnan(x)
+        x = torch.where(missing, self.fill, x)
+        if self.training:
+            x = x + (torch.rand_like(x) - 0.5) * self.width
+        width = self.high - self.low
+        u = torch.where(self.is_logit, (x - self.low) / width, torch.full_like(x, 0.5))
+        pos = torch.where(self.is_log, x, torch.ones_like(x))
+        t = torch.where(self.is_logit, torch.log(u) - torch.log1p(-u), torch.where(self.is_log, torch.log(pos), x))
+        ladj = torch.where(self.is_logit, -torch.log(width) - torch.log(u) - torch.log1p(-u),
+                           torch.where(self.is_log, -torch.log(pos), torch.zeros_like(x)))
+        y = (t - self.shift) / self.scale
+        ladj = ladj - torch.log(self.scale)
+        if missing.any():
+            stand_in = torch.randn_like(x) if self.training else torch.zeros_like(x)
+            y = torch.where(missing, stand_in, y)
+            ladj = torch.where(missing, 0.5 * stand_in**2 + 0.5 * math.log(2 * math.pi), ladj)
+        return y, ladj.sum(-1) + self.log_width
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return z * self.std + self.mean, self.std.log().sum().expand(z.shape[0])
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        t = y * self.scale + self.shift
+        width = self.high - self.low
+        x = torch.where(self.is_logit, self.low + width * torch.sigmoid(t), torch.where(self.is_log, torch.exp(t), t))
+        ladj = torch.where(self.is_logit, torch.log(width) + torch.nn.functional.logsigmoid(t) + torch.nn.functional.logsigmoid(-t),
+                           torch.where(self.is_log, t, torch.zeros_like(t)))
+        return x, (ladj + torch.log(self.scale)).sum(-1) - self.log_width

@@ -94,8 +94,8 @@ def fit(
         torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
     tc = config.training
-    schema = schema or Schema.infer(frame)
-    matrix = schema.to_matrix(frame)
+    schema = schema or Schema.infer(frame, config.columns)
+    matrix, _ = schema.to_features(frame)
     if tc.max_rows and len(matrix) > tc.max_rows:
         matrix = matrix[torch.randperm(len(matrix), generator=generator)[: tc.max_rows].numpy()]
     dtype = torch.get_default_dtype()
