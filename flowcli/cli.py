@@ -126,6 +126,8 @@ def fit(
         seed = random.SystemRandom().randrange(2**31)
     metrics_path = Path(metrics) if metrics else write_metrics_path(output)
     schema = Schema.infer(frame, cfg.columns)
+    reporter.table("columns", ["column", "role", "encoding", "why"],
+                   [[c.name, c.role, c.describe(), c.reason] for c in schema.columns])
     reporter.message(f"fitting {len(frame)} rows x {frame.shape[1]} columns on {dev} (seed {seed})")
     # Metrics stream to a temporary file (watchable while training) renamed into place on success.
     with AtomicTextFile(metrics_path) as metrics_file:
@@ -190,16 +192,34 @@ def logprob(
     output: OutputOpt = "-",
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
+    on_invalid: Annotated[str, typer.Option("--on-invalid", help="error: stop at an unparseable value or unseen category, naming the column, value and row; neg-inf: score such rows -inf.")] = "error",
+    flag_below: Annotated[Optional[float], typer.Option("--flag-below", metavar="Q", help="Add an 'anomaly' column: true when logprob is below the Q-quantile (0 < Q < 1) of held-out training rows.")] = None,
+    percentile: Annotated[bool, typer.Option("--percentile", help="Add a 'percentile' column: the row's logprob percentile (0-100) among held-out training rows.")] = False,
 ) -> None:
-    """Append a 'logprob' column: the natural log of the density of each row, in the units of its columns.
+    """Append a 'logprob' column: the log of each row's probability (density of its continuous values in
+    the units of their columns, times the probability of its discrete values).
 
-    Example: cat events.csv | flowcli logprob events.flow - | sort -t, -k5 -g | head
+    Example: cat events.csv | flowcli logprob events.flow - --flag-below 0.001 | grep ',True$'
     """
+    from .errors import DataError
+
+    if on_invalid not in ("error", "neg-inf"):
+        raise typer.BadParameter(f"{on_invalid!r} is not one of 'error', 'neg-inf'", param_hint="--on-invalid")
+    if flag_below is not None and not 0 < flag_below < 1:
+        raise DataError(f"--flag-below {flag_below}: the quantile must be between 0 and 1 (e.g. 0.01)")
+    threshold: list[float] = []
 
     def score(model: Any, frame: Any, offset: int) -> Any:
-        values = model.log_prob(frame, row_offset=offset)
-        out = frame.drop(columns=["logprob"], errors="ignore")
+        if flag_below is not None and not threshold:
+            threshold.append(model.logprob_threshold(flag_below))
+        values = model.log_prob(frame, row_offset=offset, on_invalid=on_invalid)
+        added = ["logprob"] + ["anomaly"] * (flag_below is not None) + ["percentile"] * percentile
+        out = frame.drop(columns=added, errors="ignore")
         out["logprob"] = values
+        if flag_below is not None:
+            out["anomaly"] = values < threshold[0]
+        if percentile:
+            out["percentile"] = model.logprob_percentile(values)
         return out
 
     _stream(checkpoint, data, output, device, chunk_size, score)

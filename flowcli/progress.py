@@ -22,6 +22,20 @@ class Reporter:
         if not self.quiet:
             print(text, file=self.stream, flush=True)
 
+    def table(self, title: str, header: list[str], rows: list[list[str]]) -> None:
+        """A rich table on stderr (plain text, no colour, when stderr is not a terminal)."""
+        if self.quiet:
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left", pad_edge=False)
+        for name in header:
+            table.add_column(name, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        Console(file=self.stream, width=max(100, Console(file=self.stream).width), highlight=False).print(table)
+
     def start(self, total: int, description: str) -> None:
         if not self.interactive:
             return

@@ -159,6 +159,9 @@ def fit(
     if not math.isfinite(best_val):
         raise TrainingError("training never reached a finite validation loss; check the data or lower training.lr")
     flow.load_state_dict(best_state)
+    model = Model(schema, config, flow.to(torch.float64))
+    # Held-out rows are the honest reference for anomaly thresholds (training rows score too well).
+    reference, source = (val, "validation") if len(val) else (train, "training")
     info = {
         "epochs_run": len(history),
         "best_epoch": best_epoch,
@@ -169,8 +172,23 @@ def fit(
         "seed": seed,
         "device": str(device),
         "metrics": history,
+        "logprob_quantiles": logprob_quantiles(model.log_prob_features(reference.double().cpu().numpy()), source),
     }
-    return Model(schema, config, flow.to(torch.float64), info)
+    model.info = info
+    return model
+
+
+# Quantile levels kept in the checkpoint: every percent, plus fine ones in both tails (anomaly
+# thresholds live in the lower tail).
+QUANTILE_LEVELS = sorted({0.0, 0.0005, 0.001, 0.002, 0.005, 0.995, 0.998, 0.999, 0.9995, 1.0}
+                         | {round(i / 100, 2) for i in range(1, 100)} | {round(0.01 + i / 1000, 3) for i in range(-9, 10)})
+
+
+def logprob_quantiles(values: np.ndarray, source: str) -> dict[str, Any]:
+    """Quantiles of ``logprob`` on held-out rows: what ``--flag-below`` and ``--percentile`` compare against."""
+    finite = values[np.isfinite(values)]
+    return {"source": source, "rows": int(len(values)), "levels": QUANTILE_LEVELS,
+            "values": np.quantile(finite, QUANTILE_LEVELS).tolist() if len(finite) else []}
 
 
 def write_metrics_path(ckpt: str | Path) -> Path:
