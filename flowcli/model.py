@@ -20,6 +20,17 @@ from .columns import Column
 from .schema import OnInvalid, Schema
 
 SCORING_BATCH = 65536
+# Points of the lattice rule that integrates the density over the unit cell of a row's discrete values
+# (see ``Model.log_prob_features``). Scoring a table with discrete columns costs this many flow passes.
+CELL_POINTS = 16
+
+
+def cell_lattice(points: int, dims: int) -> np.ndarray:
+    """A centred rank-1 (Korobov) lattice of ``points`` offsets in [-1/2, 1/2)^dims: the midpoint rule
+    in one dimension, an even spread in more (Sloan & Joe 1994, "Lattice Methods for Multiple Integration")."""
+    generator = [pow(3, i, points) if points > 1 else 0 for i in range(dims)]
+    j = np.arange(points)[:, None]
+    return ((j * np.asarray(generator)[None, :] + 0.5) / points) % 1.0 - 0.5
 
 
 class Flow(nn.Module):
@@ -124,8 +135,29 @@ class Model:
         return self.log_prob_features(matrix) + log_mass
 
     def log_prob_features(self, matrix: np.ndarray) -> np.ndarray:
-        """``log_prob`` of rows already encoded by ``Schema.to_features``."""
-        return self._map(matrix, self.flow.log_prob, 1)[:, 0]
+        """``log_prob`` of rows already encoded by ``Schema.to_features``.
+
+        Without discrete features this is the flow's log-density. With them, the probability of the
+        discrete values is the integral of the flow's density over their unit cell, the same cell that
+        sampling maps to that value; it is computed with a ``CELL_POINTS``-point lattice rule over the
+        cell (a log-mean-exp of the density at the lattice points). The midpoint alone (density at the
+        cell centre times the trained width) proved a poor estimate: a flow does not learn a flat density
+        inside a cell, and on a toy table of two categorical columns it was off by up to 2x per cell.
+        """
+        pre = self.flow.preprocess
+        discrete = pre.dequant.cpu().numpy()
+        if not discrete.any():
+            return self._map(matrix, self.flow.log_prob, 1)[:, 0]
+        lattice = cell_lattice(CELL_POINTS, int(discrete.sum()))
+        scores = np.empty((CELL_POINTS, len(matrix)))
+        for j, offset in enumerate(lattice):
+            shifted = matrix.copy()
+            shifted[:, discrete] += offset
+            # The flow's log-density includes log(width) of the training cells; the integral is over unit cells.
+            scores[j] = self._map(shifted, self.flow.log_prob, 1)[:, 0] - pre.log_width
+        top = scores.max(axis=0)
+        safe = np.where(np.isfinite(top), top, 0.0)
+        return safe + np.log(np.exp(scores - safe).mean(axis=0))
 
     def _quantiles(self) -> tuple[np.ndarray, np.ndarray]:
         from .errors import CheckpointError

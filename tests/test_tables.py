@@ -162,9 +162,10 @@ def test_probabilities_of_all_categories_sum_to_one() -> None:
     model = fit(frame, config, device=torch.device("cpu"), seed=0)
     cells = pd.DataFrame([(x, y) for x in "xyz" for y in ("on", "off")], columns=["a", "b"])
     p = np.exp(model.log_prob(cells))
-    assert abs(p.sum() - 1) < 0.05, p.sum()
+    assert abs(p.sum() - 1) < 0.03, p.sum()
+    # Each cell's probability is near its frequency (up to the fit of a small, briefly trained model).
     empirical = frame.value_counts(normalize=True).reindex(list(zip(cells["a"], cells["b"]))).to_numpy()
-    np.testing.assert_allclose(p, empirical, atol=0.04)
+    np.testing.assert_allclose(p, empirical, atol=0.06)
 
 
 # --- missing values ------------------------------------------------------------------------------------
