@@ -63,3 +63,29 @@ def test_spline_inverse_has_no_nan_from_rounding_in_float32() -> None:
     assert torch.isfinite(x).all() and torch.isfinite(ladj).all()
     back, _ = rational_quadratic(x, params, 5.0)
     assert (back - y).abs().max() < 1e-3
+
+
+def test_planar_inverse_meets_its_tolerance_near_the_invertibility_limit() -> None:
+    torch.manual_seed(0)
+    layer = build_layer("planar", 3, 0, {}).double()
+    with torch.no_grad():
+        layer.w.copy_(torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64))
+        layer.u.copy_(-30 * layer.w)  # w·u very negative: w·û = m(w·u) is just above -1
+    with torch.no_grad():
+        _, w_u_hat = layer._u_hat()
+    assert -1 < w_u_hat.item() < -0.99
+    x = torch.randn(500, 3, dtype=torch.float64) * 3
+    z, ladj = layer(x)
+    x_back, ladj_inv = layer.inverse(z)
+    assert (x_back - x).abs().max() < layer.inverse_tolerance
+    assert (ladj + ladj_inv).abs().max() < layer.inverse_tolerance
+
+
+def test_radial_inverse_at_and_near_the_centre() -> None:
+    layer = perturbed("radial", 4)
+    x = layer.center.detach()[None] + torch.tensor([[0.0], [1e-12], [1e-3], [50.0]], dtype=torch.float64)
+    z, ladj = layer(x)
+    x_back, ladj_inv = layer.inverse(z)
+    assert torch.isfinite(ladj).all()
+    torch.testing.assert_close(x_back, x, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(ladj + ladj_inv, torch.zeros_like(ladj), atol=1e-10, rtol=0)
