@@ -38,13 +38,15 @@ def solve_monotone(fn: MonotoneFn, target: Tensor, lo: Tensor, hi: Tensor, x0: T
                    max_iter: int = 100) -> Tensor:
     """Solve F(x) = target for an increasing F, given a bracket F(lo) <= target <= F(hi).
 
-    Safeguarded Newton: a Newton step is taken when it stays inside the current bracket, otherwise the
-    bracket is bisected, so convergence is guaranteed (bisection) and fast near the root (Newton). The
-    bracket shrinks at every step. Stops when every Newton correction is below ``tol * (1 + |x|)``, or the
-    floating-point resolution of x, whichever is larger.
+    Safeguarded Newton (as ``rtsafe`` in Numerical Recipes): a Newton step is taken when it lands inside
+    the current bracket and is less than half the previous step, otherwise the bracket is bisected (Newton
+    alone can bounce between the ends of the bracket on an S-shaped F). Convergence is guaranteed by the
+    bisections, and steps are Newton's near the root (fast). Stops when every Newton correction is below
+    ``tol * (1 + |x|)`` or the bracket reaches the floating-point resolution of x.
     """
     eps = torch.finfo(target.dtype).eps
     x = torch.minimum(torch.maximum(x0, lo), hi)
+    last_step = hi - lo
     for _ in range(max_iter):
         f, df = fn(x)
         r = f - target
@@ -52,8 +54,9 @@ def solve_monotone(fn: MonotoneFn, target: Tensor, lo: Tensor, hi: Tensor, x0: T
         hi = torch.where(r >= 0, x, hi)
         step = r / df
         newton = x - step
-        inside = (newton >= lo) & (newton <= hi) & torch.isfinite(newton)
-        x_next = torch.where(inside, newton, 0.5 * (lo + hi))
+        use_newton = (newton >= lo) & (newton <= hi) & torch.isfinite(newton) & (step.abs() <= 0.5 * last_step)
+        x_next = torch.where(use_newton, newton, 0.5 * (lo + hi))
+        last_step = (x_next - x).abs()
         scale = 1 + x.abs()
         done = (step.abs() <= torch.clamp(tol * scale, min=8 * eps * scale)) | (hi - lo <= 4 * eps * scale)
         x = torch.where(done, x, x_next)
