@@ -81,15 +81,14 @@ class Residual(Layer):
 
     def _series_log_det(self, weights: list[Tensor], slopes: list[Tensor], n_terms: int, roulette: bool,
                         generator: torch.Generator | None) -> Tensor:
-        """Σ_{k<=N} (-1)^(k+1)/k · vᵀJᵏv / P(N >= k), with v ~ N(0, I); N = n_terms, plus a geometric tail if roulette."""
+        """Σ_{k<=N} (-1)^(k+1)/k · vᵀJᵏv / P(N >= k), v ~ N(0, I); N = n_terms, plus a geometric tail if roulette."""
         n = slopes[0].shape[0]
         ref = slopes[0]
         extra = 0
         if roulette:
             u = torch.rand((), dtype=torch.float64, generator=generator)
             extra = int(math.floor(math.log(max(float(u), 1e-300)) / math.log(0.5)))
-        v = torch.randn(n, self.dim, dtype=ref.dtype, generator=generator, device=ref.device) if generator is not None \
-            else torch.randn(n, self.dim, dtype=ref.dtype, device=ref.device)
+        v = torch.randn(n, self.dim, dtype=ref.dtype, generator=generator, device=ref.device)
         w = v
         total = ref.new_zeros(n)
         for k in range(1, n_terms + extra + 1):
