@@ -42,7 +42,8 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path]
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
-def fitted(request: pytest.FixtureRequest, table: tuple[pd.DataFrame, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fitted(request: pytest.FixtureRequest, table: tuple[pd.DataFrame, Path],
+           tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp(request.param)
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({"layers": FAMILIES[request.param],
@@ -71,7 +72,8 @@ def test_every_command_works(fitted: Path, table: tuple[pd.DataFrame, Path]) -> 
 
     scored = runner.invoke(app, ["logprob", str(fitted), str(csv)])
     assert scored.exit_code == 0, scored.stderr
-    np.testing.assert_allclose(pd.read_csv(io.StringIO(scored.stdout))["logprob"], model.log_prob(frame), rtol=1e-9, atol=1e-9)
+    scores = pd.read_csv(io.StringIO(scored.stdout))["logprob"]
+    np.testing.assert_allclose(scores, model.log_prob(frame), rtol=1e-9, atol=1e-9)
 
     encoded = runner.invoke(app, ["encode", str(fitted), str(csv)])
     assert encoded.exit_code == 0, encoded.stderr
