@@ -295,3 +295,11 @@ def test_rows_arriving_slowly_come_out_before_stdin_closes(penguins_ckpt: Path) 
         assert (received + rest).decode().count("\n") == 4
     finally:
         proc.kill()
+
+
+def test_decode_of_encode_gives_back_the_labels_and_integers(mixed_model: Model) -> None:
+    frame = mixed(60, seed=4)
+    back = mixed_model.decode(mixed_model.encode(frame))
+    expected = frame.drop(columns="id")
+    pd.testing.assert_frame_equal(back.drop(columns="x"), expected.drop(columns="x"))
+    np.testing.assert_allclose(back["x"], expected["x"], atol=1e-6)
