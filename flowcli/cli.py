@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -63,7 +64,7 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _resolve_config(config: Optional[str]) -> Any:
+def _resolve_config(config: str | None) -> Any:
     """A config path, or the name of a packaged preset (``-c nsf``); None means the default preset."""
     from .config import default_config_path, load_config
 
@@ -86,11 +87,11 @@ def _load(checkpoint: str, device: str) -> Any:
 def fit(
     data: InputArg,
     output: Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write (conventionally .flow).")],
-    config: Annotated[Optional[str], typer.Option("-c", "--config", help="YAML config, or a preset name (e.g. nsf). Default: the packaged default.yaml.")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override training.epochs of the config.")] = None,
+    config: Annotated[str | None, typer.Option("-c", "--config", help="YAML config, or a preset name (e.g. nsf). Default: the packaged default.yaml.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override training.epochs of the config.")] = None,
     device: DeviceOpt = "auto",
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed on CPU gives the same model.")] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed; the same seed on CPU gives the same model.")] = None,
+    metrics: Annotated[str | None, typer.Option("--metrics", help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Learn the density of a table and save it as a checkpoint.
@@ -119,7 +120,8 @@ def fit(
 
     from .model import save_model
     from .schema import Schema
-    from .train import fit as fit_model, resolve_device, write_metrics_path
+    from .train import fit as fit_model
+    from .train import resolve_device, write_metrics_path
 
     dev = resolve_device(device)
     if seed is None:
@@ -151,7 +153,7 @@ def sample(
     checkpoint: CheckpointArg,
     n: Annotated[int, typer.Option("-n", "--rows", help="Number of rows to sample (>= 1).")],
     output: OutputOpt = "-",
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible samples.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed for reproducible samples.")] = None,
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
 ) -> None:
@@ -193,7 +195,7 @@ def logprob(
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
     on_invalid: Annotated[str, typer.Option("--on-invalid", help="error: stop at an unparseable value or unseen category, naming the column, value and row; neg-inf: score such rows -inf.")] = "error",
-    flag_below: Annotated[Optional[float], typer.Option("--flag-below", metavar="Q", help="Add an 'anomaly' column: true when logprob is below the Q-quantile (0 < Q < 1) of held-out training rows.")] = None,
+    flag_below: Annotated[float | None, typer.Option("--flag-below", metavar="Q", help="Add an 'anomaly' column: true when logprob is below the Q-quantile (0 < Q < 1) of held-out training rows.")] = None,
     percentile: Annotated[bool, typer.Option("--percentile", help="Add a 'percentile' column: the row's logprob percentile (0-100) among held-out training rows.")] = False,
 ) -> None:
     """Append a 'logprob' column: the log of each row's probability (density of its continuous values in

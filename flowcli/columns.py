@@ -162,18 +162,23 @@ class Column:
 
     def feature_specs(self) -> list[dict[str, Any]]:
         """The per-feature parameters of the preprocessing layer, in feature order."""
+        def spec(kind: int, shift: float, scale: float, width: float, fill: float,
+                 low: float = 0.0, high: float = 1.0) -> dict[str, Any]:
+            return {"kind": kind, "shift": shift, "scale": scale, "width": width, "fill": fill, "low": low, "high": high}
+
         specs = []
         if self.has_indicator:
-            specs.append(dict(kind=AFFINE, low=0.0, high=1.0, shift=1.0, scale=1.0, width=CATEGORY_WIDTH, fill=0.5))
+            specs.append(spec(AFFINE, 1.0, 1.0, CATEGORY_WIDTH, 0.5))
         if self.role in ("continuous", "integer"):
-            specs.append(dict(kind=AFFINE, low=0.0, high=1.0, shift=self.mean, scale=self.std, width=1.0 if self.role == "integer" else 0.0, fill=self.fill))
+            specs.append(spec(AFFINE, self.mean, self.std, 1.0 if self.role == "integer" else 0.0, self.fill))
         elif self.role == "positive":
-            specs.append(dict(kind=LOG, low=0.0, high=1.0, shift=self.mean, scale=self.std, width=0.0, fill=self.fill))
+            specs.append(spec(LOG, self.mean, self.std, 0.0, self.fill))
         elif self.role == "bounded":
-            specs.append(dict(kind=LOGIT, low=self.low, high=self.high, shift=self.mean, scale=self.std, width=0.0, fill=self.fill))
+            assert self.low is not None and self.high is not None
+            specs.append(spec(LOGIT, self.mean, self.std, 0.0, self.fill, self.low, self.high))
         elif self.role == "categorical":
-            k = self.levels
-            specs.append(dict(kind=AFFINE, low=0.0, high=1.0, shift=k / 2, scale=max(1.0, k / 4), width=CATEGORY_WIDTH, fill=0.5))
+            k = self.levels  # cells [0, k) centred on 0, scaled so many levels do not span a huge range
+            specs.append(spec(AFFINE, k / 2, max(1.0, k / 4), CATEGORY_WIDTH, 0.5))
         return specs
 
     def encode(self, series: pd.Series, row_offset: int) -> tuple[list[np.ndarray], np.ndarray, list[tuple[int, str]]]:
@@ -192,7 +197,7 @@ class Column:
             return [codes + 0.5], log_mass, invalid
         values, invalid = _parse_numbers(series, self.name, row_offset)
         missing = np.isnan(values)
-        bad = set(p for p, _ in invalid)
+        bad = {p for p, _ in invalid}
         if missing.any() and not self.missing:
             invalid += [(int(p), f"column {self.name!r}, row {row_offset + p + 1}: missing value (the training data had none in this column)")
                         for p in np.flatnonzero(missing) if p not in bad]
@@ -316,7 +321,7 @@ def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
     isna = series.isna().to_numpy()
     missing_rate = float(isna.mean())
     role = override["role"] if override else None
-    base = dict(name=name, dtype=dtype, missing=bool(isna.any()), missing_rate=missing_rate)
+    base = {"name": name, "dtype": dtype, "missing": bool(isna.any()), "missing_rate": missing_rate}
     if role == "ignore":
         return Column(role="ignore", reason="set in the config", **base)
 
@@ -407,4 +412,4 @@ def columns_from_dicts(raw: list[dict[str, Any]]) -> list[Column]:
     return [Column(**{k: v for k, v in c.items() if k in known}) for c in raw]
 
 
-__all__ = ["Column", "ROLES", "infer_column", "parse_column_overrides", "columns_from_dicts"]
+__all__ = ["ROLES", "Column", "columns_from_dicts", "infer_column", "parse_column_overrides"]

@@ -6,7 +6,8 @@ DataFrames, in batches so memory stays bounded whatever the table size.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from .bases import Base, build_base
+from .columns import Column
 from .config import Config
 from .layers import Layer, build_layer
-from .columns import Column
 from .schema import OnInvalid, Schema
 
 SCORING_BATCH = 65536
@@ -109,7 +110,7 @@ class Model:
     def latent_names(self) -> list[str]:
         return [f"z{i}" for i in range(self.schema.dim)]
 
-    def to(self, device: torch.device | str) -> "Model":
+    def to(self, device: torch.device | str) -> Model:
         self.flow.to(device)
         return self
 

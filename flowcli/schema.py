@@ -43,7 +43,7 @@ class Schema:
         return sum(c.width for c in self.columns)
 
     @classmethod
-    def infer(cls, frame: pd.DataFrame, overrides: dict[str, dict[str, Any]] | None = None) -> "Schema":
+    def infer(cls, frame: pd.DataFrame, overrides: dict[str, dict[str, Any]] | None = None) -> Schema:
         """Roles from the data (see ``columns.py``), with the config's ``columns:`` section taking precedence."""
         overrides = overrides or {}
         if frame.shape[1] == 0:
@@ -100,14 +100,14 @@ class Schema:
                 data[col.name] = series
         return pd.DataFrame(data, index=pd.RangeIndex(len(matrix)))
 
-    def preprocessing(self) -> "Preprocess":
+    def preprocessing(self) -> Preprocess:
         return Preprocess([spec for c in self.columns for spec in c.feature_specs()])
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.columns]
 
     @classmethod
-    def from_dict(cls, raw: list[dict[str, Any]]) -> "Schema":
+    def from_dict(cls, raw: list[dict[str, Any]]) -> Schema:
         return cls(columns_from_dicts(raw))
 
 
@@ -141,8 +141,8 @@ class Preprocess(Layer):
     def __init__(self, specs: list[dict[str, Any]]) -> None:
         super().__init__()
 
-        def buffer(name: str, values: list[Any], dtype: torch.dtype = torch.get_default_dtype()) -> None:
-            self.register_buffer(name, torch.tensor(values, dtype=dtype), persistent=False)
+        def buffer(name: str, values: list[Any], dtype: torch.dtype | None = None) -> None:
+            self.register_buffer(name, torch.tensor(values, dtype=dtype or torch.get_default_dtype()), persistent=False)
 
         buffer("shift", [s["shift"] for s in specs])
         buffer("scale", [s["scale"] for s in specs])

@@ -7,9 +7,10 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -187,7 +188,7 @@ QUANTILE_LEVELS = sorted({0.0, 0.0005, 0.001, 0.002, 0.005, 0.995, 0.998, 0.999,
 def logprob_quantiles(values: np.ndarray, source: str) -> dict[str, Any]:
     """Quantiles of ``logprob`` on held-out rows: what ``--flag-below`` and ``--percentile`` compare against."""
     finite = values[np.isfinite(values)]
-    return {"source": source, "rows": int(len(values)), "levels": QUANTILE_LEVELS,
+    return {"source": source, "rows": len(values), "levels": QUANTILE_LEVELS,
             "values": np.quantile(finite, QUANTILE_LEVELS).tolist() if len(finite) else []}
 
 
