@@ -21,7 +21,9 @@ Inference is deliberately conservative, and each column carries the reason it go
 - booleans and text -> categorical (text that is mostly numbers is a typo -> error naming the value);
   text with more than ``ID_LIKE_MIN`` distinct values, nearly one per row, -> ignore (an identifier);
 - one value and nothing missing -> constant;
-- numbers that are all whole -> categorical if at most ``MAX_INTEGER_LEVELS`` distinct values, else integer;
+- numbers with at most ``MAX_INTEGER_LEVELS`` distinct values -> categorical (a density would put spikes
+  of unbounded height on so few values; a value not seen in training then has probability 0);
+- other numbers that are all whole -> integer;
 - other numbers -> continuous. Positive and bounded are never inferred (a log or logit changes what the
   density means, which the user should choose); set them in the ``columns:`` section of the config.
 """
@@ -40,7 +42,7 @@ from .errors import ConfigError, DataError
 
 ROLES = ("continuous", "positive", "bounded", "integer", "categorical", "constant", "ignore")
 OVERRIDABLE = ("continuous", "positive", "bounded", "integer", "categorical", "ignore")
-MAX_INTEGER_LEVELS = 10  # whole-number columns with at most this many distinct values are categorical
+MAX_INTEGER_LEVELS = 10  # numeric columns with at most this many distinct values are categorical
 ID_LIKE_MIN = 100  # text columns with more distinct values than this, nearly one per row, are identifiers
 # Categories are dequantized over the middle half of their unit cell, not all of it. The gap between
 # neighbouring categories lets a smooth flow drop its density between them instead of having to draw a
@@ -353,11 +355,11 @@ def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
             if not is_bool and distinct > ID_LIKE_MIN and distinct > 0.9 * len(present):
                 return Column(role="ignore", reason=f"text with {distinct} distinct values in {n} rows: an identifier", **base)
             role, reason = "categorical", "booleans" if is_bool else "text"
+        elif distinct <= MAX_INTEGER_LEVELS:
+            # A continuous density would put spikes of unbounded height on so few values.
+            role, reason = "categorical", f"numbers with {distinct} <= {MAX_INTEGER_LEVELS} distinct values"
         elif np.all(numbers == np.round(numbers)):
-            if distinct <= MAX_INTEGER_LEVELS:
-                role, reason = "categorical", f"whole numbers, {distinct} <= {MAX_INTEGER_LEVELS} distinct values"
-            else:
-                role, reason = "integer", f"whole numbers, {distinct} > {MAX_INTEGER_LEVELS} distinct values"
+            role, reason = "integer", f"whole numbers, {distinct} > {MAX_INTEGER_LEVELS} distinct values"
         else:
             role, reason = "continuous", "numbers"
     else:
