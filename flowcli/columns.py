@@ -165,12 +165,13 @@ class Column:
     def feature_specs(self) -> list[dict[str, Any]]:
         """The per-feature parameters of the preprocessing layer, in feature order."""
         def spec(kind: int, shift: float, scale: float, width: float, fill: float,
-                 low: float = 0.0, high: float = 1.0) -> dict[str, Any]:
-            return {"kind": kind, "shift": shift, "scale": scale, "width": width, "fill": fill, "low": low, "high": high}
+                 low: float = 0.0, high: float = 1.0, integrate: bool = False) -> dict[str, Any]:
+            return {"kind": kind, "shift": shift, "scale": scale, "width": width, "fill": fill, "low": low, "high": high,
+                    "integrate": integrate}
 
         specs = []
         if self.has_indicator:
-            specs.append(spec(AFFINE, 1.0, 1.0, CATEGORY_WIDTH, 0.5))
+            specs.append(spec(AFFINE, 1.0, 1.0, CATEGORY_WIDTH, 0.5, integrate=True))
         if self.role in ("continuous", "integer"):
             specs.append(spec(AFFINE, self.mean, self.std, 1.0 if self.role == "integer" else 0.0, self.fill))
         elif self.role == "positive":
@@ -180,7 +181,7 @@ class Column:
             specs.append(spec(LOGIT, self.mean, self.std, 0.0, self.fill, self.low, self.high))
         elif self.role == "categorical":
             k = self.levels  # cells [0, k) centred on 0, scaled so many levels do not span a huge range
-            specs.append(spec(AFFINE, k / 2, max(1.0, k / 4), CATEGORY_WIDTH, 0.5))
+            specs.append(spec(AFFINE, k / 2, max(1.0, k / 4), CATEGORY_WIDTH, 0.5, integrate=True))
         return specs
 
     def encode(self, series: pd.Series, row_offset: int) -> tuple[list[np.ndarray], np.ndarray, list[tuple[int, str]]]:

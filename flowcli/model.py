@@ -138,15 +138,17 @@ class Model:
     def log_prob_features(self, matrix: np.ndarray) -> np.ndarray:
         """``log_prob`` of rows already encoded by ``Schema.to_features``.
 
-        Without discrete features this is the flow's log-density. With them, the probability of the
-        discrete values is the integral of the flow's density over their unit cell, the same cell that
-        sampling maps to that value; it is computed with a ``CELL_POINTS``-point lattice rule over the
-        cell (a log-mean-exp of the density at the lattice points). The midpoint alone (density at the
-        cell centre times the trained width) proved a poor estimate: a flow does not learn a flat density
-        inside a cell, and on a toy table of two categorical columns it was off by up to 2x per cell.
+        Without categorical features this is the flow's log-density (integers: at the centre of their
+        unit cell, the midpoint rule, accurate because a density over many integers is smooth across
+        neighbouring cells). With categories or missingness indicators, their probability is the integral
+        of the flow's density over their unit cell, the same cell that sampling maps to that value,
+        computed with a ``CELL_POINTS``-point lattice rule over the cells (a log-mean-exp of the density
+        at the lattice points). The midpoint alone (density at the cell centre times the trained width)
+        proved a poor estimate for categories: a flow does not learn a flat density inside a cell, and on
+        a toy table of two categorical columns it was off by up to 2x per cell.
         """
         pre = self.flow.preprocess
-        discrete = pre.dequant.cpu().numpy()
+        discrete = pre.integrate.cpu().numpy()
         if not discrete.any():
             return self._map(matrix, self.flow.log_prob, 1)[:, 0]
         lattice = cell_lattice(CELL_POINTS, int(discrete.sum()))
@@ -155,7 +157,7 @@ class Model:
             shifted = matrix.copy()
             shifted[:, discrete] += offset
             # The flow's log-density includes log(width) of the training cells; the integral is over unit cells.
-            scores[j] = self._map(shifted, self.flow.log_prob, 1)[:, 0] - pre.log_width
+            scores[j] = self._map(shifted, self.flow.log_prob, 1)[:, 0] - pre.log_width_integrated
         top = scores.max(axis=0)
         safe = np.where(np.isfinite(top), top, 0.0)
         return safe + np.log(np.exp(scores - safe).mean(axis=0))

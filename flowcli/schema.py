@@ -154,8 +154,11 @@ class Preprocess(Layer):
         buffer("width", [s["width"] for s in specs])
         dequantized = [s["width"] > 0 for s in specs]
         buffer("dequant", dequantized, torch.bool)
+        # Categories and missingness indicators are scored by integrating over their cell (Model.log_prob_features).
+        buffer("integrate", [bool(s.get("integrate", False)) for s in specs], torch.bool)
         # The log(width) of the dequantized features, a constant of every row.
         self.log_width = float(sum(math.log(s["width"]) for s in specs if s["width"] > 0))
+        self.log_width_integrated = float(sum(math.log(s["width"]) for s in specs if s.get("integrate", False)))
         assert all(s["kind"] in (AFFINE, LOG, LOGIT) for s in specs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
