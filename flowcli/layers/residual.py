@@ -11,7 +11,7 @@ from torch import Tensor
 from .base import Layer, check, register
 from .mlp_jacobian import ACTIVATIONS_WITH_SLOPE, JacobianMLP
 
-EXACT_CHUNK = 4096  # rows per exact log-det block: the Jacobians of a block take (rows x hidden x dim) floats
+EXACT_BLOCK_FLOATS = 2**22  # rows per exact log-det block are chosen so a block's Jacobians stay about this size
 EVAL_SERIES_SEED = 0  # fixed probes make the series estimate deterministic in evaluation (dim > exact_max_dim)
 
 
@@ -28,7 +28,8 @@ class Residual(Layer):
     log|det(I + J_g)|:
       * evaluation (``model.eval()``; every score, sample and encode): exact, slogdet of I + J_g with the
         Jacobian from the network's layer slopes, when dim <= ``exact_max_dim``; above that the power series
-        truncated at ``eval_terms`` terms with fixed Hutchinson probes (deterministic, but an estimate).
+        truncated at ``eval_terms`` terms with fixed Hutchinson probes (deterministic, but a noisy estimate
+        with one probe per row: raise ``exact_max_dim`` for exact scores on wider tables, at O(dim³) per row).
       * training: the power series log det(I + J) = Σ_k (-1)^(k+1) tr(J^k) / k with a Hutchinson trace
         estimator (one Gaussian probe per row). ``estimator: roulette`` (default) is the unbiased Russian-
         roulette estimator of Chen et al.: ``terms`` terms always, then each further term with probability
@@ -56,7 +57,7 @@ class Residual(Layer):
 
     def __init__(self, dim: int, *, hidden: list[int] = [64, 64], activation: str = "lipswish",
                  lipschitz: float = 0.9, estimator: Literal["roulette", "truncated"] = "roulette",
-                 terms: int = 4, exact_max_dim: int = 16, eval_terms: int = 30,
+                 terms: int = 4, exact_max_dim: int = 64, eval_terms: int = 30,
                  max_iterations: int = 2000) -> None:
         super().__init__()
         check(len(hidden) >= 1 and all(h > 0 for h in hidden), "hidden", "needs at least one positive width")
@@ -73,9 +74,10 @@ class Residual(Layer):
     # -- log|det(I + J_g)| ---------------------------------------------------------------------------
     def _exact_log_det(self, weights: list[Tensor], slopes: list[Tensor]) -> Tensor:
         eye = torch.eye(self.dim, dtype=weights[0].dtype, device=weights[0].device)
+        rows = max(1, EXACT_BLOCK_FLOATS // (self.dim * max(s.shape[1] for s in slopes)))
         parts = []
-        for start in range(0, slopes[0].shape[0], EXACT_CHUNK):
-            block = [s[start : start + EXACT_CHUNK] for s in slopes]
+        for start in range(0, slopes[0].shape[0], rows):
+            block = [s[start : start + rows] for s in slopes]
             parts.append(torch.linalg.slogdet(eye + JacobianMLP.jacobian(weights, block, self.dim))[1])
         return torch.cat(parts)
 
