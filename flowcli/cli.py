@@ -275,5 +275,30 @@ def report(
                      f"wrote {Path(output) / 'index.html'}")
 
 
+@app.command("inspect")
+@handle_errors
+def inspect_checkpoint(
+    checkpoint: CheckpointArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Show a checkpoint: config, columns and their preprocessing, parameter counts, training summary, versions.
+
+    Example: flowcli inspect wine.flow --json | jq .training
+    """
+    import json
+
+    from .describe import describe, render
+
+    description = describe(checkpoint)
+    if as_json:
+        print(json.dumps(description, indent=2))
+        return
+    from rich.console import Console
+
+    # Not a terminal (a pipe or a file): no colours, and wide enough that tables are not squeezed.
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
+    render(description, console)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,138 @@
+"""``flowcli inspect``: what a checkpoint holds, as one JSON-able dict and as rich tables.
+
+Reads the checkpoint through ``checkpoint.load`` (the header) and ``model.load_model`` (to count the
+parameters of the rebuilt flow), so nothing is ever unpickled and a checkpoint that does not describe
+a valid model is reported as such. The schema is shown generically: whatever preprocessing fields a
+column carries (mean/std today; categories, bounds or missing rates as the schema grows) are listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+TRAINING_KEYS = ("epochs_run", "best_epoch", "best_val_nll", "fit_seconds", "n_train", "n_val", "seed", "device")
+
+
+def _parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def layer_parameters(model: Any) -> list[dict[str, Any]]:
+    """One entry per layer of the flow (the config's layers, then a base's bridge if any)."""
+    specs = model.config.layers
+    rows = []
+    for i, layer in enumerate(model.flow.layers):
+        name = getattr(layer, "type_name", type(layer).__name__)
+        options = specs[i].options if i < len(specs) and specs[i].type == name else {}
+        rows.append({"index": i, "type": name, "options": options, "parameters": _parameters(layer)})
+    return rows
+
+
+def running_versions() -> dict[str, str]:
+    from .model import package_versions
+
+    return package_versions()
+
+
+def describe(path: str) -> dict[str, Any]:
+    """Everything ``flowcli inspect`` shows, as plain JSON-able values."""
+    from . import checkpoint
+    from .model import load_model
+
+    header, _ = checkpoint.load(path)
+    model = load_model(path, "cpu")
+    info = model.info or {}
+    metrics = info.get("metrics") or []
+    training = {k: info.get(k) for k in TRAINING_KEYS}
+    training["final_train_nll"] = metrics[-1].get("train_nll") if metrics else None
+    training["max_epochs"] = model.config.training.epochs
+    return {
+        "checkpoint": path,
+        "format_version": header.get("format_version"),
+        "config": model.config.to_dict(),
+        "columns": model.schema.to_dict(),
+        "latent_dim": model.schema.dim,
+        "parameters": {
+            "total": _parameters(model.flow),
+            "base": _parameters(model.flow.base),
+            "preprocessing": _parameters(model.flow.preprocess),
+            "layers": layer_parameters(model),
+        },
+        "training": training,
+        # Extra fit-time facts (e.g. stored logprob quantiles) pass through for machines.
+        "info": {k: v for k, v in info.items() if k not in TRAINING_KEYS and k != "metrics"},
+        "versions": {"fitted_with": header.get("versions", {}), "running": running_versions()},
+    }
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(_text(v) for v in value[:6])
+        return f"[{shown}{', ...' if len(value) > 6 else ''}]" + (f" ({len(value)})" if len(value) > 6 else "")
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_text(v)}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def render(description: dict[str, Any], console: Any) -> None:
+    """Print the description as rich tables on ``console`` (stdout: it is the command's data)."""
+    from rich.table import Table
+
+    d = description
+    overview = Table(title=f"flowcli checkpoint {d['checkpoint']}", show_header=False, title_justify="left")
+    overview.add_column("key", style="bold")
+    overview.add_column("value")
+    p = d["parameters"]
+    overview.add_row("parameters", f"{p['total']:,} (layers {sum(r['parameters'] for r in p['layers']):,}, base {p['base']:,})")
+    overview.add_row("columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
+    overview.add_row("base", _text(d["config"]["base"]))
+    overview.add_row("training config", _text(d["config"]["training"]))
+    if d["config"].get("columns"):
+        overview.add_row("column settings", _text(d["config"]["columns"]))
+    overview.add_row("format version", _text(d["format_version"]))
+    console.print(overview)
+
+    columns = Table(title="Columns", title_justify="left")
+    for heading in ("column", "role", "dtype", "preprocessing"):
+        columns.add_column(heading)
+    for col in d["columns"]:
+        rest = {k: v for k, v in col.items() if k not in ("name", "role", "dtype")}
+        columns.add_row(str(col.get("name")), str(col.get("role")), str(col.get("dtype")), _text(rest))
+    console.print(columns)
+
+    layers = Table(title="Layers", title_justify="left")
+    for heading, justify in (("#", "right"), ("type", "left"), ("options", "left"), ("parameters", "right")):
+        layers.add_column(heading, justify=justify)
+    for row in p["layers"]:
+        layers.add_row(str(row["index"]), row["type"], _text(row["options"]), f"{row['parameters']:,}")
+    layers.add_row("", "total", "", f"{p['total']:,}", style="bold")
+    console.print(layers)
+
+    t = d["training"]
+    training = Table(title="Training", show_header=False, title_justify="left")
+    training.add_column("key", style="bold")
+    training.add_column("value")
+    labels = {
+        "epochs_run": "epochs run", "max_epochs": "max epochs (config)", "best_epoch": "best epoch (weights kept)",
+        "best_val_nll": "best validation NLL (nats/row)", "final_train_nll": "last training NLL (nats/row)",
+        "fit_seconds": "fit time (s)", "n_train": "training rows", "n_val": "validation rows", "seed": "seed",
+        "device": "device",
+    }
+    for key, label in labels.items():
+        training.add_row(label, _text(t.get(key)) or "n/a")
+    for key, value in d["info"].items():
+        training.add_row(key, _text(value))
+    console.print(training)
+
+    versions = Table(title="Versions", title_justify="left")
+    versions.add_column("package")
+    versions.add_column("fitted with")
+    versions.add_column("running")
+    fitted, running = d["versions"]["fitted_with"], d["versions"]["running"]
+    for name in dict.fromkeys([*running, *fitted]):
+        versions.add_row(name, fitted.get(name, "n/a"), running.get(name, ""))
+    console.print(versions)
