@@ -146,7 +146,7 @@ def _histogram_panel(ax: Any, real: pd.Series, synthetic: pd.Series) -> None:
     if not len(a) and not len(b):
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
         return
-    lo, hi = _central_range(a, b)
+    lo, hi = _central_range(a, b, tail=0.005)  # the central 99% of each side: long tails would hide the body
     bins = np.linspace(lo, hi, 41)
     if len(a):
         ax.hist(a, bins=bins, density=True, color=REAL_COLOR, alpha=0.45, label="real")

@@ -153,7 +153,10 @@ def build_report(model: Model, data: pd.DataFrame, out_dir: Path, *, samples: in
     z = model.encode(data).to_numpy()
     say(f"sampling {n_samples} synthetic rows (seed {seed})")
     synthetic = model.sample(n_samples, seed=seed)
-    logprob_synthetic = model.log_prob(synthetic)
+    try:
+        logprob_synthetic = model.log_prob(synthetic)
+    except DataError:  # e.g. a diverged model sampling non-finite rows: report on DATA alone
+        logprob_synthetic = np.full(len(synthetic), np.nan)
     base = _base_samples(model, max(len(z), 2000), seed + 1)
     comparison: TableComparison = compare_tables(data, synthetic, names)
 
@@ -219,8 +222,9 @@ SECTIONS = [
      "Negative log-likelihood per epoch on the training rows and on the held-out validation rows; the dashed line is "
      "the epoch whose weights the checkpoint kept. A validation curve rising while training keeps falling is overfitting."),
     ("columns", "Each column: real against synthetic",
-     "Distribution of every column in DATA (filled) and in rows sampled from the model (outline): histograms for "
-     "numbers, bar charts for labels and few-valued integers, missing values as their own bar."),
+     "Distribution of every column in DATA (blue) and in rows sampled from the model (orange): histograms for "
+     "numbers (over the central 99% of the values; the KS distance covers all of them), bar charts for labels and "
+     "few-valued integers, missing values as their own bar."),
     ("distances", "Per-column distances",
      "Kolmogorov-Smirnov statistic (largest gap between the two cumulative distributions) for numeric columns, total "
      "variation distance for labels; 0 means identical; KS values below the noise level in the table above are "
@@ -265,6 +269,8 @@ def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
         rows.append((f"anomaly threshold: {float(q):.0%} quantile of log p(x) on DATA", f"{_fmt(v, 3)} nats"))
     for q, v in summary["thresholds"]["stored_quantiles"].items():
         rows.append((f"anomaly threshold: {float(q):.0%} held-out quantile stored at fit", f"{_fmt(v, 3)} nats"))
+    if not any(c["missing_real"] or c["missing_synthetic"] for c in summary["columns"]):
+        rows.append(("missing values", "none, in DATA or in the synthetic rows"))
     if summary["nonfinite_logprob_rows"]:
         rows.append(("rows with a non-finite log p(x)", str(summary["nonfinite_logprob_rows"])))
     overview = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
