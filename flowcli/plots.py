@@ -305,11 +305,10 @@ def missing_rates(comparisons: list[ColumnComparison], out_dir: Path) -> list[st
     return [_save(fig, out_dir, "missing.png")]
 
 
-def latent_qq(z: np.ndarray, base: np.ndarray, names: list[str], ks: list[float], out_dir: Path) -> list[str]:
+def latent_qq(z: np.ndarray, base: np.ndarray, names: list[str], ks: list[float | None], out_dir: Path) -> list[str]:
     """QQ plot of each latent dimension of the encoded real rows against samples of the base."""
     if z.shape[1] == 0:
         return []
-    levels = (np.arange(min(len(z), 400)) + 0.5) / min(len(z), 400)
     dims = list(range(z.shape[1]))
     pages = _pages(dims, LATENT_PER_PAGE)
     files = []
@@ -318,14 +317,19 @@ def latent_qq(z: np.ndarray, base: np.ndarray, names: list[str], ks: list[float]
         fig = Figure(figsize=(3.4 * cols, 3.2 * rows + 0.8), layout="constrained")
         for k, d in enumerate(chunk):
             ax = fig.add_subplot(rows, cols, k + 1)
-            zq = np.quantile(z[:, d], levels)
+            values = z[np.isfinite(z[:, d]), d]  # rows with missing values may not encode to finite z
+            if not len(values):
+                ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+                continue
+            levels = (np.arange(min(len(values), 400)) + 0.5) / min(len(values), 400)
+            zq = np.quantile(values, levels)
             bq = np.quantile(base[:, d], levels)
             lim = (min(bq[0], zq[0], -3.5), max(bq[-1], zq[-1], 3.5))
             ax.plot(lim, lim, color="grey", linewidth=1, linestyle="--", label="y = x (perfect fit)")
             ax.plot(bq, zq, ".", markersize=3, color=REAL_COLOR, label="encoded real rows")
             ax.set_xlim(*lim)
             ax.set_ylim(*lim)
-            ax.set_title(f"{names[d]}: KS {ks[d]:.3f}", fontsize=10)
+            ax.set_title(f"{names[d]}: KS {ks[d]:.3f}" if ks[d] is not None else names[d], fontsize=10)
             ax.set_xlabel("base quantile")
             ax.set_ylabel("encoded quantile")
             ax.grid(alpha=0.3)

@@ -128,8 +128,14 @@ def _base_samples(model: Model, n: int, seed: int) -> np.ndarray:
 
 
 def _latent_summary(z: np.ndarray, base: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
-    return [{"name": names[d], "mean": float(z[:, d].mean()), "std": float(z[:, d].std()),
-             "ks_vs_base": ks_statistic(z[:, d], base[:, d])} for d in range(z.shape[1])]
+    rows = []
+    for d in range(z.shape[1]):
+        values = z[np.isfinite(z[:, d]), d]
+        rows.append({"name": names[d], "rows": len(values),
+                     "mean": float(values.mean()) if len(values) else None,
+                     "std": float(values.std()) if len(values) else None,
+                     "ks_vs_base": ks_statistic(values, base[:, d]) if len(values) else None})
+    return rows
 
 
 def build_report(model: Model, data: pd.DataFrame, out_dir: Path, *, samples: int | None = None, seed: int = 0,
@@ -150,7 +156,10 @@ def build_report(model: Model, data: pd.DataFrame, out_dir: Path, *, samples: in
 
     say(f"scoring {len(data)} rows")
     logprob = model.log_prob(data)
-    z = model.encode(data).to_numpy()
+    try:
+        z = model.encode(data).to_numpy()
+    except DataError:  # rows the model scores but cannot map to the latent space: no latent figures
+        z = np.zeros((len(data), 0))
     say(f"sampling {n_samples} synthetic rows (seed {seed})")
     synthetic = model.sample(n_samples, seed=seed)
     try:

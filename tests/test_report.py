@@ -252,3 +252,17 @@ def test_inspect_json(banana_files: dict, banana_model: Model) -> None:
 def test_inspect_missing_checkpoint(tmp_path: Path) -> None:
     assert_clean_error(run("inspect", str(tmp_path / "nope.flow")), "not found")
     assert_clean_error(run("inspect", str(tmp_path / "nope.flow"), "--json"), "not found")
+
+
+def test_wide_tables_are_split_into_balanced_pages(tmp_path: Path) -> None:
+    from flowcli import plots
+
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame(rng.normal(size=(300, 14)), columns=[f"c{i}" for i in range(14)])
+    synthetic = pd.DataFrame(rng.normal(size=(300, 14)), columns=real.columns)
+    comparison = compare_tables(real, synthetic, list(real.columns))
+    assert [len(p) for p in plots._pages(comparison.columns, plots.COLUMNS_PER_PAGE)] == [7, 7]
+    files = plots.column_distributions(real, synthetic, comparison.columns, tmp_path)
+    assert files == ["columns_1.png", "columns_2.png"]
+    for name in files:
+        assert_valid_png(tmp_path / name)
