@@ -319,7 +319,7 @@ section {{ margin-top: 2.5em; }}
 <tr><th>column</th><th>kind</th><th>metric</th><th>distance</th><th>missing (real)</th><th>missing (synthetic)</th></tr>
 {column_rows}
 </table>
-<p>All figures are in <a href="summary.json">summary.json</a>.</p>
+<p>Every number on this page, and more (correlation matrices, latent statistics), is in <a href="summary.json">summary.json</a>.</p>
 {chr(10).join(parts)}
 </body>
 </html>
