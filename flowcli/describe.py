@@ -125,6 +125,13 @@ def render(description: dict[str, Any], console: Any) -> None:
     for key, label in labels.items():
         training.add_row(label, _text(t.get(key)) or "n/a")
     for key, value in d["info"].items():
+        if key == "logprob_quantiles":  # a grid of ~120 levels: show the usual anomaly thresholds
+            from .report import stored_source, stored_thresholds
+
+            pairs = stored_thresholds(d["info"], (0.001, 0.01, 0.05))
+            shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in pairs) or "malformed"
+            training.add_row("logprob quantiles (nats)", f"{shown} (from {stored_source(d['info'])})")
+            continue
         training.add_row(key, _text(value))
     console.print(training)
 

@@ -97,28 +97,33 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def stored_thresholds(info: dict[str, Any]) -> list[tuple[float, float]]:
-    """Held-out logprob quantiles stored in the checkpoint at fit time, as (quantile, value) pairs.
+def stored_thresholds(info: dict[str, Any], levels: tuple[float, ...] = DATA_QUANTILES) -> list[tuple[float, float]]:
+    """The logprob quantiles of held-out rows that ``fit`` stores in the checkpoint, at ``levels``.
 
-    Accepted shapes: ``{"0.01": v, ...}`` or ``[{"q": 0.01, "value": v}, ...]`` or ``[[0.01, v], ...]``.
-    Anything else is ignored: the report then uses the quantiles of DATA only.
+    ``fit`` stores ``{"source", "rows", "levels": [...], "values": [...]}`` (the quantile function on
+    a grid of levels); values between grid points are interpolated. A checkpoint without them (or with
+    anything malformed) gives [], and the report then uses the quantiles of DATA only.
     """
     raw = info.get("logprob_quantiles")
-    pairs: list[tuple[float, float]] = []
-    try:
-        if isinstance(raw, dict):
-            items = list(raw.items())
-        elif isinstance(raw, list):
-            items = [(r.get("q", r.get("quantile")), r.get("value")) if isinstance(r, dict) else tuple(r) for r in raw]
-        else:
-            return []
-        for q, v in items:
-            q, v = float(q), float(v)
-            if 0 < q < 1 and math.isfinite(v):
-                pairs.append((q, v))
-    except (TypeError, ValueError, AttributeError):
+    if not isinstance(raw, dict):
         return []
-    return sorted(pairs)
+    try:
+        grid = np.asarray(raw.get("levels"), dtype=float)
+        values = np.asarray(raw.get("values"), dtype=float)
+    except (TypeError, ValueError):
+        return []
+    if grid.ndim != 1 or grid.shape != values.shape or len(grid) < 2 or not np.isfinite(values).all() \
+            or np.any(np.diff(grid) < 0):
+        return []
+    return [(q, float(np.interp(q, grid, values))) for q in levels if grid[0] <= q <= grid[-1]]
+
+
+def stored_source(info: dict[str, Any]) -> str:
+    """Which rows the stored quantiles come from, e.g. '1522 validation rows'."""
+    raw = info.get("logprob_quantiles")
+    if not isinstance(raw, dict):
+        return "held-out rows"
+    return " ".join(str(x) for x in (raw.get("rows"), raw.get("source")) if x is not None) + " rows"
 
 
 def _base_samples(model: Model, n: int, seed: int) -> np.ndarray:
@@ -173,7 +178,7 @@ def build_report(model: Model, data: pd.DataFrame, out_dir: Path, *, samples: in
     quantiles = {f"{q:g}": float(np.quantile(finite, q)) for q in DATA_QUANTILES} if len(finite) else {}
     stored = stored_thresholds(model.info)
     thresholds = [(f"DATA {float(q):.0%} quantile", v) for q, v in quantiles.items()]
-    thresholds += [(f"held-out {q:.0%} quantile (stored at fit)", v) for q, v in stored]
+    thresholds += [(f"{q:.0%} quantile of {stored_source(model.info)} (stored at fit)", v) for q, v in stored]
     latent = _latent_summary(z, base, model.latent_names)
 
     say("drawing figures")
@@ -209,7 +214,8 @@ def build_report(model: Model, data: pd.DataFrame, out_dir: Path, *, samples: in
         "best_val_loglik": -info["best_val_nll"] if isinstance(info.get("best_val_nll"), (int, float)) else None,
         # Two-sample KS values below this are within sampling noise at the 5% level.
         "ks_noise_level": ks_noise,
-        "thresholds": {"data_quantiles": quantiles, "stored_quantiles": {f"{q:g}": v for q, v in stored}},
+        "thresholds": {"data_quantiles": quantiles, "stored_quantiles": {f"{q:g}": v for q, v in stored},
+                       "stored_source": stored_source(model.info) if stored else None},
         "columns": [c.to_dict() for c in comparison.columns],
         "max_abs_corr_difference": comparison.max_abs_corr_difference,
         "correlation": {"method": "spearman", "columns": corr_cols,
@@ -277,7 +283,8 @@ def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
     for q, v in summary["thresholds"]["data_quantiles"].items():
         rows.append((f"anomaly threshold: {float(q):.0%} quantile of log p(x) on DATA", f"{_fmt(v, 3)} nats"))
     for q, v in summary["thresholds"]["stored_quantiles"].items():
-        rows.append((f"anomaly threshold: {float(q):.0%} held-out quantile stored at fit", f"{_fmt(v, 3)} nats"))
+        rows.append((f"anomaly threshold: {float(q):.0%} quantile of {summary['thresholds']['stored_source']} (stored at fit)",
+                     f"{_fmt(v, 3)} nats"))
     if not any(c["missing_real"] or c["missing_synthetic"] for c in summary["columns"]):
         rows.append(("missing values", "none, in DATA or in the synthetic rows"))
     if summary["nonfinite_logprob_rows"]:

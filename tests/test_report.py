@@ -176,20 +176,20 @@ def test_page_escapes_column_names_and_shows_stored_thresholds(tmp_path: Path, b
     frame = banana_frame.rename(columns={"height_cm": "<script>alert(1)</script>"}).iloc[:300]
     config = parse_config({"layers": [{"type": "affine_coupling", "hidden": [8]}], "training": {"epochs": 2}})
     model = fit(frame, config, device=torch.device("cpu"), seed=0)
-    model.info["logprob_quantiles"] = {"0.01": -12.5, "0.05": -9.25}
+    model.info["logprob_quantiles"] = {"source": "validation", "rows": 30, "levels": [0.0, 0.01, 0.05, 1.0],
+                                       "values": [-20.0, -12.5, -9.25, 3.0]}
     result = build_report(model, frame, tmp_path, samples=200, seed=0)
     page = (tmp_path / "index.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert result.summary["thresholds"]["stored_quantiles"] == {"0.01": -12.5, "0.05": -9.25}
-    assert "held-out quantile" in page
+    assert "quantile of 30 validation rows" in page
 
 
-def test_stored_thresholds_accept_known_shapes_and_ignore_garbage() -> None:
-    assert stored_thresholds({"logprob_quantiles": {"0.05": -3.0, "0.01": -5.0}}) == [(0.01, -5.0), (0.05, -3.0)]
-    assert stored_thresholds({"logprob_quantiles": [{"q": 0.01, "value": -5.0}]}) == [(0.01, -5.0)]
-    assert stored_thresholds({"logprob_quantiles": [[0.01, -5.0]]}) == [(0.01, -5.0)]
+def test_stored_thresholds_read_the_quantile_grid_fit_stores() -> None:
+    stored = {"source": "validation", "rows": 150, "levels": [0.0, 0.01, 0.02, 0.1, 1.0], "values": [-30.0, -20.0, -16.0, -8.0, 0.0]}
+    assert stored_thresholds({"logprob_quantiles": stored}) == [(0.01, -20.0), (0.05, pytest.approx(-13.0))]
+    assert stored_thresholds({"logprob_quantiles": {**stored, "values": [1.0, 2.0]}}) == []  # malformed: ignored
     assert stored_thresholds({"logprob_quantiles": "nonsense"}) == []
-    assert stored_thresholds({"logprob_quantiles": {"x": "y"}}) == []
     assert stored_thresholds({}) == []
 
 
