@@ -147,7 +147,8 @@ def _histogram_panel(ax: Any, real: pd.Series, synthetic: pd.Series) -> None:
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
         return
     lo, hi = _central_range(a, b, tail=0.005)  # the central 99% of each side: long tails would hide the body
-    bins = np.linspace(lo, hi, 41)
+    # Rice's rule (2 n^(1/3) bins), capped: 40 bins of a few hundred rows would be mostly noise.
+    bins = np.linspace(lo, hi, int(np.clip(2 * max(len(a), len(b)) ** (1 / 3), 10, 40)) + 1)
     if len(a):
         ax.hist(a, bins=bins, density=True, color=REAL_COLOR, alpha=0.45, label="real")
     if len(b):
