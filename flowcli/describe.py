@@ -78,38 +78,54 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _preprocessing(column: dict[str, Any]) -> dict[str, Any]:
+    """The statistics that apply to a column: unset fields (None, empty, False) are left out, and so are
+    the standardizing mean/std of a categorical column, which its encoding does not use."""
+    skip = {"name", "role", "dtype", "reason"} | ({"mean", "std"} if column.get("role") == "categorical" else set())
+    return {k: v for k, v in column.items() if k not in skip and v not in (None, "", [], {}, False)}
+
+
+def _row(table: Any, *cells: str, **options: Any) -> None:
+    """Add a row of plain text: rich would read "[female, male]" or a column named "[x]" as markup."""
+    from rich.text import Text
+
+    table.add_row(*(Text(str(c)) for c in cells), **options)
+
+
 def render(description: dict[str, Any], console: Any) -> None:
     """Print the description as rich tables on ``console`` (stdout: it is the command's data)."""
     from rich.table import Table
+    from rich.text import Text
 
     d = description
-    overview = Table(title=f"flowcli checkpoint {d['checkpoint']}", show_header=False, title_justify="left")
+    overview = Table(title=Text(f"flowcli checkpoint {d['checkpoint']}"), show_header=False, title_justify="left")
     overview.add_column("key", style="bold")
     overview.add_column("value")
     p = d["parameters"]
-    overview.add_row("parameters", f"{p['total']:,} (layers {sum(r['parameters'] for r in p['layers']):,}, base {p['base']:,})")
-    overview.add_row("columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
-    overview.add_row("base", _text(d["config"]["base"]))
-    overview.add_row("training config", _text(d["config"]["training"]))
+    _row(overview, "parameters", f"{p['total']:,} (layers {sum(r['parameters'] for r in p['layers']):,}, base {p['base']:,})")
+    _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
+    _row(overview, "base", _text(d["config"]["base"]))
+    _row(overview, "training config", _text(d["config"]["training"]))
     if d["config"].get("columns"):
-        overview.add_row("column settings", _text(d["config"]["columns"]))
-    overview.add_row("format version", _text(d["format_version"]))
+        _row(overview, "column settings", _text(d["config"]["columns"]))
+    _row(overview, "format version", _text(d["format_version"]))
     console.print(overview)
 
     columns = Table(title="Columns", title_justify="left")
-    for heading in ("column", "role", "dtype", "preprocessing"):
+    with_reason = any(col.get("reason") for col in d["columns"])
+    for heading in ("column", "role", "dtype", "preprocessing") + (("inferred from",) if with_reason else ()):
         columns.add_column(heading)
     for col in d["columns"]:
-        rest = {k: v for k, v in col.items() if k not in ("name", "role", "dtype")}
-        columns.add_row(str(col.get("name")), str(col.get("role")), str(col.get("dtype")), _text(rest))
+        cells = [str(col.get("name")), str(col.get("role")), str(col.get("dtype")), _text(_preprocessing(col))]
+        _row(columns, *cells, *([_text(col.get("reason"))] if with_reason else []))
     console.print(columns)
 
     layers = Table(title="Layers", title_justify="left")
     for heading, justify in (("#", "right"), ("type", "left"), ("options", "left"), ("parameters", "right")):
         layers.add_column(heading, justify=justify)
     for row in p["layers"]:
-        layers.add_row(str(row["index"]), row["type"], _text(row["options"]), f"{row['parameters']:,}")
-    layers.add_row("", "total", "", f"{p['total']:,}", style="bold")
+        _row(layers, str(row["index"]), row["type"], _text(row["options"]), f"{row['parameters']:,}")
+    _row(layers, "", "total", "", f"{p['total']:,}", style="bold")
     console.print(layers)
 
     t = d["training"]
@@ -123,16 +139,16 @@ def render(description: dict[str, Any], console: Any) -> None:
         "device": "device",
     }
     for key, label in labels.items():
-        training.add_row(label, _text(t.get(key)) or "n/a")
+        _row(training, label, _text(t.get(key)) or "n/a")
     for key, value in d["info"].items():
         if key == "logprob_quantiles":  # a grid of ~120 levels: show the usual anomaly thresholds
             from .report import stored_source, stored_thresholds
 
             pairs = stored_thresholds(d["info"], (0.001, 0.01, 0.05))
             shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in pairs) or "malformed"
-            training.add_row("logprob quantiles (nats)", f"{shown} (from {stored_source(d['info'])})")
+            _row(training, "logprob quantiles (nats)", f"{shown} (from {stored_source(d['info'])})")
             continue
-        training.add_row(key, _text(value))
+        _row(training, key, _text(value))
     console.print(training)
 
     versions = Table(title="Versions", title_justify="left")
@@ -141,5 +157,5 @@ def render(description: dict[str, Any], console: Any) -> None:
     versions.add_column("running")
     fitted, running = d["versions"]["fitted_with"], d["versions"]["running"]
     for name in dict.fromkeys([*running, *fitted]):
-        versions.add_row(name, fitted.get(name, "n/a"), running.get(name, ""))
+        _row(versions, name, fitted.get(name, "n/a"), running.get(name, ""))
     console.print(versions)

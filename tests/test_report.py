@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from flowcli.cli import app
 from flowcli.compare import compare_tables, ks_statistic, total_variation
 from flowcli.config import parse_config
-from flowcli.model import Model
+from flowcli.model import Model, save_model
 from flowcli.report import build_report, stored_thresholds
 from flowcli.train import fit
 
@@ -172,8 +172,9 @@ def test_plots_handle_labels_bools_and_missing_values(tmp_path: Path) -> None:
         assert_valid_png(tmp_path / name)
 
 
-def test_page_escapes_column_names_and_shows_stored_thresholds(tmp_path: Path, banana_frame: pd.DataFrame) -> None:
-    frame = banana_frame.rename(columns={"height_cm": "<script>alert(1)</script>"}).iloc[:300]
+def test_page_and_inspect_show_odd_column_names_verbatim(tmp_path: Path, banana_frame: pd.DataFrame) -> None:
+    name = "<script>alert(1)</script>[bold]w[/bold]"
+    frame = banana_frame.rename(columns={"height_cm": name}).iloc[:300]
     config = parse_config({"layers": [{"type": "affine_coupling", "hidden": [8]}], "training": {"epochs": 2}})
     model = fit(frame, config, device=torch.device("cpu"), seed=0)
     model.info["logprob_quantiles"] = {"source": "validation", "rows": 30, "levels": [0.0, 0.01, 0.05, 1.0],
@@ -183,6 +184,12 @@ def test_page_escapes_column_names_and_shows_stored_thresholds(tmp_path: Path, b
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert result.summary["thresholds"]["stored_quantiles"] == {"0.01": -12.5, "0.05": -9.25}
     assert "quantile of 30 validation rows" in page
+    # inspect prints the name as it is (rich would otherwise read "[bold]" as markup)
+    save_model(model, str(tmp_path / "odd.flow"))
+    result = run("inspect", str(tmp_path / "odd.flow"))
+    assert result.exit_code == 0, result.stderr
+    assert name in result.stdout
+    assert "1.0%: -12.5" in result.stdout  # the stored thresholds, summarized
 
 
 def test_stored_thresholds_read_the_quantile_grid_fit_stores() -> None:
