@@ -237,5 +237,68 @@ def decode(
     _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.decode(f, row_offset=o))
 
 
+@app.command()
+@handle_errors
+def report(
+    checkpoint: CheckpointArg,
+    data: Annotated[str, typer.Argument(help="Table to compare with the model (ideally rows held out from fitting): .csv, .parquet or -.", metavar="DATA")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Report directory (created; files in an existing one are replaced).")],
+    samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Synthetic rows to compare with DATA (default: as many as DATA, at most 100000).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic rows and subsampling (the same seed gives the same report).")] = 0,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Write PNG figures, summary.json and index.html showing how well the model matches DATA.
+
+    Example: flowcli report wine.flow wine_test.csv -o wine_report && open wine_report/index.html
+    """
+    from .errors import FlowcliError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise FlowcliError('flowcli report needs matplotlib: pip install "flowcli[report]"') from None
+    from .io import read_table
+    from .progress import Reporter
+    from .report import build_report, check_output_dir, staged_directory
+
+    reporter = Reporter(quiet=quiet)
+    out = check_output_dir(output)
+    model = _load(checkpoint, device)
+    frame = read_table(data)
+    with staged_directory(out) as tmp:
+        result = build_report(model, frame, tmp, samples=samples, seed=seed, say=reporter.message,
+                              sources={"checkpoint": checkpoint, "data": data})
+    s = result.summary
+    loglik = "n/a" if s["test_loglik"] is None else f"{s['test_loglik']:.4f} nats/row"
+    reporter.message(f"test log-likelihood {loglik}; {len(result.figures)} figures; "
+                     f"wrote {Path(output) / 'index.html'}")
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_checkpoint(
+    checkpoint: CheckpointArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Show a checkpoint: config, columns and their preprocessing, parameter counts, training summary, versions.
+
+    Example: flowcli inspect wine.flow --json | jq .training
+    """
+    import json
+
+    from .describe import describe, render
+
+    description = describe(checkpoint)
+    if as_json:
+        print(json.dumps(description, indent=2))
+        return
+    from rich.console import Console
+
+    # Not a terminal (a pipe or a file): no colours, and wide enough that tables are not squeezed.
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
+    render(description, console)
+
+
 def main() -> None:
     app()

@@ -154,6 +154,9 @@ def package_versions() -> dict[str, str]:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = "unknown"
+    import platform
+
+    versions["python"] = platform.python_version()
     return versions
 
 
