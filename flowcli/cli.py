@@ -51,6 +51,15 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except FlowcliError as exc:
             _fail(str(exc).replace("\n", " "))
             raise typer.Exit(1) from None
+        except MemoryError:
+            _fail("out of memory; use a smaller model (layers' hidden sizes), batch_size or input")
+            raise typer.Exit(1) from None
+        except RuntimeError as exc:
+            # torch reports a failed CPU allocation as a RuntimeError; any other RuntimeError is a bug.
+            if "can't allocate memory" not in str(exc) and type(exc).__name__ != "OutOfMemoryError":
+                raise
+            _fail("out of memory; use a smaller model (layers' hidden sizes), batch_size or input")
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             _fail("interrupted")
             raise typer.Exit(130) from None
@@ -99,8 +108,7 @@ def fit(
     """
     import random
 
-    from .errors import DataError
-    from .files import AtomicTextFile
+    from .files import AtomicTextFile, check_writable
     from .io import read_table
     from .progress import Reporter
 
@@ -108,13 +116,7 @@ def fit(
     cfg = _resolve_config(config)
     if epochs is not None:
         cfg.training.epochs = epochs
-    out_dir = Path(output).parent
-    if Path(output).is_dir():
-        raise DataError(f"{output}: is a directory, expected a checkpoint file name")
-    if not out_dir.is_dir() and str(out_dir):
-        raise DataError(f"{output}: directory {str(out_dir)!r} does not exist")
-    if not os.access(out_dir if str(out_dir) else ".", os.W_OK):
-        raise DataError(f"{output}: directory is not writable")
+    check_writable(output)
     frame = read_table(data)
 
     from .model import save_model
@@ -125,6 +127,7 @@ def fit(
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     metrics_path = Path(metrics) if metrics else write_metrics_path(output)
+    check_writable(metrics_path)
     schema = Schema.infer(frame)
     reporter.message(f"fitting {len(frame)} rows x {frame.shape[1]} columns on {dev} (seed {seed})")
     # Metrics stream to a temporary file (watchable while training) renamed into place on success.
