@@ -98,6 +98,7 @@ class Model:
     def __init__(self, schema: Schema, config: Config, flow: Flow, info: dict[str, Any] | None = None) -> None:
         self.schema, self.config, self.flow = schema, config, flow
         self.info = info or {}
+        self.train_state: Any = None  # set by fit: a trainstate.TrainState, saved so the run can resume
         self.latent_schema = Schema([Column(n, "continuous", "float64") for n in self.latent_names])
         self.flow.eval()
 
@@ -191,6 +192,9 @@ def save_model(model: Model, path: str) -> None:
     }
     # Weights are trained in float32; storing them so halves the file without losing anything.
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in model.flow.state_dict().items()}
+    if model.train_state is not None:
+        header["train_state"], state_tensors = model.train_state.pack()
+        tensors.update(state_tensors)
     checkpoint.save(path, header, tensors)
 
 
@@ -200,7 +204,10 @@ def load_model(path: str, device: str | torch.device = "cpu", dtype: torch.dtype
     from .config import parse_config
     from .errors import CheckpointError, ConfigError
 
+    from .trainstate import split_tensors
+
     header, tensors = checkpoint.load(path)
+    tensors, _ = split_tensors(tensors)  # the training state is only read by `fit --resume`
     try:
         config = parse_config(header["config"])
         schema = Schema.from_dict(header["schema"])
