@@ -213,8 +213,9 @@ def fit(
     started = time.perf_counter()
 
     def finish(stopped: str) -> Model | None:
-        """The best model so far with the state at the end of the last completed epoch."""
-        if snapshot is None or not math.isfinite(snapshot.best_val):
+        """The best model so far with the state at the end of the last completed epoch (None if no
+        epoch ended, or if no step ever succeeded: an untrained model is not worth saving)."""
+        if snapshot is None or snapshot.lr.step == 0 or not math.isfinite(snapshot.best_val):
             return None
         flow.load_state_dict(best_state)
         info = {
