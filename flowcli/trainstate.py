@@ -3,7 +3,7 @@
 Stored inside the checkpoint next to the model, without pickle: tensors (current weights, Adam moments,
 the random generators' states as uint8 tensors) go into the safetensors data under ``train_state/``,
 and plain numbers (epoch, learning-rate law, early-stopping bookkeeping, metrics history) go into the
-JSON header. With Adam this adds about three times the size of the weights to the file.
+JSON header. With Adam this roughly triples the file (current weights and buffers, two moments).
 """
 
 from __future__ import annotations
