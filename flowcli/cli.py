@@ -125,17 +125,8 @@ def fit(
 
         if config is not None or seed is not None:
             raise DataError("--resume continues with the config and seed stored in the checkpoint; drop -c/--seed")
-        point = load_resume_point(resume)
-        cfg = point.config
-        done, stopped = point.state.epoch, point.info.get("stopped")
-        if stopped == "early_stopping":
-            raise DataError(f"{resume}: the run stopped early at epoch {done} (no better validation NLL for "
-                            f"{cfg.training.patience} epochs); there is nothing to resume")
-        if epochs is not None:
-            cfg.training.epochs = epochs
-        if cfg.training.epochs <= done:
-            raise DataError(f"{resume}: the run already has {done} epochs; pass --epochs N with N > {done} to train longer")
-        seed = point.info.get("seed")
+        point = load_resume_point(resume, epochs)
+        cfg, seed = point.config, point.info.get("seed")
     else:
         cfg = _resolve_config(config)
         if epochs is not None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError
+from .errors import CheckpointError, DataError
 
 PREFIX = "train_state/"
 
@@ -134,8 +134,9 @@ class ResumePoint:
     state: TrainState
 
 
-def load_resume_point(path: str) -> ResumePoint:
-    """Read a checkpoint written by ``fit`` with its training state; a CheckpointError otherwise."""
+def load_resume_point(path: str, epochs: int | None = None) -> ResumePoint:
+    """Read a checkpoint written by ``fit`` with its training state, to continue up to ``epochs`` in all
+    (default: its config's epochs). Errors say why a run cannot be continued."""
     from . import checkpoint
     from .config import parse_config
     from .errors import ConfigError
@@ -152,4 +153,12 @@ def load_resume_point(path: str) -> ResumePoint:
         info = dict(header["info"])
     except (ConfigError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the training state in the checkpoint is invalid ({exc})") from None
+    done = state.epoch
+    if info.get("stopped") == "early_stopping":
+        raise DataError(f"{path}: the run stopped early at epoch {done} (no better validation NLL for "
+                        f"{config.training.patience} epochs); there is nothing to resume")
+    if epochs is not None:
+        config.training.epochs = epochs
+    if config.training.epochs <= done:
+        raise DataError(f"{path}: the run already has {done} epochs; pass --epochs N with N > {done} to train longer")
     return ResumePoint(str(path), config, schema, info, model_tensors, state)
