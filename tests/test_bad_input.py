@@ -122,6 +122,8 @@ CASES: list[Case] = [
     Case("fit-output-dir-missing", "fit good.csv -c small.yaml -o nowhere/m.flow", ("nowhere/m.flow", "does not exist")),
     Case("fit-output-under-a-file", "fit good.csv -c small.yaml -o good.csv/m.flow", ("'good.csv' is not a directory",)),
     Case("fit-output-unwritable", "fit good.csv -c small.yaml -o /proc/m.flow", ("/proc/m.flow", "cannot write")),
+    Case("fit-output-dir-read-only", "fit good.csv -c small.yaml -o ro/m.flow", ("ro/m.flow", "cannot write"), {"ro": "READ_ONLY_DIR"},
+         root_skip="root writes into read-only directories (the /proc case covers root)"),
     Case("fit-metrics-is-directory", "fit good.csv -c small.yaml -o {out} --metrics mdir", ("mdir", "is a directory"),
          {"mdir": None}, out="new.flow"),
     Case("fit-unknown-device", "fit good.csv -c small.yaml -o {out} --device tpu", ("--device tpu", "unknown device"), out="new.flow"),
@@ -185,6 +187,9 @@ def make_files(root: Path, files: dict[str, bytes | str | None], good_checkpoint
         path = root / name
         if content is None:
             path.mkdir()
+        elif content == "READ_ONLY_DIR":
+            path.mkdir()
+            path.chmod(0o555)
         elif content == "TRUNCATED":
             path.write_bytes(good_checkpoint[: len(good_checkpoint) * 2 // 3])
         elif content == "FLIPPED":
