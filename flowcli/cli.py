@@ -144,6 +144,8 @@ def fit(
         seed = random.SystemRandom().randrange(2**31)
     metrics_path = Path(metrics) if metrics else write_metrics_path(output)
     check_writable(metrics_path)
+    if metrics_path.resolve() == Path(output).resolve():
+        raise DataError(f"--metrics {metrics}: the same file as the checkpoint -o {output}")
     schema = point.schema if point is not None else Schema.infer(frame)
     start = f"resuming {resume} after epoch {point.state.epoch}: " if point is not None else "fitting "
     reporter.message(f"{start}{len(frame)} rows x {frame.shape[1]} columns on {dev} (seed {seed})")

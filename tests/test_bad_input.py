@@ -126,6 +126,7 @@ CASES: list[Case] = [
          root_skip="root writes into read-only directories (the /proc case covers root)"),
     Case("fit-metrics-is-directory", "fit good.csv -c small.yaml -o {out} --metrics mdir", ("mdir", "is a directory"),
          {"mdir": None}, out="new.flow"),
+    Case("fit-metrics-same-as-checkpoint", "fit good.csv -c small.yaml -o {out} --metrics ./{out}", ("--metrics", "same file"), out="new.flow"),
     Case("fit-unknown-device", "fit good.csv -c small.yaml -o {out} --device tpu", ("--device tpu", "unknown device"), out="new.flow"),
     Case("fit-resume-from-garbage", "fit good.csv -o {out} --resume junk.flow", ("junk.flow", "not a flowcli checkpoint"),
          {"junk.flow": b"\x93NUMPY garbage"}, out="new.flow"),
