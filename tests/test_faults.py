@@ -48,9 +48,15 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_config(schedule: str = "cosine", epochs: int = 6, patience: int = 50) -> dict:
+TINY_LAYERS = [{"type": "affine_coupling", "hidden": [16]}, {"type": "permute"}, {"type": "maf", "hidden": [16]}]
+# Its training log-det is a random series estimate drawn from torch's global generator, which the
+# training state must therefore carry.
+STOCHASTIC_LAYERS = [{"type": "residual", "hidden": [8], "exact_max_dim": 0, "terms": 2}]
+
+
+def tiny_config(schedule: str = "cosine", epochs: int = 6, patience: int = 50, layers: list | None = None) -> dict:
     return {
-        "layers": [{"type": "affine_coupling", "hidden": [16]}, {"type": "permute"}, {"type": "maf", "hidden": [16]}],
+        "layers": layers or TINY_LAYERS,
         "training": {"epochs": epochs, "batch_size": 64, "lr": 0.01, "schedule": schedule, "patience": patience},
     }
 
@@ -86,9 +92,10 @@ def sha256(path: Path) -> str:
 # --- resume ------------------------------------------------------------------------------------------
 
 
-def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, table: pd.DataFrame) -> None:
+@pytest.mark.parametrize("layers", [TINY_LAYERS, STOCHASTIC_LAYERS], ids=["coupling-maf", "residual-stochastic"])
+def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, table: pd.DataFrame, layers: list) -> None:
     """Cosine schedule, interrupted (as by Ctrl-C) after epoch 3 of 5, then resumed to the end."""
-    config = parse_config(tiny_config("cosine", epochs=5))
+    config = parse_config(tiny_config("cosine", epochs=5, layers=layers))
     straight = fit(table, config, device=CPU, seed=5)
 
     def stop_at_3(report) -> None:
@@ -96,11 +103,11 @@ def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(tmp_
             raise KeyboardInterrupt
 
     with pytest.raises(Interrupted) as stopped:
-        fit(table, parse_config(tiny_config("cosine", epochs=5)), device=CPU, seed=5, on_epoch=stop_at_3)
+        fit(table, parse_config(tiny_config("cosine", epochs=5, layers=layers)), device=CPU, seed=5, on_epoch=stop_at_3)
     assert stopped.value.model is not None and stopped.value.model.info["epochs_run"] == 3
     path = tmp_path / "half.flow"
     save_model(stopped.value.model, str(path))
-    resumed = fit(table, parse_config(tiny_config("cosine", epochs=5)), device=CPU, resume=load_resume_point(str(path)))
+    resumed = fit(table, parse_config(tiny_config("cosine", epochs=5, layers=layers)), device=CPU, resume=load_resume_point(str(path)))
 
     assert_identical(straight.flow.state_dict(), resumed.flow.state_dict())  # best weights
     a, b = straight.train_state, resumed.train_state
