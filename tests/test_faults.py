@@ -337,3 +337,24 @@ def test_sigkill_while_saving_leaves_the_old_checkpoint_or_the_complete_new_one(
     proc.wait(timeout=30)
     assert sha256(target) == before
     load_model(str(target))
+
+
+def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                       banana_files: dict) -> None:
+    from flowcli.model import Model
+
+    calls = []
+    original = Model.log_prob
+
+    def log_prob(self, frame, row_offset=0):
+        calls.append(row_offset)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, frame, row_offset)
+
+    monkeypatch.setattr(Model, "log_prob", log_prob)
+    out = tmp_path / "scores.csv"
+    out.write_text("precious\n")
+    result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(banana_files["csv"]), "-o", str(out), "--chunk-size", "100"])
+    assert result.exit_code == 130 and result.stderr.strip() == "Error: interrupted"
+    assert out.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv"]
