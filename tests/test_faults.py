@@ -353,8 +353,11 @@ def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(monkeypa
         return original(self, frame, row_offset)
 
     monkeypatch.setattr(Model, "log_prob", log_prob)
+    rows = tmp_path / "rows.parquet"  # Parquet streams in chunks of exactly --chunk-size rows
+    pd.read_csv(banana_files["csv"]).to_parquet(rows)
     out = tmp_path / "scores.csv"
     out.write_text("precious\n")
-    result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(banana_files["csv"]), "-o", str(out), "--chunk-size", "100"])
+    result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(rows), "-o", str(out), "--chunk-size", "100"])
+    assert calls == [0, 100, 200]
     assert result.exit_code == 130 and result.stderr.strip() == "Error: interrupted"
-    assert out.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv"]
+    assert out.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == ["rows.parquet", "scores.csv"]
