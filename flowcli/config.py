@@ -56,7 +56,8 @@ class TrainingConfig:
         _require(math.isfinite(self.lr) and self.lr > 0, "training.lr", "must be a finite number > 0")
         _require(0 <= self.val_fraction < 1, "training.val_fraction", "must be in [0, 1)")
         _require(self.patience >= 1, "training.patience", "must be an integer >= 1")
-        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "training.weight_decay", "must be a finite number >= 0")
+        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "training.weight_decay",
+                 "must be a finite number >= 0")
         _require(self.grad_clip > 0, "training.grad_clip", "must be > 0")
         _require(self.max_rows >= 0, "training.max_rows", "must be >= 0 (0 means all rows)")
 

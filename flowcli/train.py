@@ -178,7 +178,8 @@ def fit(
     matrix = schema.to_matrix(frame)
     fingerprint = data_fingerprint(matrix)
     if resume is not None and resume.state.data_sha256 != fingerprint:
-        raise DataError(f"the data differs from the table the run in {resume.path} was trained on; resume needs the same table")
+        raise DataError(f"the data differs from the table the run in {resume.path} was trained on; "
+                        "resume needs the same table")
     if tc.max_rows and len(matrix) > tc.max_rows:
         matrix = matrix[torch.randperm(len(matrix), generator=generator)[: tc.max_rows].numpy()]
     dtype = torch.get_default_dtype()
@@ -257,8 +258,9 @@ def fit(
                     failures += 1
                     if failures >= MAX_FAILURES:
                         raise Diverged(
-                            f"epoch {epoch}: the loss was non-finite {failures} times in a row, even after halving "
-                            f"the learning rate each time (now {lr.value():.3g}); check the data or lower training.lr", None)
+                            f"epoch {epoch}: the loss was non-finite {failures} times in a row, even after "
+                            f"halving the learning rate each time (now {lr.value():.3g}); check the data or lower "
+                            "training.lr", None)
                     continue
                 failures = 0
                 guard.save(lr.step)

@@ -88,7 +88,8 @@ class TrainState:
                 tensors[f"{PREFIX}optimizer/{index}/{name}"] = torch.as_tensor(value)
         tensors[f"{PREFIX}rng/torch"] = self.torch_rng
         tensors[f"{PREFIX}rng/shuffle"] = self.shuffle_rng
-        meta = {k: getattr(self, k) for k in ("epoch", "best_val", "best_epoch", "failures", "seconds", "data_sha256", "history")}
+        numbers = ("epoch", "best_val", "best_epoch", "failures", "seconds", "data_sha256", "history")
+        meta = {k: getattr(self, k) for k in numbers}
         meta["lr"] = dataclasses.asdict(self.lr)
         return meta, tensors
 
