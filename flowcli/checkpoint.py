@@ -19,7 +19,8 @@ from .errors import CheckpointError
 from .files import atomic_write_bytes
 
 FORMAT = "flowcli-checkpoint"
-FORMAT_VERSION = 1
+# 2: MADE output units parameter-major; the checksum covers the header; optional training state.
+FORMAT_VERSION = 2
 HEADER_KEY = "flowcli"
 
 
