@@ -88,7 +88,7 @@ def test_encode_then_decode_round_trips(tmp_path: Path, banana_files: dict) -> N
 
 
 def test_every_command_help_has_an_example() -> None:
-    for command in ["fit", "sample", "logprob", "encode", "decode"]:
+    for command in ["fit", "sample", "logprob", "encode", "decode", "report", "inspect"]:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Example:" in result.stdout, command
 

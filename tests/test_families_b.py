@@ -6,6 +6,9 @@ sos stays finite on outliers."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,7 @@ FAMILIES = {
     "umnn": [{"type": "umnn", "hidden": [32], "integrand_hidden": [16], "steps": 16, "repeat": 2}],
     "sos": [{"type": "sos", "hidden": [32], "repeat": 2}],
     "residual": [{"type": "actnorm"}, {"type": "residual", "hidden": [32], "repeat": 2}],
-    "cnf": [{"type": "cnf", "hidden": [16], "atol": 1e-4, "rtol": 1e-4}],
+    "cnf": [{"type": "cnf", "hidden": [16], "atol": 1e-3, "rtol": 1e-3, "eval_tolerance": 1e-6}],
 }
 
 runner = CliRunner()
@@ -121,3 +124,23 @@ def test_sos_is_finite_and_invertible_on_outliers() -> None:
     with torch.no_grad():
         torch.testing.assert_close(layer(x_back)[0], z, rtol=1e-12, atol=0)
     assert ((x_back - x).abs() <= 1e-12 * z.abs()).all()
+
+
+def test_cnf_trains_after_scoring_in_inference_mode() -> None:
+    """torchdiffeq is imported on first use; if that first use is a score under inference mode, its
+    tableaus must still be usable with autograd later (fresh process: the import must not have happened)."""
+    code = (
+        "import torch\n"
+        "from flowcli.layers import build_layer\n"
+        "torch.manual_seed(0)\n"
+        "layer = build_layer('cnf', 2, 0, {}).double()\n"
+        "with torch.no_grad():\n"
+        "    [p.add_(0.1 * torch.randn_like(p)) for p in layer.parameters()]\n"
+        "x = torch.randn(4, 2, dtype=torch.float64)\n"
+        "with torch.inference_mode():\n"
+        "    layer.eval()(x)\n"
+        "layer.train()(x)[1].sum().backward()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.returncode == 0, result.stderr

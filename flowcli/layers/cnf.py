@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +14,16 @@ from .mlp_jacobian import ACTIVATIONS_WITH_SLOPE, JacobianMLP
 ADAPTIVE_SOLVERS = ("dopri5", "dopri8", "bosh3", "adaptive_heun")
 FIXED_SOLVERS = ("rk4", "midpoint", "euler")
 EVAL_PROBE_SEED = 0  # fixed Hutchinson probes keep evaluation deterministic when the trace is estimated
+
+
+def _odeint() -> Any:
+    """torchdiffeq's ``odeint``, imported on first use (it pulls in scipy: seconds that models without a
+    cnf layer should not pay). The import runs outside inference mode: torchdiffeq builds its Butcher
+    tableaus at import, and tensors created under ``torch.inference_mode`` (as when a model scores a file)
+    could never again be used where autograd is on, e.g. in training afterwards in the same process."""
+    with torch.inference_mode(False):
+        from torchdiffeq import odeint
+    return odeint
 
 
 @register("cnf")
@@ -28,7 +38,8 @@ class CNF(Layer):
     (Jacobian of the MLP from its layer slopes, no autograd) when ``trace: exact``, or ``auto`` and
     dim <= ``exact_max_dim``; otherwise Hutchinson's estimator εᵀ(∂f/∂x)ε with one Gaussian probe per row,
     drawn once per solve (FFJORD). Evaluation (``model.eval()``) uses the exact trace for dim <=
-    ``exact_max_dim`` whatever ``trace`` says, and fixed probes above it.
+    ``exact_max_dim`` even under ``trace: hutchinson``; above it, fixed probes (deterministic scores, but
+    a noisy estimate: set ``trace: exact`` for exact scores on wide tables, at dim Jacobian products per step).
 
     Solver: ``solver`` (dopri5 default; adaptive: dopri5, dopri8, bosh3, adaptive_heun with ``atol``/``rtol``;
     fixed grid: rk4, midpoint, euler with ``steps`` steps). Training uses ``atol``/``rtol``; evaluation
@@ -83,13 +94,11 @@ class CNF(Layer):
 
     def _exact_trace(self) -> bool:
         if not self.training:
-            return self.dim <= self.exact_max_dim
+            return self.trace == "exact" or self.dim <= self.exact_max_dim
         return self.trace == "exact" or (self.trace == "auto" and self.dim <= self.exact_max_dim)
 
     def _solve(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
         """Integrate the state and ∫ T tr(∂f/∂x) ds from s=0 to 1 (or 1 to 0 when ``reverse``)."""
-        from torchdiffeq import odeint  # imported lazily: only models with a cnf layer need it
-
         T = nn.functional.softplus(self.raw_T)
         exact = self._exact_trace()
         probe: Tensor | None = None
@@ -114,7 +123,7 @@ class CNF(Layer):
         options = {"step_size": 1.0 / self.steps} if self.solver in FIXED_SOLVERS else None
         times = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=x.dtype, device=x.device)
         state = (x, x.new_zeros(x.shape[0]))
-        path = odeint(dynamics, state, times, method=self.solver, atol=atol, rtol=rtol, options=options)
+        path = _odeint()(dynamics, state, times, method=self.solver, atol=atol, rtol=rtol, options=options)
         return path[0][-1], path[1][-1]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -57,12 +57,9 @@ class SOS(MonotoneAutoregressive):
         n_coef = polynomials * (degree + 1)
         self.made = MADE(dim, hidden, 2 + n_coef, autoregressive_order(dim, index, order), activation)
         # The MADE's last layer starts at zero. Squares have zero gradient at zero, so coefficients starting at
-        # zero would never move: their biases start small and random instead (the layer starts near, not at,
-        # the identity).
-        last = self.made.net[-1]
-        with torch.no_grad():
-            bias = last.bias.view(dim, 2 + n_coef)
-            nn.init.normal_(bias[:, 2:], std=0.1)
+        # zero would never move: a learnable offset, small and random, shared by the variables, is added to them
+        # (the layer starts near, not at, the identity).
+        self.coefficient_offset = nn.Parameter(0.1 * torch.randn(n_coef))
         # product[i, j, m] = 1 when i + j == m: squares polynomial coefficients by one contraction.
         r = torch.arange(degree + 1)
         product = (r[:, None, None] + r[None, :, None] == torch.arange(2 * degree + 1)[None, None, :])
@@ -72,7 +69,8 @@ class SOS(MonotoneAutoregressive):
         """Offset b, slope c and the coefficients q_m of Σ_k p_k(u)² (lowest degree first)."""
         b = params[..., 0]
         c = soft_clamp(params[..., 1], self.scale_bound).exp()
-        a = params[..., 2:].unflatten(-1, (self.polynomials, self.degree + 1))
+        a = params[..., 2:] + self.coefficient_offset
+        a = a.unflatten(-1, (self.polynomials, self.degree + 1))
         squares = torch.einsum("...ki,...kj->...ij", a, a)
         q = torch.einsum("...ij,ijm->...m", squares, self.product.to(params.dtype))
         return b, c, q

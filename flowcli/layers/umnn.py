@@ -32,8 +32,9 @@ class UMNN(MonotoneAutoregressive):
 
     The integral is computed by Gauss–Legendre quadrature with ``steps`` nodes on [0, x_i]; log|det| uses
     g at x_i, which is the derivative of the exact integral. Both agree with the derivative of the
-    computed map to the quadrature's accuracy (about 1e-9 with the defaults on standardized inputs; use a
-    smooth ``integrand_activation`` and raise ``steps`` for very wiggly integrands).
+    computed map to the quadrature's accuracy (on standardized inputs with randomly perturbed networks,
+    measured: 1e-12 in log|det| with 16 nodes, 1e-14 with 24; keep ``integrand_activation`` smooth, and raise
+    ``steps`` for very wiggly integrands).
 
     Cheap direction: density (data -> latent), one MADE pass plus ``steps`` + 1 integrand evaluations per
     value. Sampling (latent -> data) solves z_i = F(x_i) for each variable in autoregressive order
