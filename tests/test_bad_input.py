@@ -72,7 +72,7 @@ CASES: list[Case] = [
     csv_case("text-in-numeric-column", "a,b\n1,2\n3,oops\n5,6\n", "column 'b'", "row 2", "'oops'"),
     csv_case("inf-in-numeric-column", "a,b\n1,2\n3,inf\n5,6\n", "column 'b'", "row 2", "not a finite number"),
     csv_case("overflowing-number", "a,b\n1,2\n3,1e400\n5,6\n", "column 'b'", "row 2", "not a finite number"),
-    csv_case("empty-cell", "a,b\n1,2\n3,\n5,6\n", "column 'b'", "row 2", "missing value"),
+    # An empty cell is not bad input to fit: missing values are modelled (see "Column roles" in the README).
     csv_case("duplicate-column", "a,a\n1,2\n3,4\n", "column 'a' appears more than once"),
     csv_case("unnamed-column", "a,\n1,2\n3,4\n", "bad.csv", "empty name"),
     csv_case("ragged-rows", "a,b\n1,2\n3,4,5,6\n", "bad.csv", "malformed CSV", "line 3"),
@@ -156,6 +156,8 @@ CASES: list[Case] = [
     Case("logprob-missing-column", "logprob m.flow - -o {out}", ("missing column 'weight_kg'",), stdin=b"height_cm,w\n1,2\n", out="new.csv"),
     Case("logprob-text-in-a-later-chunk", "logprob m.flow - -o {out} --chunk-size 10", ("'weight_kg'", "row 51", "'abc'"),
          stdin=("height_cm,weight_kg\n" + "170,60\n" * 50 + "170,abc\n").encode(), out="new.csv"),
+    Case("logprob-empty-cell-unseen-in-training", "logprob m.flow - -o {out}", ("'weight_kg'", "row 2", "missing value"),
+         stdin=b"height_cm,weight_kg\n1,2\n3,\n", out="new.csv"),
     Case("logprob-inf", "logprob m.flow - -o {out}", ("'height_cm'", "row 2", "not a finite"), stdin=b"height_cm,weight_kg\n1,2\ninf,3\n", out="new.csv"),
     Case("logprob-empty-stdin", "logprob m.flow - -o {out}", ("stdin", "empty"), stdin=b"", out="new.csv"),
     Case("logprob-header-only", "logprob m.flow - -o {out}", ("stdin", "no data rows"), stdin=b"height_cm,weight_kg\n", out="new.csv"),

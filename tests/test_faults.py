@@ -346,11 +346,11 @@ def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(monkeypa
     calls = []
     original = Model.log_prob
 
-    def log_prob(self, frame, row_offset=0):
+    def log_prob(self, frame, row_offset=0, **options):
         calls.append(row_offset)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(self, frame, row_offset)
+        return original(self, frame, row_offset, **options)
 
     monkeypatch.setattr(Model, "log_prob", log_prob)
     rows = tmp_path / "rows.parquet"  # Parquet streams in chunks of exactly --chunk-size rows
