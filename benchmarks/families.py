@@ -26,15 +26,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flowcli.config import load_config  # noqa: E402
-from flowcli.train import fit  # noqa: E402
+from flowcli.config import load_config
+from flowcli.train import fit
 
 PRESETS = ROOT / "flowcli" / "presets"
 
 
 def split(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     order = np.random.default_rng(seed).permutation(len(frame))
-    n_test = int(round(len(frame) * test_fraction))
+    n_test = round(len(frame) * test_fraction)
     return frame.iloc[order[n_test:]].reset_index(drop=True), frame.iloc[order[:n_test]].reset_index(drop=True)
 
 
