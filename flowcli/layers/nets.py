@@ -39,6 +39,10 @@ class MADE(nn.Module):
 
     Germain, Gregor, Murray & Larochelle (2015), "MADE: Masked Autoencoder for Distribution Estimation".
     ``order`` is a permutation of ``range(dim)``; returns a tensor of shape ``(batch, dim, n_params)``.
+
+    The output units are laid out parameter-major (all variables' first parameter, then all second
+    parameters, ...), so ``params[..., j]`` is a contiguous slice of memory: the elementwise math that
+    follows (clamping, exp, the spline arithmetic) runs on dense tensors in both directions.
     """
 
     def __init__(self, dim: int, hidden: Sequence[int], n_params: int, order: Tensor, activation: str = "relu") -> None:
@@ -56,7 +60,7 @@ class MADE(nn.Module):
             mask = (degree_h[:, None] >= degrees[-1][None, :])
             layers += [MaskedLinear(len(degrees[-1]), width, mask), ACTIVATIONS[activation]()]
             degrees.append(degree_h)
-        degree_out = degree_in.repeat_interleave(n_params)
+        degree_out = degree_in.repeat(n_params)  # unit j * dim + i is parameter j of variable i
         mask = degree_out[:, None] > degrees[-1][None, :]
         last = MaskedLinear(len(degrees[-1]), dim * n_params, mask)
         nn.init.zeros_(last.weight)
@@ -68,7 +72,7 @@ class MADE(nn.Module):
         self._ends = [torch.searchsorted(d, torch.arange(dim + 1), right=True).tolist() for d in degrees[1:]]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).view(*x.shape[:-1], self.dim, self.n_params)
+        return self.net(x).view(*x.shape[:-1], self.n_params, self.dim).transpose(-1, -2)
 
     def solve(self, z: Tensor, invert: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         """Invert an autoregressive transform in one network pass instead of ``dim`` passes.
@@ -102,7 +106,7 @@ class MADE(nn.Module):
                         hidden[l_idx] = torch.cat([hidden[l_idx], h], 1)
                 below, known = hidden[l_idx], hi
             var = int(self.order[k])
-            rows = slice(var * p, (var + 1) * p)
+            rows = slice(var, None, self.dim)  # the p parameter units of this variable
             params = below[:, :known] @ weights[-1][rows, :known].T + linears[-1].bias[rows]
             x_var, ladj_var = invert(z[:, var], params)
             x_cols.append(x_var)
