@@ -26,15 +26,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flowcli.config import load_config  # noqa: E402
-from flowcli.train import fit  # noqa: E402
+from flowcli.config import load_config
+from flowcli.train import fit
 
 PRESETS = ROOT / "flowcli" / "presets"
 
 
 def split(frame: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     order = np.random.default_rng(seed).permutation(len(frame))
-    n_test = int(round(len(frame) * test_fraction))
+    n_test = round(len(frame) * test_fraction)
     return frame.iloc[order[n_test:]].reset_index(drop=True), frame.iloc[order[:n_test]].reset_index(drop=True)
 
 
@@ -54,7 +54,10 @@ def main() -> None:
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override training.epochs of every preset")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     names = args.presets or sorted(p.stem for p in PRESETS.glob("*.yaml"))
     frame = pd.read_csv(args.data)

@@ -89,3 +89,13 @@ def test_radial_inverse_at_and_near_the_centre() -> None:
     assert torch.isfinite(ladj).all()
     torch.testing.assert_close(x_back, x, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(ladj + ladj_inv, torch.zeros_like(ladj), atol=1e-10, rtol=0)
+
+
+def test_iaf_is_maf_with_its_directions_swapped() -> None:
+    iaf = perturbed("iaf", 4)
+    maf = build_layer("maf", 4, 0, {}).double()
+    maf.load_state_dict(iaf.state_dict())
+    x = torch.randn(8, 4, dtype=torch.float64)
+    for (a, la), (b, lb) in [(iaf(x), maf.inverse(x)), (iaf.inverse(x), maf(x))]:
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(la, lb)
