@@ -180,7 +180,7 @@ def test_a_newer_format_version_is_a_clear_error(small_checkpoint: bytes, tmp_pa
     result = runner.invoke(app, ["sample", str(tmp_path / "future.flow"), "-n", "1"])
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"Error: {tmp_path / 'future.flow'}: checkpoint format version 99 is not supported by "
-                                     "this flowcli (which reads version 1); refit the model or use a matching flowcli version")
+                                     f"this flowcli (which reads version {checkpoint.FORMAT_VERSION}); refit the model or use a matching flowcli version")
 
 
 def test_a_safetensors_file_from_elsewhere_is_not_mistaken_for_a_checkpoint(tmp_path: Path) -> None:
