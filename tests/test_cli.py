@@ -76,6 +76,17 @@ def test_logprob_appends_a_column_and_matches_the_library(banana_files: dict, ba
     np.testing.assert_allclose(scored["logprob"], banana_model.log_prob(frame), rtol=1e-6)
 
 
+def test_logprob_in_float32_is_close_to_float64(banana_files: dict, banana_model) -> None:
+    result = run("logprob", str(banana_files["ckpt"]), str(banana_files["csv"]), "--precision", "float32")
+    assert result.exit_code == 0, result.stderr
+    scored = pd.read_csv(io.StringIO(result.stdout))
+    expected = banana_model.log_prob(pd.read_csv(banana_files["csv"]))
+    np.testing.assert_allclose(scored["logprob"], expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(scored["logprob"], expected, rtol=1e-12, atol=0), "float32 should differ in the last digits"
+    bad = run("logprob", str(banana_files["ckpt"]), str(banana_files["csv"]), "--precision", "float16")
+    assert bad.exit_code == 2 and "--precision" in bad.stderr
+
+
 def test_encode_then_decode_round_trips(tmp_path: Path, banana_files: dict) -> None:
     ckpt = str(banana_files["ckpt"])
     latent = tmp_path / "z.parquet"
