@@ -36,7 +36,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or me
 
 
 def _fail(message: str) -> None:
-    print(f"Error: {message}", file=sys.stderr, flush=True)
+    from .distributed import is_secondary_rank
+
+    if not is_secondary_rank():  # under torchrun, rank 0 alone reports (every rank fails the same way)
+        print(f"Error: {message}", file=sys.stderr, flush=True)
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,6 +95,8 @@ def fit(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed on CPU gives the same model.")] = None,
     metrics: Annotated[Optional[str], typer.Option("--metrics", help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl).")] = None,
     quiet: QuietOpt = False,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="Train one model on N processes of this machine with torch.distributed (gloo on CPU, one GPU each on CUDA); runs torch.distributed.run.")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Stream a Parquet file from disk through a shuffle buffer instead of loading it (a directory of Parquet files is always streamed).")] = False,
 ) -> None:
     """Learn the density of a table and save it as a checkpoint.
 
@@ -99,12 +104,13 @@ def fit(
     """
     import random
 
+    from .distributed import is_secondary_rank, launched_by_torchrun
     from .errors import DataError
     from .files import AtomicTextFile
     from .io import read_table
     from .progress import Reporter
 
-    reporter = Reporter(quiet=quiet)
+    reporter = Reporter(quiet=quiet or is_secondary_rank())
     cfg = _resolve_config(config)
     if epochs is not None:
         cfg.training.epochs = epochs
@@ -115,6 +121,23 @@ def fit(
         raise DataError(f"{output}: directory {str(out_dir)!r} does not exist")
     if not os.access(out_dir if str(out_dir) else ".", os.W_OK):
         raise DataError(f"{output}: directory is not writable")
+    # ---- distributed / streaming hook (see distributed.py, datasource.py) ----
+    if nproc is not None and not launched_by_torchrun():
+        if data == "-":
+            raise DataError("--nproc: the worker processes cannot share stdin; give the data as a file or directory")
+        if not Path(data).exists():
+            raise DataError(f"{data}: file not found")
+        from .distributed import launch
+
+        seed = random.SystemRandom().randrange(2**31) if seed is None else seed  # one seed for every rank
+        args = [data, "-o", output, "--device", device, "--seed", str(seed)]
+        args += (["-c", config] if config else []) + (["--epochs", str(epochs)] if epochs else [])
+        args += (["--metrics", metrics] if metrics else []) + (["--quiet"] if quiet else []) + (["--stream"] if stream else [])
+        raise typer.Exit(launch(nproc, args))
+    if launched_by_torchrun() or stream or Path(data).is_dir():
+        _fit_sharded(data, output, cfg, device, seed, metrics, reporter, stream or Path(data).is_dir())
+        return
+    # ---- end of hook ----
     frame = read_table(data)
 
     from .model import save_model
@@ -136,6 +159,58 @@ def fit(
         finally:
             reporter.stop()
         save_model(model, output)
+    info = model.info
+    reporter.message(
+        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
+        f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s); saved {output}"
+    )
+
+
+def _fit_sharded(data: str, output: str, cfg: Any, device: str, seed: Optional[int], metrics: Optional[str],
+                 reporter: Any, streaming: bool) -> None:
+    """fit under torchrun (each rank reads its shard) and/or streaming Parquet from disk; rank 0 writes."""
+    import contextlib
+    import random
+
+    import torch
+
+    from . import distributed
+    from .datasource import StreamingData, load_shard
+    from .errors import DataError
+    from .files import AtomicTextFile
+    from .model import save_model
+    from .train import fit as fit_model, write_metrics_path
+
+    if data == "-":
+        raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
+    tc = cfg.training
+    if streaming and tc.max_rows:
+        raise DataError("training.max_rows: not supported when streaming; fit on a subset of the files instead")
+    dist = distributed.init(device)
+    seed = dist.broadcast(random.SystemRandom().randrange(2**31) if seed is None else seed)
+    batch = dist.local_batch(tc.batch_size)
+    if streaming:
+        source = StreamingData(data, tc, dist, batch, tc.shuffle_buffer)
+    else:
+        source = load_shard(data, tc, dist, torch.Generator().manual_seed(seed + 7919 * dist.rank), batch)
+    rows = int(sum(dist.sum(source.n_train, source.n_val)))
+    where = f"{dist.world} processes ({dist.backend}, {dist.device.type})" if dist.active else str(dist.device)
+    how = "streaming " if streaming else ""
+    reporter.message(f"fitting {how}{rows} rows x {len(source.schema.columns)} columns on {where} (seed {seed})")
+    metrics_path = Path(metrics) if metrics else write_metrics_path(output)
+    # Rank 0 alone writes the metrics and the checkpoint; the others train in silence.
+    metrics_ctx: Any = AtomicTextFile(metrics_path) if dist.is_main else contextlib.nullcontext(None)
+    with metrics_ctx as metrics_file:
+        reporter.start(tc.epochs, "fit")
+        try:
+            model = fit_model(None, cfg, device=dist.device, seed=seed, metrics_file=metrics_file,
+                              on_epoch=reporter.epoch, data=source, dist=dist)
+        finally:
+            reporter.stop()
+        if dist.is_main:
+            save_model(model, output)
+    dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
+    dist.close()
     info = model.info
     reporter.message(
         f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
