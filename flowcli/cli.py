@@ -28,11 +28,12 @@ app = typer.Typer(
 
 # Options shared by several commands, defined once.
 CheckpointArg = Annotated[str, typer.Argument(help="Checkpoint written by 'flowcli fit' (e.g. model.flow).", metavar="CKPT")]
-InputArg = Annotated[str, typer.Argument(help="Input table: .csv or .parquet, or - for CSV on stdin.", metavar="DATA")]
+InputArg = Annotated[str, typer.Argument(help="Input table: .csv or .parquet, or - for CSV on stdin; for logprob/encode/decode also a directory of tables (one output file each, -o OUTDIR).", metavar="DATA")]
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output .csv or .parquet; - (default) is CSV on stdout.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 ChunkOpt = Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per streamed chunk (bounds memory).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="k/K", help="With a directory: process only its files number i (in name order) with i % K == k, so K workers split the files.")]
 
 
 def _fail(message: str) -> None:
@@ -244,12 +245,30 @@ def sample(
             writer.write(frame)
 
 
-def _stream(checkpoint: str, data: str, output: str, device: str, chunk_size: int, transform: Callable[[Any, Any, int], Any]) -> None:
+def _stream(checkpoint: str, data: str, output: str, device: str, chunk_size: int, transform: Callable[[Any, Any, int], Any],
+            shard: Optional[str] = None) -> None:
     """Shared body of logprob/encode/decode: read chunks, transform, write as we go."""
-    from .io import TableWriter, iter_table, table_format
+    from .io import table_format
+    from .outputs import per_file_jobs
 
+    if data != "-" and Path(data).is_dir():
+        jobs = per_file_jobs(data, output, shard)  # checks everything before the model is loaded
+        model = _load(checkpoint, device)
+        for source, target in jobs:
+            _stream_one(model, str(source), str(target), chunk_size, transform)
+        return
+    if shard is not None:
+        from .errors import DataError
+
+        raise DataError("--shard: only with a directory of input files")
     table_format(output)
     model = _load(checkpoint, device)
+    _stream_one(model, data, output, chunk_size, transform)
+
+
+def _stream_one(model: Any, data: str, output: str, chunk_size: int, transform: Callable[[Any, Any, int], Any]) -> None:
+    from .io import TableWriter, iter_table
+
     offset = 0
     with TableWriter(output) as writer:
         for frame in iter_table(data, chunk_size):
@@ -265,6 +284,7 @@ def logprob(
     output: OutputOpt = "-",
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
+    shard: ShardOpt = None,
 ) -> None:
     """Append a 'logprob' column: the natural log of the density of each row, in the units of its columns.
 
@@ -277,7 +297,7 @@ def logprob(
         out["logprob"] = values
         return out
 
-    _stream(checkpoint, data, output, device, chunk_size, score)
+    _stream(checkpoint, data, output, device, chunk_size, score, shard)
 
 
 @app.command()
@@ -288,12 +308,13 @@ def encode(
     output: OutputOpt = "-",
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
+    shard: ShardOpt = None,
 ) -> None:
     """Map rows to latent columns z0..z{k-1} (the base distribution's space).
 
     Example: flowcli encode wine.flow data-samples/wine.csv -o latent.csv
     """
-    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.encode(f, row_offset=o))
+    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.encode(f, row_offset=o), shard)
 
 
 @app.command()
@@ -304,12 +325,13 @@ def decode(
     output: OutputOpt = "-",
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
+    shard: ShardOpt = None,
 ) -> None:
     """Map latent rows z0..z{k-1} back to rows with the original column names.
 
     Example: flowcli encode wine.flow wine.csv | flowcli decode wine.flow - -o roundtrip.csv
     """
-    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.decode(f, row_offset=o))
+    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.decode(f, row_offset=o), shard)
 
 
 def main() -> None:
