@@ -144,7 +144,7 @@ def test_validation_rows_are_a_deterministic_hash_of_the_row_index() -> None:
 
 def test_streaming_fit_matches_in_memory_fit(parquet_dir: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
     path, frame = parquet_dir
-    cfg = parse_config({**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 8, "shuffle_buffer": 500}})
+    cfg = parse_config({**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 6, "shuffle_buffer": 500}})
     dist = DistContext()
     source = StreamingData(str(path), cfg.training, dist, cfg.training.batch_size, cfg.training.shuffle_buffer, chunk_rows=128)
     assert source.n_train + source.n_val == len(frame) and 200 < source.n_val < 400
@@ -247,7 +247,7 @@ def test_bf16_autocast_covers_only_the_conditioners(banana_frame: pd.DataFrame) 
 
 
 def test_bf16_fit_is_close_to_float32(banana_frame: pd.DataFrame) -> None:
-    raw = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 6}}
+    raw = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 4}}
     full = fit(banana_frame, parse_config(raw), device=CPU, seed=0)
     half = fit(banana_frame, parse_config({**raw, "training": {**raw["training"], "amp": "bf16"}}), device=CPU, seed=0)
     test = banana(2000, seed=5)
