@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -195,6 +196,7 @@ def launch(nproc: int, fit_args: list[str]) -> int:
     In-process rather than as a subprocess so that a failed worker does not end in the agent's
     multi-line failure report: rank 0 has already printed the one-line ``Error:``; we return its code.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -211,5 +213,8 @@ def launch(nproc: int, fit_args: list[str]) -> int:
     except ChildFailedError as exc:
         _, failure = exc.get_first_failure()
         return failure.exitcode if failure.exitcode > 0 else 1
+    except SignalException as exc:
+        # Ctrl-C / SIGTERM reached the agent; the workers got it too (rank 0 says "interrupted").
+        return 130 if exc.sigval == signal.SIGINT else 128 + int(exc.sigval)
     return 0
 

@@ -159,7 +159,7 @@ def test_streaming_fit_matches_in_memory_fit(parquet_dir: tuple[Path, pd.DataFra
 
 
 def test_cli_fit_streams_a_directory(parquet_dir: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
-    path, frame = parquet_dir
+    path, _ = parquet_dir
     import yaml
 
     cfg = tmp_path / "c.yaml"
@@ -187,7 +187,7 @@ def test_streaming_rejects_csv_and_max_rows(tmp_path: Path, parquet_dir: tuple[P
 
 def test_logprob_and_encode_write_one_file_per_input_file(parquet_dir: tuple[Path, pd.DataFrame], banana_files: dict,
                                                          tmp_path: Path) -> None:
-    path, frame = parquet_dir
+    path, _ = parquet_dir
     ckpt = str(banana_files["ckpt"])
     out = tmp_path / "scores"
     for k in range(2):  # two workers split the three files
