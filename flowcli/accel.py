@@ -28,15 +28,17 @@ COMPILE_BACKEND = "inductor"
 
 
 def conditioner_networks(flow: nn.Module) -> list[nn.Module]:
-    """The conditioner networks of a flow: every MADE, and every ``nn.Sequential`` MLP not inside one."""
+    """The conditioner networks of a flow: every MADE (autoregressive layers) and the MLP of every
+    coupling layer. Other networks are left alone on purpose: e.g. UMNN's integrand network *is* the
+    derivative whose log is the log|det|, so running it in bf16 would cost the likelihood its precision."""
+    from .layers.coupling import _Coupling
+
     found: list[nn.Module] = []
-    made_prefixes: list[str] = []
-    for name, module in flow.named_modules():
+    for module in flow.modules():
         if isinstance(module, MADE):
             found.append(module)
-            made_prefixes.append(name + ".")
-        elif isinstance(module, nn.Sequential) and not any(name.startswith(p) for p in made_prefixes):
-            found.append(module)
+        elif isinstance(module, _Coupling):
+            found.append(module.net)
     return found
 
 

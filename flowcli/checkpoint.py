@@ -1,8 +1,8 @@
 """Save and load models without pickle: one safetensors file whose metadata holds a JSON header.
 
 The header carries the config, the column schema with its statistics, training metrics and package
-versions, so a model is rebuilt from the file alone. A SHA-256 of the tensor bytes detects
-truncation and tampering. Writes go to a temporary file in the same directory, then ``os.replace``,
+versions, so a model is rebuilt from the file alone. A SHA-256 of the header and the tensor bytes
+detects truncation and tampering. Writes go to a temporary file in the same directory, then ``os.replace``,
 so an interrupted save never leaves a broken file nor destroys the previous one.
 """
 
@@ -19,12 +19,16 @@ from .errors import CheckpointError
 from .files import atomic_write_bytes
 
 FORMAT = "flowcli-checkpoint"
-FORMAT_VERSION = 1
+# 2: MADE output units parameter-major; the checksum covers the header; optional training state.
+FORMAT_VERSION = 2
 HEADER_KEY = "flowcli"
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _digest(tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> str:
+    """SHA-256 over the header (but its own ``sha256`` field) and every tensor's name, dtype, shape and
+    bytes: a flipped digit in a stored statistic is caught as surely as one in the weights."""
     h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True).encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(name.encode())
@@ -37,7 +41,8 @@ def save(path: str | Path, header: dict[str, Any], tensors: dict[str, torch.Tens
     from safetensors.torch import save as st_save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "sha256": _digest(tensors), **header}
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, **header}
+    full["sha256"] = _digest(tensors, full)
     data = st_save(tensors, metadata={HEADER_KEY: json.dumps(full)})
     try:
         atomic_write_bytes(path, data)
@@ -79,6 +84,6 @@ def load(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
             f"{path}: checkpoint format version {version} is not supported by this flowcli "
             f"(which reads version {FORMAT_VERSION}); refit the model or use a matching flowcli version"
         )
-    if header.get("sha256") != _digest(tensors):
+    if header.get("sha256") != _digest(tensors, header):
         raise CheckpointError(f"{path}: checkpoint is corrupt (checksum mismatch)")
     return header, tensors

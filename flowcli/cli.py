@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -55,6 +56,15 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except FlowcliError as exc:
             _fail(str(exc).replace("\n", " "))
             raise typer.Exit(1) from None
+        except MemoryError:
+            _fail("out of memory; use a smaller model (layers' hidden sizes), batch_size or input")
+            raise typer.Exit(1) from None
+        except RuntimeError as exc:
+            # torch reports a failed CPU allocation as a RuntimeError; any other RuntimeError is a bug.
+            if "can't allocate memory" not in str(exc) and type(exc).__name__ != "OutOfMemoryError":
+                raise
+            _fail("out of memory; use a smaller model (layers' hidden sizes), batch_size or input")
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             _fail("interrupted")
             raise typer.Exit(130) from None
@@ -91,38 +101,48 @@ def fit(
     data: InputArg,
     output: Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write (conventionally .flow).")],
     config: Annotated[Optional[str], typer.Option("-c", "--config", help="YAML config, or a preset name (e.g. nsf). Default: the packaged default.yaml.")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override training.epochs of the config.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override training.epochs of the config. With --resume: the total number of epochs of the continued run.")] = None,
     device: DeviceOpt = "auto",
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; the same seed on CPU gives the same model.")] = None,
     metrics: Annotated[Optional[str], typer.Option("--metrics", help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl).")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run saved in this checkpoint (same DATA; its config and seed are used).", metavar="CKPT")] = None,
     quiet: QuietOpt = False,
     nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="Train one model on N processes of this machine with torch.distributed (gloo on CPU, one GPU each on CUDA); runs torch.distributed.run.")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="Stream a Parquet file from disk through a shuffle buffer instead of loading it (a directory of Parquet files is always streamed).")] = False,
 ) -> None:
     """Learn the density of a table and save it as a checkpoint.
 
+    Ctrl-C stops after saving the best model so far (exit 130); `--resume` continues such a run, or a
+    finished one with a larger --epochs.
+
     Example: flowcli fit data-samples/wine.csv -c configs/maf.yaml -o wine.flow --epochs 100
     """
     import random
 
     from .distributed import is_secondary_rank, launched_by_torchrun
-    from .errors import DataError
-    from .files import AtomicTextFile
+    from .errors import DataError, TrainingError
+    from .files import AtomicTextFile, check_writable
     from .io import read_table
     from .progress import Reporter
 
     reporter = Reporter(quiet=quiet or is_secondary_rank())
-    cfg = _resolve_config(config)
-    if epochs is not None:
-        cfg.training.epochs = epochs
-    out_dir = Path(output).parent
-    if Path(output).is_dir():
-        raise DataError(f"{output}: is a directory, expected a checkpoint file name")
-    if not out_dir.is_dir() and str(out_dir):
-        raise DataError(f"{output}: directory {str(out_dir)!r} does not exist")
-    if not os.access(out_dir if str(out_dir) else ".", os.W_OK):
-        raise DataError(f"{output}: directory is not writable")
+    point = None
+    if resume is not None:
+        from .trainstate import load_resume_point
+
+        if config is not None or seed is not None:
+            raise DataError("--resume continues with the config and seed stored in the checkpoint; drop -c/--seed")
+        point = load_resume_point(resume, epochs)
+        cfg, seed = point.config, point.info.get("seed")
+    else:
+        cfg = _resolve_config(config)
+        if epochs is not None:
+            cfg.training.epochs = epochs
+    check_writable(output)
     # ---- distributed / streaming hook (see distributed.py, datasource.py) ----
+    sharded = nproc is not None or launched_by_torchrun() or stream or (data != "-" and Path(data).is_dir())
+    if sharded and resume is not None:
+        raise DataError("--resume: only for a table fitted in memory by one process (not --nproc, torchrun or streaming)")
     if nproc is not None and not launched_by_torchrun():
         if data == "-":
             raise DataError("--nproc: the worker processes cannot share stdin; give the data as a file or directory")
@@ -135,7 +155,7 @@ def fit(
         args += (["-c", config] if config else []) + (["--epochs", str(epochs)] if epochs else [])
         args += (["--metrics", metrics] if metrics else []) + (["--quiet"] if quiet else []) + (["--stream"] if stream else [])
         raise typer.Exit(launch(nproc, args))
-    if launched_by_torchrun() or stream or Path(data).is_dir():
+    if sharded:
         _fit_sharded(data, output, cfg, device, seed, metrics, reporter, stream or Path(data).is_dir())
         return
     # ---- end of hook ----
@@ -143,28 +163,53 @@ def fit(
 
     from .model import save_model
     from .schema import Schema
-    from .train import fit as fit_model, resolve_device, write_metrics_path
+    from .train import Diverged, Interrupted, resolve_device, write_metrics_path
+    from .train import fit as fit_model
 
     dev = resolve_device(device)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     metrics_path = Path(metrics) if metrics else write_metrics_path(output)
-    schema = Schema.infer(frame)
-    reporter.message(f"fitting {len(frame)} rows x {frame.shape[1]} columns on {dev} (seed {seed})")
-    # Metrics stream to a temporary file (watchable while training) renamed into place on success.
+    check_writable(metrics_path)
+    if metrics_path.resolve() == Path(output).resolve():
+        raise DataError(f"--metrics {metrics}: the same file as the checkpoint -o {output}")
+    schema = point.schema if point is not None else Schema.infer(frame)
+    start = f"resuming {resume} after epoch {point.state.epoch}: " if point is not None else "fitting "
+    reporter.message(f"{start}{len(frame)} rows x {frame.shape[1]} columns on {dev} (seed {seed})")
+    outcome: BaseException | None = None
+    # Metrics stream to a temporary file (watchable while training) renamed into place at the end,
+    # together with the checkpoint, also when Ctrl-C or a diverged loss stops the run.
     with AtomicTextFile(metrics_path) as metrics_file:
+        for line in point.state.history if point is not None else []:
+            metrics_file.write(json.dumps(line) + "\n")
         reporter.start(cfg.training.epochs, "fit")
         try:
             model = fit_model(frame, cfg, device=dev, seed=seed, metrics_file=metrics_file,
-                              on_epoch=reporter.epoch, schema=schema)
+                              on_epoch=reporter.epoch, schema=schema, resume=point)
+        except (Interrupted, Diverged) as exc:
+            if exc.model is None:
+                if isinstance(exc, Interrupted):
+                    reporter.stop()
+                    _fail("interrupted before the first epoch ended; nothing saved")
+                    raise typer.Exit(130) from None
+                raise
+            model, outcome = exc.model, exc
         finally:
             reporter.stop()
+        # The file holds exactly the epochs of the saved state (an interrupt may cut an epoch short).
+        metrics_file.seek(0)
+        metrics_file.truncate()
+        metrics_file.writelines(json.dumps(line) + "\n" for line in model.info["metrics"])
         save_model(model, output)
     info = model.info
-    reporter.message(
-        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
-        f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s); saved {output}"
-    )
+    summary = (f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
+               f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s); saved {output}")
+    if isinstance(outcome, Diverged):
+        raise TrainingError(f"{outcome}; kept the {summary}")
+    if isinstance(outcome, Interrupted):
+        _fail(f"interrupted; {summary}; continue with --resume {output}")
+        raise typer.Exit(130)
+    reporter.message(summary)
 
 
 def _fit_sharded(data: str, output: str, cfg: Any, device: str, seed: Optional[int], metrics: Optional[str],
@@ -332,6 +377,69 @@ def decode(
     Example: flowcli encode wine.flow wine.csv | flowcli decode wine.flow - -o roundtrip.csv
     """
     _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.decode(f, row_offset=o), shard)
+
+
+@app.command()
+@handle_errors
+def report(
+    checkpoint: CheckpointArg,
+    data: Annotated[str, typer.Argument(help="Table to compare with the model (ideally rows held out from fitting): .csv, .parquet or -.", metavar="DATA")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Report directory (created; files in an existing one are replaced).")],
+    samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Synthetic rows to compare with DATA (default: as many as DATA, at most 100000).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic rows and subsampling (the same seed gives the same report).")] = 0,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Write PNG figures, summary.json and index.html showing how well the model matches DATA.
+
+    Example: flowcli report wine.flow wine_test.csv -o wine_report && open wine_report/index.html
+    """
+    from .errors import FlowcliError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise FlowcliError('flowcli report needs matplotlib: pip install "flowcli[report]"') from None
+    from .io import read_table
+    from .progress import Reporter
+    from .report import build_report, check_output_dir, staged_directory
+
+    reporter = Reporter(quiet=quiet)
+    out = check_output_dir(output)
+    model = _load(checkpoint, device)
+    frame = read_table(data)
+    with staged_directory(out) as tmp:
+        result = build_report(model, frame, tmp, samples=samples, seed=seed, say=reporter.message,
+                              sources={"checkpoint": checkpoint, "data": data})
+    s = result.summary
+    loglik = "n/a" if s["test_loglik"] is None else f"{s['test_loglik']:.4f} nats/row"
+    reporter.message(f"test log-likelihood {loglik}; {len(result.figures)} figures; "
+                     f"wrote {Path(output) / 'index.html'}")
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_checkpoint(
+    checkpoint: CheckpointArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Show a checkpoint: config, columns and their preprocessing, parameter counts, training summary, versions.
+
+    Example: flowcli inspect wine.flow --json | jq .training
+    """
+    import json
+
+    from .describe import describe, render
+
+    description = describe(checkpoint)
+    if as_json:
+        print(json.dumps(description, indent=2))
+        return
+    from rich.console import Console
+
+    # Not a terminal (a pipe or a file): no colours, and wide enough that tables are not squeezed.
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
+    render(description, console)
 
 
 def main() -> None:

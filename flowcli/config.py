@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,11 @@ from typing import Any, Literal
 from .errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "default.yaml"
+
+# PyYAML follows YAML 1.1, where `1.0e30` and `1e-3` (no sign or no dot in the exponent form) are
+# strings while `1.0e+30` is a float. Users write both, so a float option also accepts a string that
+# is a plain decimal number (not "nan", "inf", "1_000" or anything with spaces).
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
@@ -50,10 +57,11 @@ class TrainingConfig:
     def validate(self) -> None:
         _require(self.epochs >= 1, "training.epochs", "must be an integer >= 1")
         _require(self.batch_size >= 1, "training.batch_size", "must be an integer >= 1")
-        _require(self.lr > 0, "training.lr", "must be > 0")
+        _require(math.isfinite(self.lr) and self.lr > 0, "training.lr", "must be a finite number > 0")
         _require(0 <= self.val_fraction < 1, "training.val_fraction", "must be in [0, 1)")
         _require(self.patience >= 1, "training.patience", "must be an integer >= 1")
-        _require(self.weight_decay >= 0, "training.weight_decay", "must be >= 0")
+        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "training.weight_decay",
+                 "must be a finite number >= 0")
         _require(self.grad_clip > 0, "training.grad_clip", "must be > 0")
         _require(self.max_rows >= 0, "training.max_rows", "must be >= 0 (0 means all rows)")
         _require(self.shuffle_buffer >= 1, "training.shuffle_buffer", "must be an integer >= 1 (rows)")
@@ -112,9 +120,16 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
+        if isinstance(value, str) and _DECIMAL.fullmatch(value):
+            value = float(value)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond the float range
+                value = math.inf
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     elif hint is str:
         ok = isinstance(value, str)
     else:
@@ -143,7 +158,7 @@ def _parse_spec(raw: Any, where: str, registry: dict[str, type], what: str) -> S
     if "type" not in raw:
         raise ConfigError(f"{where}.type: missing; allowed {what} types: {', '.join(sorted(registry))}")
     type_name = raw["type"]
-    if type_name not in registry:
+    if not isinstance(type_name, str) or type_name not in registry:
         close = difflib.get_close_matches(str(type_name), list(registry), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{where}.type: unknown {what} type {type_name!r}{hint}; allowed: {', '.join(sorted(registry))}")
@@ -206,16 +221,42 @@ def parse_config(raw: Any) -> Config:
     return Config(base=base, layers=layers, training=training, columns=columns)
 
 
+def _strict_loader() -> type:
+    """A safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last one, so a
+    repeated ``training:`` block would quietly discard the first)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may legitimately override
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
 def load_yaml_text(text: str, source: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{source}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: malformed YAML: nested too deeply") from None
 
 
 def default_config_path() -> Path:

@@ -21,6 +21,26 @@ def set_default_permissions(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail early, with a DataError naming ``path``, if a file cannot be created there, before hours of
+    work are spent on a result that could not be saved. Probes with a real temporary file because
+    permission bits lie for root and on some network filesystems."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a file name")
+    if not directory.exists():
+        raise DataError(f"{path}: directory {str(directory)!r} does not exist")
+    if not directory.is_dir():
+        raise DataError(f"{path}: {str(directory)!r} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write here ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
     path = Path(path)

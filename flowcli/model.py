@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .bases import Base, build_base
 from .config import Config
+from .errors import ConfigError, DataError
 from .layers import Layer, build_layer
 from .schema import Column, Schema
 
@@ -28,7 +29,12 @@ class Flow(nn.Module):
         super().__init__()
         dim = schema.dim
         self.preprocess = schema.preprocessing()
-        layers: list[Layer] = [build_layer(s.type, dim, i, s.options) for i, s in enumerate(config.layers)]
+        layers: list[Layer] = []
+        for i, spec in enumerate(config.layers):
+            try:
+                layers.append(build_layer(spec.type, dim, i, spec.options))
+            except ConfigError as exc:  # a layer's own range check: say which layer
+                raise ConfigError(f"layers[{i}].{exc}") from None
         self.base: Base = build_base(config.base.type, dim, config.base.options)
         bridge = self.base.bridge()
         if bridge is not None:
@@ -72,6 +78,16 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def _finite(values: np.ndarray, row_offset: int, what: str) -> np.ndarray:
+    """``values`` unchanged, or a DataError naming the first row whose result overflowed: a latent
+    or decoded row of inf/NaN cannot be mapped back, so it is refused rather than written."""
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        row = row_offset + int(np.argmax(bad)) + 1
+        raise DataError(f"row {row}: the {what} values overflow float64 (the row is too far outside the training range)")
+    return values
+
+
 class Model:
     """A fitted density over a table: ``log_prob``, ``sample``, ``encode`` and ``decode`` on DataFrames.
 
@@ -82,6 +98,7 @@ class Model:
     def __init__(self, schema: Schema, config: Config, flow: Flow, info: dict[str, Any] | None = None) -> None:
         self.schema, self.config, self.flow = schema, config, flow
         self.info = info or {}
+        self.train_state: Any = None  # set by fit: a trainstate.TrainState, saved so the run can resume
         self.latent_schema = Schema([Column(n, "continuous", "float64") for n in self.latent_names])
         self.flow.eval()
 
@@ -113,20 +130,26 @@ class Model:
         return out
 
     def log_prob(self, frame: pd.DataFrame, row_offset: int = 0) -> np.ndarray:
-        """Natural log of the density of each row, in the units of the data columns."""
+        """Natural log of the density of each row, in the units of the data columns.
+
+        Never NaN: a row so far outside the training range that float64 overflows on the way (say
+        1e300) has a density that underflows to 0, and is scored -inf, the most anomalous score.
+        """
         matrix = self.schema.to_matrix(frame, row_offset)
-        return self._map(matrix, self.flow.log_prob, 1)[:, 0]
+        values = self._map(matrix, self.flow.log_prob, 1)[:, 0]
+        values[~np.isfinite(values)] = -np.inf
+        return values
 
     def encode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
         """Rows -> latent columns ``z0..z{k-1}`` (the base distribution's space)."""
         matrix = self.schema.to_matrix(frame, row_offset)
-        z = self._map(matrix, lambda x: self.flow(x)[0], self.schema.dim)
+        z = _finite(self._map(matrix, lambda x: self.flow(x)[0], self.schema.dim), row_offset, "latent")
         return pd.DataFrame(z, columns=self.latent_names)
 
     def decode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
         """Latent columns ``z0..z{k-1}`` -> rows with the original column names and dtypes."""
         z = self.latent_schema.to_matrix(frame, row_offset)
-        x = self._map(z, lambda t: self.flow.inverse(t)[0], self.schema.dim)
+        x = _finite(self._map(z, lambda t: self.flow.inverse(t)[0], self.schema.dim), row_offset, "decoded")
         return self.schema.to_frame(x)
 
     def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
@@ -154,6 +177,9 @@ def package_versions() -> dict[str, str]:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = "unknown"
+    import platform
+
+    versions["python"] = platform.python_version()
     return versions
 
 
@@ -169,6 +195,9 @@ def save_model(model: Model, path: str) -> None:
     }
     # Weights are trained in float32; storing them so halves the file without losing anything.
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in model.flow.state_dict().items()}
+    if model.train_state is not None:
+        header["train_state"], state_tensors = model.train_state.pack()
+        tensors.update(state_tensors)
     checkpoint.save(path, header, tensors)
 
 
@@ -178,7 +207,10 @@ def load_model(path: str, device: str | torch.device = "cpu", dtype: torch.dtype
     from .config import parse_config
     from .errors import CheckpointError, ConfigError
 
+    from .trainstate import split_tensors
+
     header, tensors = checkpoint.load(path)
+    tensors, _ = split_tensors(tensors)  # the training state is only read by `fit --resume`
     try:
         config = parse_config(header["config"])
         schema = Schema.from_dict(header["schema"])

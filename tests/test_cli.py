@@ -88,7 +88,7 @@ def test_encode_then_decode_round_trips(tmp_path: Path, banana_files: dict) -> N
 
 
 def test_every_command_help_has_an_example() -> None:
-    for command in ["fit", "sample", "logprob", "encode", "decode"]:
+    for command in ["fit", "sample", "logprob", "encode", "decode", "report", "inspect"]:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Example:" in result.stdout, command
 
@@ -228,3 +228,31 @@ def test_python_dash_m_works() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run([sys.executable, "-m", "flowcli", "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0 and "logprob" in done.stdout
+
+
+PRESET_NAMES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "flowcli" / "presets").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory: pytest.TempPathFactory, banana_frame: pd.DataFrame) -> Path:
+    path = tmp_path_factory.mktemp("small") / "small.csv"
+    banana_frame.head(120).to_csv(path, index=False)  # small: this runs every preset, the slow ones too
+    return path
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_every_preset_by_name_fits_and_serves_every_command(preset: str, tmp_path: Path, small_csv: Path) -> None:
+    """`-c NAME` finds the packaged preset; the model it builds samples, scores, encodes and decodes."""
+    ckpt = tmp_path / "m.flow"
+    result = run("fit", str(small_csv), "-c", preset, "-o", str(ckpt), "--epochs", "1", "--seed", "0", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    sample = run("sample", str(ckpt), "-n", "7", "--seed", "1")
+    assert sample.exit_code == 0 and len(pd.read_csv(io.StringIO(sample.stdout))) == 7
+    scored = run("logprob", str(ckpt), str(small_csv))
+    assert scored.exit_code == 0 and np.isfinite(pd.read_csv(io.StringIO(scored.stdout))["logprob"]).all()
+    latent = tmp_path / "z.csv"
+    assert run("encode", str(ckpt), str(small_csv), "-o", str(latent)).exit_code == 0
+    decoded = run("decode", str(ckpt), str(latent))
+    assert decoded.exit_code == 0
+    original = pd.read_csv(small_csv)
+    np.testing.assert_allclose(pd.read_csv(io.StringIO(decoded.stdout)).to_numpy(), original.to_numpy(), atol=1e-3)

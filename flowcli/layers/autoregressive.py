@@ -1,4 +1,4 @@
-"""Masked autoregressive flow: ``maf``."""
+"""Masked autoregressive flow ``maf`` and its directions swapped, ``iaf``."""
 
 from __future__ import annotations
 
@@ -49,3 +49,23 @@ class MAF(Layer):
             return (z_i - params[:, 1]) * (-log_s).exp(), -log_s
 
         return self.made.solve(z, invert)
+
+
+@register("iaf")
+class IAF(MAF):
+    """Inverse autoregressive flow: the MAF transform with its two directions swapped.
+
+    Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), "Improved Variational Inference
+    with Inverse Autoregressive Flow". Sampling (inverse, latent -> data) is x_i = z_i * exp(s_i(z_<i))
+    + t_i(z_<i), one network pass; density (forward, data -> latent) solves for z variable by
+    variable, ``dim`` sequential steps (done as one network pass split into slices, MADE.solve).
+    The paper's gated update x = σ z + (1 - σ) m is this affine map with s = log σ and t = (1 - σ) m.
+
+    Options: as ``maf`` (hidden, activation, order, scale_bound).
+    """
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return MAF.inverse(self, x)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return MAF.forward(self, z)

@@ -1,0 +1,161 @@
+"""``flowcli inspect``: what a checkpoint holds, as one JSON-able dict and as rich tables.
+
+Reads the checkpoint through ``checkpoint.load`` (the header) and ``model.load_model`` (to count the
+parameters of the rebuilt flow), so nothing is ever unpickled and a checkpoint that does not describe
+a valid model is reported as such. The schema is shown generically: whatever preprocessing fields a
+column carries (mean/std today; categories, bounds or missing rates as the schema grows) are listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+TRAINING_KEYS = ("epochs_run", "best_epoch", "best_val_nll", "fit_seconds", "n_train", "n_val", "seed", "device")
+
+
+def _parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def layer_parameters(model: Any) -> list[dict[str, Any]]:
+    """One entry per layer of the flow (the config's layers, then a base's bridge if any)."""
+    specs = model.config.layers
+    rows = []
+    for i, layer in enumerate(model.flow.layers):
+        name = getattr(layer, "type_name", type(layer).__name__)
+        options = specs[i].options if i < len(specs) and specs[i].type == name else {}
+        rows.append({"index": i, "type": name, "options": options, "parameters": _parameters(layer)})
+    return rows
+
+
+def running_versions() -> dict[str, str]:
+    from .model import package_versions
+
+    return package_versions()
+
+
+def describe(path: str) -> dict[str, Any]:
+    """Everything ``flowcli inspect`` shows, as plain JSON-able values."""
+    from . import checkpoint
+    from .model import load_model
+
+    header, _ = checkpoint.load(path)
+    model = load_model(path, "cpu")
+    info = model.info or {}
+    metrics = info.get("metrics") or []
+    training = {k: info.get(k) for k in TRAINING_KEYS}
+    training["final_train_nll"] = metrics[-1].get("train_nll") if metrics else None
+    training["max_epochs"] = model.config.training.epochs
+    return {
+        "checkpoint": path,
+        "format_version": header.get("format_version"),
+        "config": model.config.to_dict(),
+        "columns": model.schema.to_dict(),
+        "latent_dim": model.schema.dim,
+        "parameters": {
+            "total": _parameters(model.flow),
+            "base": _parameters(model.flow.base),
+            "preprocessing": _parameters(model.flow.preprocess),
+            "layers": layer_parameters(model),
+        },
+        "training": training,
+        # Extra fit-time facts (e.g. stored logprob quantiles) pass through for machines.
+        "info": {k: v for k, v in info.items() if k not in TRAINING_KEYS and k != "metrics"},
+        "versions": {"fitted_with": header.get("versions", {}), "running": running_versions()},
+    }
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(_text(v) for v in value[:6])
+        return f"[{shown}{', ...' if len(value) > 6 else ''}]" + (f" ({len(value)})" if len(value) > 6 else "")
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_text(v)}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def _preprocessing(column: dict[str, Any]) -> dict[str, Any]:
+    """The statistics that apply to a column: unset fields (None, empty, False) are left out, and so are
+    the standardizing mean/std of a categorical column, which its encoding does not use."""
+    skip = {"name", "role", "dtype", "reason"} | ({"mean", "std"} if column.get("role") == "categorical" else set())
+    return {k: v for k, v in column.items() if k not in skip and v not in (None, "", [], {}, False)}
+
+
+def _row(table: Any, *cells: str, **options: Any) -> None:
+    """Add a row of plain text: rich would read "[female, male]" or a column named "[x]" as markup."""
+    from rich.text import Text
+
+    table.add_row(*(Text(str(c)) for c in cells), **options)
+
+
+def render(description: dict[str, Any], console: Any) -> None:
+    """Print the description as rich tables on ``console`` (stdout: it is the command's data)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    d = description
+    overview = Table(title=Text(f"flowcli checkpoint {d['checkpoint']}"), show_header=False, title_justify="left")
+    overview.add_column("key", style="bold")
+    overview.add_column("value")
+    p = d["parameters"]
+    _row(overview, "parameters", f"{p['total']:,} (layers {sum(r['parameters'] for r in p['layers']):,}, base {p['base']:,})")
+    _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
+    _row(overview, "base", _text(d["config"]["base"]))
+    _row(overview, "training config", _text(d["config"]["training"]))
+    if d["config"].get("columns"):
+        _row(overview, "column settings", _text(d["config"]["columns"]))
+    _row(overview, "format version", _text(d["format_version"]))
+    console.print(overview)
+
+    columns = Table(title="Columns", title_justify="left")
+    with_reason = any(col.get("reason") for col in d["columns"])
+    for heading in ("column", "role", "dtype", "preprocessing") + (("inferred from",) if with_reason else ()):
+        columns.add_column(heading)
+    for col in d["columns"]:
+        cells = [str(col.get("name")), str(col.get("role")), str(col.get("dtype")), _text(_preprocessing(col))]
+        _row(columns, *cells, *([_text(col.get("reason"))] if with_reason else []))
+    console.print(columns)
+
+    layers = Table(title="Layers", title_justify="left")
+    for heading, justify in (("#", "right"), ("type", "left"), ("options", "left"), ("parameters", "right")):
+        layers.add_column(heading, justify=justify)
+    for row in p["layers"]:
+        _row(layers, str(row["index"]), row["type"], _text(row["options"]), f"{row['parameters']:,}")
+    _row(layers, "", "total", "", f"{p['total']:,}", style="bold")
+    console.print(layers)
+
+    t = d["training"]
+    training = Table(title="Training", show_header=False, title_justify="left")
+    training.add_column("key", style="bold")
+    training.add_column("value")
+    labels = {
+        "epochs_run": "epochs run", "max_epochs": "max epochs (config)", "best_epoch": "best epoch (weights kept)",
+        "best_val_nll": "best validation NLL (nats/row)", "final_train_nll": "last training NLL (nats/row)",
+        "fit_seconds": "fit time (s)", "n_train": "training rows", "n_val": "validation rows", "seed": "seed",
+        "device": "device",
+    }
+    for key, label in labels.items():
+        _row(training, label, _text(t.get(key)) or "n/a")
+    for key, value in d["info"].items():
+        if key == "logprob_quantiles":  # a grid of ~120 levels: show the usual anomaly thresholds
+            from .report import stored_source, stored_thresholds
+
+            pairs = stored_thresholds(d["info"], (0.001, 0.01, 0.05))
+            shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in pairs) or "malformed"
+            _row(training, "logprob quantiles (nats)", f"{shown} (from {stored_source(d['info'])})")
+            continue
+        _row(training, key, _text(value))
+    console.print(training)
+
+    versions = Table(title="Versions", title_justify="left")
+    versions.add_column("package")
+    versions.add_column("fitted with")
+    versions.add_column("running")
+    fitted, running = d["versions"]["fitted_with"], d["versions"]["running"]
+    for name in dict.fromkeys([*running, *fitted]):
+        _row(versions, name, fitted.get(name, "n/a"), running.get(name, ""))
+    console.print(versions)

@@ -1,0 +1,363 @@
+"""Faults during fit: Ctrl-C, kill -9, resuming, and non-finite losses.
+
+Guarantees under test: an existing checkpoint is never corrupted or removed by a killed fit; Ctrl-C
+stops within seconds, saves the best model so far and exits 130; `fit --resume` continues a run and
+on CPU with a seed ends bit-identical to an uninterrupted run; a non-finite loss undoes the step,
+halves the learning rate, and repeated failures end in a clear error that keeps the best model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from flowcli import checkpoint
+from flowcli.cli import app
+from flowcli.config import parse_config
+from flowcli.model import Flow, load_model, save_model
+from flowcli.train import MAX_FAILURES, Diverged, Interrupted, StepGuard, fit
+from flowcli.trainstate import load_resume_point
+
+ROOT = Path(__file__).parents[1]
+CPU = torch.device("cpu")
+runner = CliRunner()
+ROWS = 200  # 180 training rows: 3 steps of 64 per epoch
+STEPS_PER_EPOCH = 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These fits are tiny: with torch's default of one thread per core they mostly wait on each other
+    (40x slower on a busy 2-core machine), so they run on one thread, as do their subprocesses."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY_LAYERS = [{"type": "affine_coupling", "hidden": [16]}, {"type": "permute"}, {"type": "maf", "hidden": [16]}]
+# Its training log-det is a random series estimate drawn from torch's global generator, which the
+# training state must therefore carry.
+STOCHASTIC_LAYERS = [{"type": "residual", "hidden": [8], "exact_max_dim": 0, "terms": 2}]
+
+
+def tiny_config(schedule: str = "cosine", epochs: int = 6, patience: int = 50, layers: list | None = None) -> dict:
+    return {
+        "layers": layers or TINY_LAYERS,
+        "training": {"epochs": epochs, "batch_size": 64, "lr": 0.01, "schedule": schedule, "patience": patience},
+    }
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=ROWS)
+    return pd.DataFrame({"a": 3 + 2 * a, "b": a**2 + 0.3 * rng.normal(size=ROWS), "c": rng.normal(size=ROWS)})
+
+
+@pytest.fixture()
+def table_csv(tmp_path: Path, table: pd.DataFrame) -> Path:
+    path = tmp_path / "table.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def tensors_of(path: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(path)[1]
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- resume ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layers", [TINY_LAYERS, STOCHASTIC_LAYERS], ids=["coupling-maf", "residual-stochastic"])
+def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, table: pd.DataFrame, layers: list) -> None:
+    """Cosine schedule, interrupted (as by Ctrl-C) after epoch 3 of 5, then resumed to the end."""
+    config = parse_config(tiny_config("cosine", epochs=5, layers=layers))
+    straight = fit(table, config, device=CPU, seed=5)
+
+    def stop_at_3(report) -> None:
+        if report.epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as stopped:
+        fit(table, parse_config(tiny_config("cosine", epochs=5, layers=layers)), device=CPU, seed=5, on_epoch=stop_at_3)
+    assert stopped.value.model is not None and stopped.value.model.info["epochs_run"] == 3
+    path = tmp_path / "half.flow"
+    save_model(stopped.value.model, str(path))
+    resumed = fit(table, parse_config(tiny_config("cosine", epochs=5, layers=layers)), device=CPU, resume=load_resume_point(str(path)))
+
+    assert_identical(straight.flow.state_dict(), resumed.flow.state_dict())  # best weights
+    a, b = straight.train_state, resumed.train_state
+    assert_identical(a.weights, b.weights)  # current weights
+    for index in a.optimizer:  # Adam moments and step counts
+        assert_identical(a.optimizer[index], b.optimizer[index])
+    assert torch.equal(a.torch_rng, b.torch_rng) and torch.equal(a.shuffle_rng, b.shuffle_rng)
+    assert a.lr == b.lr and a.epoch == b.epoch == 5
+    assert [m["train_nll"] for m in straight.info["metrics"]] == [m["train_nll"] for m in resumed.info["metrics"]]
+
+
+def test_cli_resume_with_more_epochs_is_bit_identical(tmp_path: Path, table_csv: Path) -> None:
+    """`fit --epochs 3` then `fit --resume --epochs 6` equals a 6-epoch fit (plateau schedule: its state
+    is carried over; a cosine schedule is planned over the epochs it is given, see the README)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config("plateau", epochs=6, patience=6)))
+    common = [str(table_csv), "-c", str(cfg), "--seed", "3", "--device", "cpu", "--quiet"]
+    assert runner.invoke(app, ["fit", *common, "-o", str(tmp_path / "straight.flow")]).exit_code == 0
+    assert runner.invoke(app, ["fit", *common, "-o", str(tmp_path / "part.flow"), "--epochs", "3"]).exit_code == 0
+    result = runner.invoke(app, ["fit", str(table_csv), "-o", str(tmp_path / "part.flow"), "--resume",
+                                 str(tmp_path / "part.flow"), "--epochs", "6", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    assert_identical(tensors_of(tmp_path / "straight.flow"), tensors_of(tmp_path / "part.flow"))
+    lines = [json.loads(x) for x in (tmp_path / "part.metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, table: pd.DataFrame, table_csv: Path) -> None:
+    config = parse_config(tiny_config("constant", epochs=2))
+    model = fit(table, config, device=CPU, seed=0)
+    done = tmp_path / "done.flow"
+    save_model(model, str(done))
+
+    def error(*args: str) -> str:
+        result = runner.invoke(app, ["fit", *args])
+        assert result.exit_code == 1 and "Traceback" not in result.stderr, result.stderr
+        return result.stderr.strip().splitlines()[-1]
+
+    out = str(tmp_path / "o.flow")
+    assert "--epochs N with N > 2" in error(str(table_csv), "-o", out, "--resume", str(done))
+    assert "drop -c/--seed" in error(str(table_csv), "-o", out, "--resume", str(done), "--seed", "1")
+    other = tmp_path / "other.csv"
+    table.assign(a=table["a"] + 1).to_csv(other, index=False)
+    assert "data differs" in error(str(other), "-o", out, "--resume", str(done), "--epochs", "4")
+    model.train_state = None  # a checkpoint without training state
+    save_model(model, str(tmp_path / "bare.flow"))
+    assert "no training state" in error(str(table_csv), "-o", out, "--resume", str(tmp_path / "bare.flow"), "--epochs", "4")
+    assert not Path(out).exists()
+
+
+# --- non-finite losses ---------------------------------------------------------------------------------
+
+
+def test_step_guard_restores_weights_and_adam_state() -> None:
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = torch.optim.Adam([p], lr=0.1)
+    guard = StepGuard([p], opt)
+    guard.save(0)  # before the first step: no Adam state yet
+    p.grad = torch.tensor([0.5, 0.5])
+    opt.step()
+    guard.restore()
+    assert torch.equal(p.detach(), torch.tensor([1.0, -2.0])) and p not in opt.state
+    p.grad = torch.tensor([0.5, 0.5])
+    opt.step()
+    before = (p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()})
+    guard.save(1)
+    p.grad = torch.tensor([1e3, -1e3])
+    opt.step()
+    guard.restore()
+    assert torch.equal(p.detach(), before[0])
+    assert all(torch.equal(opt.state[p][k], v) for k, v in before[1].items())
+
+
+def inject_nan(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None, from_call: int | None = None) -> list:
+    """Make Flow.log_prob return NaN on the given training calls (numbered from 1); record each training
+    call's weights so the test can see which state a step started from."""
+    original = Flow.log_prob
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def log_prob(self: Flow, x: torch.Tensor) -> torch.Tensor:
+        out = original(self, x)
+        if not torch.is_grad_enabled():  # validation: leave it alone
+            return out
+        seen.append({k: v.detach().clone() for k, v in self.state_dict().items()})
+        n = len(seen)
+        if (bad_calls and n in bad_calls) or (from_call is not None and n >= from_call):
+            return out * float("nan")
+        return out
+
+    monkeypatch.setattr(Flow, "log_prob", log_prob)
+    return seen
+
+
+def test_a_nan_loss_undoes_the_step_and_halves_the_learning_rate(monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame) -> None:
+    seen = inject_nan(monkeypatch, {3})
+    config = parse_config(tiny_config("constant", epochs=2))
+    model = fit(table, config, device=CPU, seed=0)
+    # Call 3 was NaN: the step taken after call 2 is undone, so call 4 starts from call 2's weights.
+    assert_identical(seen[3], seen[1])
+    assert not all(torch.equal(seen[2][k], seen[1][k]) for k in seen[1])  # (a step had indeed been taken)
+    assert [m["lr"] for m in model.info["metrics"]] == [0.005, 0.005]  # halved once, from 0.01
+    assert all(np.isfinite(m["train_nll"]) for m in model.info["metrics"])
+    assert model.info["stopped"] == "completed"
+
+
+def test_repeated_nan_losses_end_in_a_clear_error_keeping_the_best_model(monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame) -> None:
+    inject_nan(monkeypatch, None, from_call=STEPS_PER_EPOCH + 1)  # NaN for ever from epoch 2 on
+    with pytest.raises(Diverged, match=f"non-finite {MAX_FAILURES} times in a row") as diverged:
+        fit(table, parse_config(tiny_config("constant", epochs=5)), device=CPU, seed=0)
+    # Epoch 2 (3 steps, all undone) still ends; the 5th failure in a row comes in epoch 3.
+    assert str(diverged.value).startswith("epoch 3:")
+    model = diverged.value.model
+    assert model is not None and model.info["epochs_run"] == 2 and model.info["stopped"] == "diverged"
+    assert np.isfinite(model.log_prob(table.head(5))).all()
+
+
+def test_cli_reports_divergence_in_one_line_and_saves_the_best_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table_csv: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config("constant", epochs=5)))
+    inject_nan(monkeypatch, None, from_call=STEPS_PER_EPOCH + 1)
+    out = tmp_path / "m.flow"
+    result = runner.invoke(app, ["fit", str(table_csv), "-c", str(cfg), "-o", str(out), "--seed", "0", "--quiet"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: epoch 3: the loss was non-finite"), result.stderr
+    assert "kept the best validation NLL" in lines[0] and "Traceback" not in result.stderr
+    assert load_model(str(out)).info["epochs_run"] == 2
+
+
+def test_nan_before_the_first_epoch_ends_saves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table_csv: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config("constant", epochs=5)))
+    inject_nan(monkeypatch, None, from_call=1)
+    out = tmp_path / "m.flow"
+    out.write_bytes(b"previous")
+    result = runner.invoke(app, ["fit", str(table_csv), "-c", str(cfg), "-o", str(out), "--quiet"])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: epoch 2: the loss was non-finite")
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "m.flow", "table.csv"]
+
+
+# --- signals, in a real process --------------------------------------------------------------------------
+
+
+def start_fit(args: list[str], tmp_path: Path, prelude: str = "") -> subprocess.Popen:
+    code = f"import sys\n{prelude}\nfrom flowcli.cli import main\nsys.argv = ['flowcli', *{args!r}]\nmain()\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"fit ended early: {proc.returncode} {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for the fit to make progress")
+        time.sleep(0.05)
+
+
+def metrics_lines(tmp_path: Path) -> int:
+    """Epochs finished so far, from the metrics file being written (a hidden temporary file)."""
+    return max((len(p.read_text().splitlines()) for p in tmp_path.glob(".m.metrics.jsonl.*.tmp")), default=0)
+
+
+def long_fit_args(tmp_path: Path, table_csv: Path, schedule: str = "constant") -> list[str]:
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(schedule, epochs=100000, patience=100000)))
+    return ["fit", str(table_csv), "-c", str(cfg), "-o", "m.flow", "--seed", "2", "--device", "cpu"]
+
+
+def test_sigint_saves_the_best_model_exits_130_and_resumes_bit_identically(tmp_path: Path, table_csv: Path) -> None:
+    proc = start_fit(long_fit_args(tmp_path, table_csv), tmp_path)
+    wait_for(lambda: metrics_lines(tmp_path) >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10, "Ctrl-C must stop the fit within seconds"
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Error: interrupted; best validation NLL")
+    model = load_model(str(tmp_path / "m.flow"))
+    k = model.info["epochs_run"]
+    assert k >= 2 and model.info["stopped"] == "interrupted"
+    assert len((tmp_path / "m.metrics.jsonl").read_text().splitlines()) == k
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    # Continue one more epoch; compare with a run that went straight to k + 1 epochs.
+    resumed = runner.invoke(app, ["fit", str(table_csv), "-o", str(tmp_path / "m.flow"), "--resume",
+                                  str(tmp_path / "m.flow"), "--epochs", str(k + 1), "--quiet"])
+    assert resumed.exit_code == 0, resumed.stderr
+    straight = runner.invoke(app, ["fit", str(table_csv), "-c", str(tmp_path / "long.yaml"), "-o", str(tmp_path / "s.flow"),
+                                   "--seed", "2", "--device", "cpu", "--epochs", str(k + 1), "--quiet"])
+    assert straight.exit_code == 0, straight.stderr
+    assert_identical(tensors_of(tmp_path / "s.flow"), tensors_of(tmp_path / "m.flow"))
+
+
+def test_sigkill_during_training_leaves_the_existing_checkpoint_intact(tmp_path: Path, table_csv: Path, banana_files: dict) -> None:
+    target = tmp_path / "m.flow"
+    target.write_bytes(banana_files["ckpt"].read_bytes())
+    before = sha256(target)
+    proc = start_fit(long_fit_args(tmp_path, table_csv), tmp_path)
+    wait_for(lambda: metrics_lines(tmp_path) >= 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert sha256(target) == before
+    load_model(str(target))
+
+
+def test_sigkill_while_saving_leaves_the_old_checkpoint_or_the_complete_new_one(tmp_path: Path, table_csv: Path, banana_files: dict) -> None:
+    """The fit is held just after the new checkpoint's bytes are written to the temporary file and
+    before the rename (os.fsync is made to block), then killed."""
+    target = tmp_path / "m.flow"
+    target.write_bytes(banana_files["ckpt"].read_bytes())
+    before = sha256(target)
+    marker = tmp_path / "saving"
+    prelude = ("import os, time\n"
+               f"def fsync(fd):\n    open({str(marker)!r}, 'w').close()\n    time.sleep(600)\n"
+               "os.fsync = fsync")
+    proc = start_fit([*long_fit_args(tmp_path, table_csv), "--epochs", "2"], tmp_path, prelude)
+    wait_for(marker.exists, proc)
+    temporary = list(tmp_path.glob(".m.flow.*.tmp"))
+    assert len(temporary) == 1 and temporary[0].stat().st_size > 0  # the new bytes were being written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert sha256(target) == before
+    load_model(str(target))
+
+
+def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                       banana_files: dict) -> None:
+    from flowcli.model import Model
+
+    calls = []
+    original = Model.log_prob
+
+    def log_prob(self, frame, row_offset=0):
+        calls.append(row_offset)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, frame, row_offset)
+
+    monkeypatch.setattr(Model, "log_prob", log_prob)
+    rows = tmp_path / "rows.parquet"  # Parquet streams in chunks of exactly --chunk-size rows
+    pd.read_csv(banana_files["csv"]).to_parquet(rows)
+    out = tmp_path / "scores.csv"
+    out.write_text("precious\n")
+    result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(rows), "-o", str(out), "--chunk-size", "100"])
+    assert calls == [0, 100, 200]
+    assert result.exit_code == 130 and result.stderr.strip() == "Error: interrupted"
+    assert out.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == ["rows.parquet", "scores.csv"]
