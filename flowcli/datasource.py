@@ -68,7 +68,8 @@ def parquet_files(path: str) -> list[str]:
     files = sorted(str(f) for f in p.iterdir()
                    if f.is_file() and f.suffix.lower() in PARQUET_EXTENSIONS and not f.name.startswith((".", "_")))
     if not files:
-        raise DataError(f"{path}: the directory holds no .parquet files")
+        raise DataError(f"{path}: is a directory with no .parquet files (fit reads a .csv or .parquet file, "
+                        "or a directory of .parquet files)")
     return files
 
 

@@ -32,7 +32,7 @@ def input_files(directory: Path) -> list[Path]:
                    if p.is_file() and p.suffix.lower() in CSV_EXTENSIONS + PARQUET_EXTENSIONS
                    and not p.name.startswith((".", "_")))
     if not files:
-        raise DataError(f"{directory}: the directory holds no .csv or .parquet files")
+        raise DataError(f"{directory}: is a directory with no .csv or .parquet files")
     return files
 
 
@@ -40,6 +40,7 @@ def per_file_jobs(data: str, output: str, shard: str | None) -> list[tuple[Path,
     """(input file, output file) pairs for this worker; creates OUTDIR (its parent must exist)."""
     k, n = parse_shard(shard)
     source = Path(data)
+    files = input_files(source)
     if output == "-":
         raise DataError(f"{data}: is a directory; write one output per input file with -o OUTDIR")
     target = Path(output)
@@ -47,7 +48,6 @@ def per_file_jobs(data: str, output: str, shard: str | None) -> list[tuple[Path,
         raise DataError(f"{output}: exists and is not a directory (the input is a directory, so -o names one)")
     if target.exists() and target.resolve() == source.resolve():
         raise DataError(f"{output}: is the input directory; choose another so the inputs are not overwritten")
-    files = input_files(source)
     if not target.exists():
         if not target.parent.is_dir():
             raise DataError(f"{output}: directory {str(target.parent)!r} does not exist")

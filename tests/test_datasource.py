@@ -178,7 +178,7 @@ def test_streaming_rejects_csv_and_max_rows(tmp_path: Path, parquet_dir: tuple[P
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["fit", str(empty), "-o", str(tmp_path / "m.flow"), "--device", "cpu"])
-    assert result.exit_code == 1 and "no .parquet files" in result.stderr
+    assert result.exit_code == 1 and "is a directory with no .parquet files" in result.stderr
     assert not (tmp_path / "m.flow").exists()
 
 
