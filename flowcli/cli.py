@@ -30,16 +30,20 @@ app = typer.Typer(
 
 # Options shared by several commands, defined once.
 CheckpointArg = Annotated[str, typer.Argument(help="Checkpoint written by 'flowcli fit' (e.g. model.flow).", metavar="CKPT")]
-InputArg = Annotated[str, typer.Argument(help="Input table: .csv or .parquet, or - for CSV on stdin.", metavar="DATA")]
+InputArg = Annotated[str, typer.Argument(help="Input table: .csv or .parquet, or - for CSV on stdin; for logprob/encode/decode also a directory of tables (one output file each, -o OUTDIR).", metavar="DATA")]
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output .csv or .parquet; - (default) is CSV on stdout.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 ChunkOpt = Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per streamed chunk (bounds memory).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="float64 (default, exact round trips) or float32 (about 2x faster; relative error ~1e-6; numerically solved layers such as cnf may lose their stated tolerance).")]
+ShardOpt = Annotated[str | None, typer.Option("--shard", metavar="k/K", help="With a directory: process only its files number i (in name order) with i % K == k, so K workers split the files.")]
 
 
 def _fail(message: str) -> None:
-    print(f"Error: {message}", file=sys.stderr, flush=True)
+    from .distributed import is_secondary_rank
+
+    if not is_secondary_rank():  # under torchrun, rank 0 alone reports (every rank fails the same way)
+        print(f"Error: {message}", file=sys.stderr, flush=True)
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -110,6 +114,8 @@ def fit(
     metrics: Annotated[str | None, typer.Option("--metrics", help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue the run saved in this checkpoint (same DATA; its config and seed are used).", metavar="CKPT")] = None,
     quiet: QuietOpt = False,
+    nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Train one model on N processes of this machine with torch.distributed (gloo on CPU, one GPU each on CUDA); runs torch.distributed.run.")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Stream a Parquet file from disk through a shuffle buffer instead of loading it (a directory of Parquet files is always streamed).")] = False,
 ) -> None:
     """Learn the density of a table and save it as a checkpoint.
 
@@ -120,12 +126,13 @@ def fit(
     """
     import random
 
+    from .distributed import is_secondary_rank, launched_by_torchrun
     from .errors import DataError, TrainingError
     from .files import AtomicTextFile, check_writable
     from .io import read_table
     from .progress import Reporter
 
-    reporter = Reporter(quiet=quiet)
+    reporter = Reporter(quiet=quiet or is_secondary_rank())
     point = None
     if resume is not None:
         from .trainstate import load_resume_point
@@ -139,6 +146,26 @@ def fit(
         if epochs is not None:
             cfg.training.epochs = epochs
     check_writable(output)
+    # ---- distributed / streaming hook (see distributed.py, datasource.py) ----
+    sharded = nproc is not None or launched_by_torchrun() or stream or (data != "-" and Path(data).is_dir())
+    if sharded and resume is not None:
+        raise DataError("--resume: only for a table fitted in memory by one process (not --nproc, torchrun or streaming)")
+    if nproc is not None and not launched_by_torchrun():
+        if data == "-":
+            raise DataError("--nproc: the worker processes cannot share stdin; give the data as a file or directory")
+        if not Path(data).exists():
+            raise DataError(f"{data}: file not found")
+        from .distributed import launch
+
+        seed = random.SystemRandom().randrange(2**31) if seed is None else seed  # one seed for every rank
+        args = [data, "-o", output, "--device", device, "--seed", str(seed)]
+        args += (["-c", config] if config else []) + (["--epochs", str(epochs)] if epochs else [])
+        args += (["--metrics", metrics] if metrics else []) + (["--quiet"] if quiet else []) + (["--stream"] if stream else [])
+        raise typer.Exit(launch(nproc, args))
+    if sharded:
+        _fit_sharded(data, output, cfg, device, seed, metrics, reporter, stream or Path(data).is_dir())
+        return
+    # ---- end of hook ----
     frame = read_table(data)
 
     from .model import save_model
@@ -194,6 +221,60 @@ def fit(
     reporter.message(summary)
 
 
+def _fit_sharded(data: str, output: str, cfg: Any, device: str, seed: int | None, metrics: str | None,
+                 reporter: Any, streaming: bool) -> None:
+    """fit under torchrun (each rank reads its shard) and/or streaming Parquet from disk; rank 0 writes."""
+    import contextlib
+    import random
+
+    import torch
+
+    from . import distributed
+    from .datasource import StreamingData, load_shard
+    from .errors import DataError
+    from .files import AtomicTextFile
+    from .model import save_model
+    from .train import fit as fit_model, write_metrics_path
+
+    if data == "-":
+        raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
+    tc = cfg.training
+    if streaming and cfg.columns:
+        raise DataError("columns: role overrides are not supported when streaming (streamed columns are continuous)")
+    if streaming and tc.max_rows:
+        raise DataError("training.max_rows: not supported when streaming; fit on a subset of the files instead")
+    dist = distributed.init(device)
+    seed = dist.broadcast(random.SystemRandom().randrange(2**31) if seed is None else seed)
+    batch = dist.local_batch(tc.batch_size)
+    if streaming:
+        source = StreamingData(data, tc, dist, batch, tc.shuffle_buffer)
+    else:
+        source = load_shard(data, tc, dist, torch.Generator().manual_seed(seed + 7919 * dist.rank), batch, cfg.columns)
+    rows = int(sum(dist.sum(source.n_train, source.n_val)))
+    where = f"{dist.world} processes ({dist.backend}, {dist.device.type})" if dist.active else str(dist.device)
+    how = "streaming " if streaming else ""
+    reporter.message(f"fitting {how}{rows} rows x {len(source.schema.columns)} columns on {where} (seed {seed})")
+    metrics_path = Path(metrics) if metrics else write_metrics_path(output)
+    # Rank 0 alone writes the metrics and the checkpoint; the others train in silence.
+    metrics_ctx: Any = AtomicTextFile(metrics_path) if dist.is_main else contextlib.nullcontext(None)
+    with metrics_ctx as metrics_file:
+        reporter.start(tc.epochs, "fit")
+        try:
+            model = fit_model(None, cfg, device=dist.device, seed=seed, metrics_file=metrics_file,
+                              on_epoch=reporter.epoch, data=source, dist=dist)
+        finally:
+            reporter.stop()
+        if dist.is_main:
+            save_model(model, output)
+    dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
+    dist.close()
+    info = model.info
+    reporter.message(
+        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
+        f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s); saved {output}"
+    )
+
+
 @app.command()
 @handle_errors
 def sample(
@@ -222,12 +303,29 @@ def sample(
 
 
 def _stream(checkpoint: str, data: str, output: str, device: str, chunk_size: int, transform: Callable[[Any, Any, int], Any],
-            precision: str = "float64") -> None:
+            precision: str = "float64", shard: str | None = None) -> None:
     """Shared body of logprob/encode/decode: read chunks, transform, write as we go."""
-    from .io import TableWriter, iter_table, table_format
+    from .io import table_format
+    from .outputs import per_file_jobs
 
+    if data != "-" and Path(data).is_dir():
+        jobs = per_file_jobs(data, output, shard)  # checks everything before the model is loaded
+        model = _load(checkpoint, device, precision)
+        for source, target in jobs:
+            _stream_one(model, str(source), str(target), chunk_size, transform)
+        return
+    if shard is not None:
+        from .errors import DataError
+
+        raise DataError("--shard: only with a directory of input files")
     table_format(output)
     model = _load(checkpoint, device, precision)
+    _stream_one(model, data, output, chunk_size, transform)
+
+
+def _stream_one(model: Any, data: str, output: str, chunk_size: int, transform: Callable[[Any, Any, int], Any]) -> None:
+    from .io import TableWriter, iter_table
+
     offset = 0
     with TableWriter(output) as writer:
         for frame in iter_table(data, chunk_size):
@@ -247,6 +345,7 @@ def logprob(
     flag_below: Annotated[float | None, typer.Option("--flag-below", metavar="Q", help="Add an 'anomaly' column: true when logprob is below the Q-quantile (0 < Q < 1) of held-out training rows.")] = None,
     percentile: Annotated[bool, typer.Option("--percentile", help="Add a 'percentile' column: the row's logprob percentile (0-100) among held-out training rows.")] = False,
     precision: PrecisionOpt = "float64",
+    shard: ShardOpt = None,
 ) -> None:
     """Append a 'logprob' column: the log of each row's probability (density of its continuous values in
     the units of their columns, times the probability of its discrete values).
@@ -274,7 +373,7 @@ def logprob(
             out["percentile"] = model.logprob_percentile(values)
         return out
 
-    _stream(checkpoint, data, output, device, chunk_size, score, precision)
+    _stream(checkpoint, data, output, device, chunk_size, score, precision=precision, shard=shard)
 
 
 @app.command()
@@ -286,12 +385,13 @@ def encode(
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
     precision: PrecisionOpt = "float64",
+    shard: ShardOpt = None,
 ) -> None:
     """Map rows to latent columns z0..z{k-1} (the base distribution's space).
 
     Example: flowcli encode wine.flow data-samples/wine.csv -o latent.csv
     """
-    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.encode(f, row_offset=o), precision)
+    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.encode(f, row_offset=o), precision=precision, shard=shard)
 
 
 @app.command()
@@ -303,12 +403,13 @@ def decode(
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
     precision: PrecisionOpt = "float64",
+    shard: ShardOpt = None,
 ) -> None:
     """Map latent rows z0..z{k-1} back to rows with the original column names.
 
     Example: flowcli encode wine.flow wine.csv | flowcli decode wine.flow - -o roundtrip.csv
     """
-    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.decode(f, row_offset=o), precision)
+    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.decode(f, row_offset=o), precision=precision, shard=shard)
 
 
 @app.command()

@@ -49,6 +49,10 @@ class TrainingConfig:
     grad_clip: float = 5.0
     schedule: Literal["cosine", "plateau", "constant"] = "cosine"
     max_rows: int = 0  # 0 = use every row; otherwise fit on a random subset of this many rows
+    # --- distributed / out-of-core / GPU options (see datasource.py and accel.py) ---
+    shuffle_buffer: int = 262144  # rows held for shuffling when streaming Parquet from disk
+    amp: Literal["none", "bf16"] = "none"  # bf16 autocast of the conditioner networks during training
+    compile: bool = False  # torch.compile the training step (eager fallback if compilation fails)
 
     def validate(self) -> None:
         _require(self.epochs >= 1, "training.epochs", "must be an integer >= 1")
@@ -60,6 +64,7 @@ class TrainingConfig:
                  "must be a finite number >= 0")
         _require(self.grad_clip > 0, "training.grad_clip", "must be > 0")
         _require(self.max_rows >= 0, "training.max_rows", "must be >= 0 (0 means all rows)")
+        _require(self.shuffle_buffer >= 1, "training.shuffle_buffer", "must be an integer >= 1 (rows)")
 
 
 @dataclass

@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .accel import mixed_precision, training_step
 from .config import Config
+from .datasource import InMemoryData
+from .distributed import DistContext, LogProb
 from .errors import DataError, TrainingError
 from .model import Flow, Model
 from .schema import Schema
@@ -71,6 +74,18 @@ def mean_nll(flow: Flow, data: torch.Tensor) -> float:
     for start in range(0, len(data), VAL_BATCH):
         total += -flow.log_prob(data[start : start + VAL_BATCH]).double().sum().item()
     return total / max(len(data), 1)
+
+
+@torch.no_grad()
+def validation_nll(flow: Flow, data: Any, dist: DistContext) -> tuple[float, float]:
+    """Summed NLL and row count of the validation rows of every rank (sums all-reduced)."""
+    flow.eval()
+    total, count = 0.0, 0
+    for batch in data.validation(VAL_BATCH):
+        total += -flow.log_prob(batch).double().sum().item()
+        count += len(batch)
+    total, count = dist.sum(total, count)
+    return total, count
 
 
 def make_optimizer(flow: Flow, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -150,6 +165,20 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, dic
     optimizer.load_state_dict({"state": {i: dict(v) for i, v in state.items()}, "param_groups": groups})
 
 
+def reference_rows(data: Any, limit: int = 200_000) -> tuple[torch.Tensor, str]:
+    """Rows for the anomaly thresholds: held-out rows, which are the honest reference (training rows
+    score too well); training rows only when nothing was held out. At most ``limit`` rows."""
+    parts, n = [], 0
+    for batch in data.validation(65536):
+        parts.append(batch)
+        n += len(batch)
+        if n >= limit:
+            break
+    if parts:
+        return torch.cat(parts)[:limit], "validation"
+    return data.init_batch(limit), "training"
+
+
 def fit(
     frame: pd.DataFrame,
     config: Config,
@@ -160,6 +189,8 @@ def fit(
     on_epoch: Callable[[EpochReport], None] | None = None,
     schema: Schema | None = None,
     resume: ResumePoint | None = None,
+    data: Any = None,
+    dist: DistContext | None = None,
 ) -> Model:
     """Fit a flow to ``frame`` as ``config`` says; returns the model with its best validation weights.
 
@@ -169,32 +200,46 @@ def fit(
     or gradient undoes the last step (weights and Adam state), halves the learning rate and goes on;
     after ``MAX_FAILURES`` in a row ``Diverged`` is raised. Ctrl-C raises ``Interrupted``. Both carry
     the best model so far (or None before the first epoch ended).
+
+    ``data`` (a source from ``datasource.py``: a rank's shard, or Parquet streamed from disk) replaces
+    ``frame``; ``dist`` is the process group (``distributed.py``) when several processes train one model.
     """
+    dist = dist or DistContext(device=device)
+    if resume is not None and data is not None:
+        raise DataError("resume: only for a table fitted in memory by one process (not streamed or distributed)")
     if resume is not None:
         seed, schema = resume.info.get("seed"), resume.schema
     if seed is not None:
         torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    if dist.active:
+        generator.manual_seed(generator.initial_seed() + 7919 * dist.rank)  # ranks shuffle differently
     tc = config.training
-    schema = schema or Schema.infer(frame, config.columns)
-    matrix, _ = schema.to_features(frame)
-    fingerprint = data_fingerprint(matrix)
-    if resume is not None and resume.state.data_sha256 != fingerprint:
-        raise DataError(f"the data differs from the table the run in {resume.path} was trained on; "
-                        "resume needs the same table")
-    if tc.max_rows and len(matrix) > tc.max_rows:
-        matrix = matrix[torch.randperm(len(matrix), generator=generator)[: tc.max_rows].numpy()]
     dtype = torch.get_default_dtype()
-    data = torch.as_tensor(matrix, dtype=dtype)
-    train_idx, val_idx = split_rows(len(data), tc.val_fraction, generator)
-    train, val = data[train_idx].to(device), data[val_idx].to(device)
+    fingerprint = ""  # streamed or sharded data is not fingerprinted (no resume for those)
+    if data is None:
+        schema = schema or Schema.infer(frame, config.columns)
+        matrix, _ = schema.to_features(frame)
+        fingerprint = data_fingerprint(matrix)
+        if resume is not None and resume.state.data_sha256 != fingerprint:
+            raise DataError(f"the data differs from the table the run in {resume.path} was trained on; "
+                            "resume needs the same table")
+        if tc.max_rows and len(matrix) > tc.max_rows:
+            matrix = matrix[torch.randperm(len(matrix), generator=generator)[: tc.max_rows].numpy()]
+        rows = torch.as_tensor(matrix, dtype=dtype)
+        train_idx, val_idx = split_rows(len(rows), tc.val_fraction, generator)
+        data = InMemoryData(schema, rows[train_idx].to(device), rows[val_idx].to(device), dist.local_batch(tc.batch_size))
+    schema = data.schema
+    n_train, n_val = (int(n) for n in dist.sum(data.n_train, data.n_val))
 
     flow = Flow(schema, config).to(device=device, dtype=dtype)
-    flow.initialize(train[: min(len(train), 4096)])
+    flow.initialize(data.init_batch(4096))
+    # After initialize: DDP broadcasts rank 0's (data-initialized) weights to every rank when built.
+    step_module = training_step(dist.wrap(LogProb(flow)), tc.compile)
     optimizer = make_optimizer(flow, tc.lr, tc.weight_decay)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     guard = StepGuard(params, optimizer)
-    steps_per_epoch = math.ceil(len(train) / tc.batch_size)
+    steps_per_epoch = int(dist.min(data.steps_per_epoch()))
     lr = LearningRate(tc.lr, tc.schedule, tc.epochs * steps_per_epoch, max(1, tc.patience // 3))
 
     best_val, best_state, best_epoch = math.inf, copy.deepcopy(flow.state_dict()), 0
@@ -226,8 +271,9 @@ def fit(
             "best_epoch": snapshot.best_epoch,
             "best_val_nll": snapshot.best_val,
             "fit_seconds": round(snapshot.seconds, 3),
-            "n_train": len(train),
-            "n_val": len(val),
+            "n_train": n_train,
+            "n_val": n_val,
+            "world_size": dist.world,
             "seed": seed,
             "device": str(device),
             "stopped": stopped,
@@ -235,22 +281,24 @@ def fit(
         }
         model = Model(schema, config, flow.to(torch.float64), info)
         model.train_state = snapshot
-        # Held-out rows are the honest reference for anomaly thresholds (training rows score too well).
-        reference, source = (val, "validation") if len(val) else (train, "training")
+        reference, source = reference_rows(data)
         info["logprob_quantiles"] = logprob_quantiles(model.log_prob_features(reference.double().cpu().numpy()), source)
         return model
 
+    amp = mixed_precision(flow, tc.amp, device)
+    amp.__enter__()  # left in the `finally` below
     try:
         stopped = "completed"
         for epoch in range(first_epoch, tc.epochs + 1):
             t0 = time.perf_counter()
             flow.train()
-            order = torch.randperm(len(train), generator=generator).to(device)
             total, count = 0.0, 0
-            for start in range(0, len(train), tc.batch_size):
-                batch = train[order[start : start + tc.batch_size]]
-                loss = -flow.log_prob(batch).mean()
-                finite = bool(torch.isfinite(loss))
+            for batch in dist.lockstep(data.epoch(generator)):
+                with amp.step():
+                    loss = -step_module(batch).mean()
+                # Every rank must take the same branch (backward runs DDP's all-reduce); the gradient
+                # norm below is computed from all-reduced gradients, so it agrees by itself.
+                finite = dist.all_true(torch.isfinite(loss))
                 if finite:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -275,8 +323,10 @@ def fit(
                 lr.step += 1
                 total += loss.item() * len(batch)
                 count += len(batch)
+            total, count = dist.sum(total, count)
             train_nll = total / count if count else math.inf
-            val_nll = mean_nll(flow, val) if len(val) else train_nll
+            val_total, val_count = validation_nll(flow, data, dist)
+            val_nll = val_total / val_count if val_count else train_nll
             lr.end_epoch(val_nll)
             if val_nll < best_val:
                 best_val, best_epoch = val_nll, epoch
@@ -303,6 +353,8 @@ def fit(
         raise Interrupted(finish("interrupted")) from None
     except Diverged as exc:
         raise Diverged(str(exc), finish("diverged")) from None
+    finally:
+        amp.__exit__(None, None, None)
 
     model = finish(stopped)
     if model is None:

@@ -86,7 +86,7 @@ class MADE(nn.Module):
         acts = [m for m in self.net if not isinstance(m, MaskedLinear)]
         weights = [lin.weight * lin.mask for lin in linears]
         weights[0] = weights[0][:, self.order]  # input columns in solving order
-        n, p = z.shape[0], self.n_params
+        n = z.shape[0]
         in_place = not torch.is_grad_enabled()  # preallocated buffers; under autograd, grow by concatenation
         hidden: list[Tensor] = [z.new_zeros(n, w.shape[0]) if in_place else z.new_zeros(n, 0) for w in weights[:-1]]
         x_cols: list[Tensor] = []
