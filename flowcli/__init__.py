@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .model import Model
 
 
-def load(path: str, device: str = "cpu") -> "Model":
+def load(path: str, device: str = "cpu") -> Model:
     """Load a checkpoint written by ``flowcli fit`` (safetensors + JSON; never unpickles)."""
     from .model import load_model
 
@@ -32,4 +32,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["load", "Model", "__version__"]
+__all__ = ["Model", "__version__", "load"]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +63,7 @@ class Bf16Conditioners:
 
         module.forward = forward  # an instance attribute shadows the class's forward until removed
 
-    def __enter__(self) -> "Bf16Conditioners":
+    def __enter__(self) -> Bf16Conditioners:
         for module in self.modules:
             self._wrap(module)
         return self
@@ -88,7 +89,7 @@ def mixed_precision(flow: nn.Module, amp: str, device: torch.device) -> Any:
 
 
 class _NoAmp:
-    def __enter__(self) -> "_NoAmp":
+    def __enter__(self) -> _NoAmp:
         return self
 
     def __exit__(self, *exc: object) -> None:

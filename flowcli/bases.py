@@ -8,7 +8,7 @@ stack of layers can be used with it.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +16,10 @@ from torch import Tensor, nn
 
 from .layers.base import Layer, check
 
-BASES: dict[str, type["Base"]] = {}
+BASES: dict[str, type[Base]] = {}
 
 
-def register_base(name: str) -> Callable[[type["Base"]], type["Base"]]:
+def register_base(name: str) -> Callable[[type[Base]], type[Base]]:
     def decorate(cls: type[Base]) -> type[Base]:
         if name in BASES:
             raise RuntimeError(f"base type {name!r} registered twice")

@@ -234,7 +234,8 @@ def _fit_sharded(data: str, output: str, cfg: Any, device: str, seed: int | None
     from .errors import DataError
     from .files import AtomicTextFile
     from .model import save_model
-    from .train import fit as fit_model, write_metrics_path
+    from .train import fit as fit_model
+    from .train import write_metrics_path
 
     if data == "-":
         raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")

@@ -26,19 +26,20 @@ columns x`` about 24 bytes for Arrow, float64 and float32 copies), plus the mode
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
+from .columns import _parse_numbers
 from .distributed import DistContext
 from .errors import DataError
 from .moments import Moments, common_dtype, merge_all, schema_from_moments
-from .columns import _parse_numbers
 from .schema import Schema
 
 CHUNK_ROWS = 65536
@@ -263,7 +264,6 @@ def load_shard(path: str, tc: Any, dist: DistContext, generator: torch.Generator
     schema = dist.agree(lambda: Schema.infer(frame, overrides))
     mine = frame.iloc[dist.rank :: dist.world] if dist.active else frame
     matrix = dist.agree(lambda: schema.to_features(mine)[0])
-    del frame, mine
     max_rows = -(-tc.max_rows // dist.world) if tc.max_rows else 0
     if max_rows and len(matrix) > max_rows:
         matrix = matrix[torch.randperm(len(matrix), generator=generator)[:max_rows].numpy()]

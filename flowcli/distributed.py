@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn

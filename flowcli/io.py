@@ -13,13 +13,14 @@ import os
 import select
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import pandas as pd
 
-from .files import set_default_permissions
 from .errors import DataError
+from .files import set_default_permissions
 
 CSV_EXTENSIONS = (".csv",)
 PARQUET_EXTENSIONS = (".parquet", ".pq")
@@ -232,7 +233,7 @@ class TableWriter:
         self._parquet = None
         self._wrote_header = False
 
-    def __enter__(self) -> "TableWriter":
+    def __enter__(self) -> TableWriter:
         if self.path == "-":
             self._file = self._stdout or sys.stdout.buffer
             return self

@@ -26,13 +26,13 @@ class Moments:
     m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
-    def of(cls, matrix: np.ndarray) -> "Moments":
+    def of(cls, matrix: np.ndarray) -> Moments:
         if len(matrix) == 0:
             return cls(0, np.zeros(matrix.shape[1]), np.zeros(matrix.shape[1]))
         mean = matrix.mean(0)
         return cls(len(matrix), mean, ((matrix - mean) ** 2).sum(0))
 
-    def merge(self, other: "Moments") -> "Moments":
+    def merge(self, other: Moments) -> Moments:
         if other.count == 0:
             return self
         if self.count == 0:
@@ -52,7 +52,7 @@ class Moments:
         return {"count": self.count, "mean": self.mean.tolist(), "m2": self.m2.tolist()}
 
     @classmethod
-    def from_state(cls, state: dict) -> "Moments":
+    def from_state(cls, state: dict) -> Moments:
         return cls(int(state["count"]), np.asarray(state["mean"], dtype=np.float64), np.asarray(state["m2"], dtype=np.float64))
 
 

@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import SMALL_CONFIG
 from typer.testing import CliRunner
 
 from flowcli.cli import app
-
-from conftest import SMALL_CONFIG
 
 runner = CliRunner()
 

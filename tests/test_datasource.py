@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import SMALL_CONFIG, banana
 from typer.testing import CliRunner
 
 from flowcli import accel
@@ -21,8 +22,6 @@ from flowcli.model import load_model, save_model
 from flowcli.moments import Moments, merge_all, schema_from_moments
 from flowcli.schema import Schema
 from flowcli.train import fit
-
-from conftest import SMALL_CONFIG, banana
 
 runner = CliRunner()
 CPU = torch.device("cpu")

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import SMALL_CONFIG, banana
 
 from flowcli.config import parse_config
 from flowcli.model import load_model
 from flowcli.train import fit
-
-from conftest import SMALL_CONFIG, banana
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 6, "batch_size": 256}}

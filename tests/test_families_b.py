@@ -16,14 +16,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import banana
+from test_model import grid_integral
 from typer.testing import CliRunner
 
 from flowcli.cli import app
 from flowcli.layers import build_layer
 from flowcli.model import load_model
-
-from conftest import banana
-from test_model import grid_integral
 
 # Small stacks, trained briefly: enough to move every parameter away from its identity-like start.
 FAMILIES = {

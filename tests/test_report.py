@@ -22,7 +22,7 @@ from flowcli.report import build_report, stored_thresholds
 from flowcli.train import fit
 
 matplotlib = pytest.importorskip("matplotlib")
-from matplotlib import image as mpimg  # noqa: E402
+from matplotlib import image as mpimg
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()

@@ -17,7 +17,8 @@ stack), the builder passes it; coupling and autoregressive layers use it to alte
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
