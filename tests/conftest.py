@@ -44,3 +44,13 @@ def banana_files(tmp_path_factory: pytest.TempPathFactory, banana_frame: pd.Data
     ckpt = root / "banana.flow"
     save_model(banana_model, str(ckpt))
     return {"root": root, "csv": csv, "ckpt": ckpt}
+
+
+def assert_clean_error(result, *fragments: str) -> None:
+    """A CLI result that failed as a user error: exit 1, one line "Error: ..." containing ``fragments``, no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])

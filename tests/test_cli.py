@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMALL_CONFIG
+from conftest import SMALL_CONFIG, assert_clean_error
 from typer.testing import CliRunner
 
 from flowcli.cli import app
@@ -113,14 +113,6 @@ def test_real_shell_pipeline(banana_files: dict) -> None:
 
 # --- bad input: one line "Error: ...", exit 1, no traceback, nothing written -----------------------------
 
-
-def assert_clean_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def bad_fit(tmp_path: Path, content: str | bytes, *extra: str, name: str = "bad.csv"):

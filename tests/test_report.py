@@ -22,6 +22,7 @@ from flowcli.report import build_report, stored_thresholds
 from flowcli.train import fit
 
 matplotlib = pytest.importorskip("matplotlib")
+from conftest import assert_clean_error
 from matplotlib import image as mpimg
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,14 +32,6 @@ runner = CliRunner()
 def run(*args: str):
     return runner.invoke(app, list(args))
 
-
-def assert_clean_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 class ImageSources(HTMLParser):
