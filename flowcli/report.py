@@ -235,27 +235,27 @@ def build_report(model: Model, data: pd.DataFrame, out_dir: Path, *, samples: in
 
 SECTIONS = [
     ("training", "Training curves",
-     "Negative log-likelihood per epoch on the training rows and on the held-out validation rows; the dashed line is "
-     "the epoch whose weights the checkpoint kept. A validation curve rising while training keeps falling is overfitting."),
+     ("Negative log-likelihood per epoch on the training rows and on the held-out validation rows; the dashed line is "
+      "the epoch whose weights the checkpoint kept. A validation curve rising while training keeps falling is overfitting.")),
     ("columns", "Each column: real against synthetic",
-     "Distribution of every column in DATA (blue) and in rows sampled from the model (orange): histograms for "
-     "numbers (over the central 99% of the values; the KS distance covers all of them), bar charts for labels and "
-     "few-valued integers, missing values as their own bar."),
+     ("Distribution of every column in DATA (blue) and in rows sampled from the model (orange): histograms for "
+      "numbers (over the central 99% of the values; the KS distance covers all of them), bar charts for labels and "
+      "few-valued integers, missing values as their own bar.")),
     ("distances", "Per-column distances",
-     "Kolmogorov-Smirnov statistic (largest gap between the two cumulative distributions) for numeric columns, total "
-     "variation distance for labels; 0 means identical; KS values below the noise level in the table above are "
-     "within sampling noise."),
+     ("Kolmogorov-Smirnov statistic (largest gap between the two cumulative distributions) for numeric columns, total "
+      "variation distance for labels; 0 means identical; KS values below the noise level in the table above are "
+      "within sampling noise.")),
     ("pairs", "Most related column pairs",
      "The column pairs with the largest rank correlation in DATA, real (left) beside synthetic (right) on the same axes."),
     ("correlation", "Correlation matrices",
      "Spearman rank correlation between numeric columns in DATA and in the synthetic rows, and their difference."),
     ("missing", "Missing values", "Share of rows with a missing value in each column that has any."),
     ("latent", "Latent space",
-     "Each latent dimension of the encoded DATA rows against the base distribution: quantile against quantile. Points on "
-     "the diagonal mean the flow maps the data onto its base; an S-shape means heavier or lighter tails than the base."),
+     ("Each latent dimension of the encoded DATA rows against the base distribution: quantile against quantile. Points on "
+      "the diagonal mean the flow maps the data onto its base; an S-shape means heavier or lighter tails than the base.")),
     ("logprob", "Log-likelihood of the rows",
-     "Histogram of log p(x) on DATA and on synthetic rows, with anomaly thresholds: a row whose log p(x) falls left "
-     "of the 1% line is rarer than 99% of DATA (flowcli logprob gives the same numbers)."),
+     ("Histogram of log p(x) on DATA and on synthetic rows, with anomaly thresholds: a row whose log p(x) falls left "
+      "of the 1% line is rarer than 99% of DATA (flowcli logprob gives the same numbers).")),
 ]
 
 

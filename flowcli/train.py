@@ -59,7 +59,7 @@ def resolve_device(name: str) -> torch.device:
 def split_rows(n: int, val_fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random train/validation row indices; validation is empty when the fraction or the table is too small."""
     order = torch.randperm(n, generator=generator)
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     if val_fraction > 0 and n >= 10:
         n_val = max(n_val, 1)
     else:

@@ -27,7 +27,7 @@ LL_TOLERANCE = 0.05
 
 def flowcli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "flowcli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "flowcli", *args], capture_output=True, check=False, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -140,6 +140,6 @@ def test_cnf_trains_after_scoring_in_inference_mode() -> None:
         "    layer.eval()(x)\n"
         "layer.train()(x)[1].sum().backward()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert result.returncode == 0, result.stderr

@@ -15,6 +15,8 @@ network is then c-Lipschitz in both training and evaluation, with no power-itera
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import Tensor, nn
 
@@ -51,7 +53,7 @@ class JacobianMLP(nn.Module):
                  lipschitz: float | None = None) -> None:
         super().__init__()
         sizes = [n_in, *hidden, n_out]
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         nn.init.zeros_(self.linears[-1].weight)
         nn.init.zeros_(self.linears[-1].bias)
         self.activation = ACTIVATIONS_WITH_SLOPE[activation]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +15,7 @@ def mlp(n_in: int, hidden: Sequence[int], n_out: int, activation: str = "relu") 
     """A plain MLP whose last layer starts at zero, so the layer it conditions starts as the identity."""
     sizes = [n_in, *hidden]
     modules: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in pairwise(sizes):
         modules += [nn.Linear(a, b), ACTIVATIONS[activation]()]
     last = nn.Linear(sizes[-1], n_out)
     nn.init.zeros_(last.weight)

@@ -94,7 +94,7 @@ class Residual(Layer):
         if roulette:
             u = torch.rand((), dtype=torch.float64, generator=generator)
             # Geometric number of further terms: P(extra >= j) = (1 - roulette_stop)^j.
-            extra = int(math.floor(math.log(max(float(u), 1e-300)) / math.log(1 - self.roulette_stop)))
+            extra = math.floor(math.log(max(float(u), 1e-300)) / math.log(1 - self.roulette_stop))
         v = torch.randn(n, self.dim, dtype=ref.dtype, generator=generator, device=ref.device)
         w = v
         total = ref.new_zeros(n)
