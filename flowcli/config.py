@@ -47,6 +47,7 @@ class TrainingConfig:
     patience: int = 20
     weight_decay: float = 0.0
     grad_clip: float = 5.0
+    ema: float = 0.999  # decay of the weight average that is validated and saved (0: the raw weights)
     schedule: Literal["cosine", "plateau", "constant"] = "cosine"
     max_rows: int = 0  # 0 = use every row; otherwise fit on a random subset of this many rows
     # --- distributed / out-of-core / GPU options (see datasource.py and accel.py) ---
@@ -63,6 +64,7 @@ class TrainingConfig:
         _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "training.weight_decay",
                  "must be a finite number >= 0")
         _require(self.grad_clip > 0, "training.grad_clip", "must be > 0")
+        _require(0 <= self.ema < 1, "training.ema", "must be in [0, 1) (0 turns weight averaging off)")
         _require(self.max_rows >= 0, "training.max_rows", "must be >= 0 (0 means all rows)")
         _require(self.shuffle_buffer >= 1, "training.shuffle_buffer", "must be an integer >= 1 (rows)")
 

@@ -3,6 +3,7 @@ validation NLL with the best weights kept, per-epoch metrics as JSON lines."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -18,6 +19,7 @@ import pandas as pd
 import torch
 
 from .accel import mixed_precision, training_step
+from .averaging import WeightAverage
 from .config import Config
 from .datasource import InMemoryData
 from .distributed import DistContext, LogProb
@@ -241,6 +243,7 @@ def fit(
     guard = StepGuard(params, optimizer)
     steps_per_epoch = int(dist.min(data.steps_per_epoch()))
     lr = LearningRate(tc.lr, tc.schedule, tc.epochs * steps_per_epoch, max(1, tc.patience // 3))
+    average = WeightAverage(params, tc.ema) if tc.ema > 0 else None
 
     best_val, best_state, best_epoch = math.inf, copy.deepcopy(flow.state_dict()), 0
     history: list[dict[str, Any]] = []
@@ -250,6 +253,9 @@ def fit(
         st = resume.state
         flow.load_state_dict(st.weights)
         _load_optimizer_state(optimizer, st.optimizer)
+        if average is not None:
+            # A run saved by a flowcli without averaging starts its average from the current weights.
+            average.load(st.average if st.average else [p.detach() for p in params])
         # The learning-rate law continues; only its horizon follows the (possibly longer) plan.
         lr = dataclasses.replace(st.lr, total_steps=tc.epochs * steps_per_epoch)
         torch.set_rng_state(st.torch_rng)
@@ -321,21 +327,26 @@ def fit(
                     group["lr"] = lr.value()
                 optimizer.step()
                 lr.step += 1
+                if average is not None:
+                    average.update(lr.step)
                 total += loss.item() * len(batch)
                 count += len(batch)
             total, count = dist.sum(total, count)
             train_nll = total / count if count else math.inf
-            val_total, val_count = validation_nll(flow, data, dist)
-            val_nll = val_total / val_count if val_count else train_nll
+            with average.swapped() if average is not None else contextlib.nullcontext():
+                # Validated, and kept as the best model, with the averaged weights when averaging is on.
+                val_total, val_count = validation_nll(flow, data, dist)
+                val_nll = val_total / val_count if val_count else train_nll
+                if val_nll < best_val:
+                    best_val, best_epoch = val_nll, epoch
+                    best_state = copy.deepcopy(flow.state_dict())
             lr.end_epoch(val_nll)
-            if val_nll < best_val:
-                best_val, best_epoch = val_nll, epoch
-                best_state = copy.deepcopy(flow.state_dict())
             report = EpochReport(epoch, tc.epochs, train_nll, val_nll, best_val, time.perf_counter() - t0, lr.value())
             # One assignment, so an interrupt sees either the previous epoch's state or this one's.
             snapshot = TrainState(
                 epoch=epoch, weights={k: v.detach().clone() for k, v in flow.state_dict().items()},
                 optimizer=_clone_optimizer_state(optimizer), lr=dataclasses.replace(lr),
+                average=[a.detach().clone() for a in average.average] if average is not None else [],
                 torch_rng=torch.get_rng_state(), shuffle_rng=generator.get_state(), best_val=best_val,
                 best_epoch=best_epoch, failures=failures, seconds=seconds_before + time.perf_counter() - started,
                 data_sha256=fingerprint, history=[*history, report.to_dict()],

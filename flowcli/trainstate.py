@@ -79,6 +79,7 @@ class TrainState:
     seconds: float
     data_sha256: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    average: list[Tensor] = field(default_factory=list)  # the weight average (training.ema), by parameter
 
     def pack(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """(JSON-able header part, tensors with the ``train_state/`` prefix) for the checkpoint."""
@@ -86,6 +87,8 @@ class TrainState:
         for index, values in self.optimizer.items():
             for name, value in values.items():
                 tensors[f"{PREFIX}optimizer/{index}/{name}"] = torch.as_tensor(value)
+        for index, value in enumerate(self.average):
+            tensors[f"{PREFIX}average/{index}"] = value
         tensors[f"{PREFIX}rng/torch"] = self.torch_rng
         tensors[f"{PREFIX}rng/shuffle"] = self.shuffle_rng
         numbers = ("epoch", "best_val", "best_epoch", "failures", "seconds", "data_sha256", "history")
@@ -97,17 +100,21 @@ class TrainState:
     def unpack(cls, meta: dict[str, Any], tensors: dict[str, Tensor]) -> TrainState:
         weights: dict[str, Tensor] = {}
         optimizer: dict[int, dict[str, Tensor]] = {}
+        average: dict[int, Tensor] = {}
         for key, value in tensors.items():
             if key.startswith(f"{PREFIX}weights/"):
                 weights[key[len(f"{PREFIX}weights/") :]] = value
             elif key.startswith(f"{PREFIX}optimizer/"):
                 index, name = key[len(f"{PREFIX}optimizer/") :].split("/", 1)
                 optimizer.setdefault(int(index), {})[name] = value
+            elif key.startswith(f"{PREFIX}average/"):
+                average[int(key[len(f"{PREFIX}average/") :])] = value
         return cls(
             epoch=int(meta["epoch"]), weights=weights, optimizer=optimizer, lr=LearningRate(**meta["lr"]),
             torch_rng=tensors[f"{PREFIX}rng/torch"], shuffle_rng=tensors[f"{PREFIX}rng/shuffle"],
             best_val=float(meta["best_val"]), best_epoch=int(meta["best_epoch"]), failures=int(meta["failures"]),
             seconds=float(meta["seconds"]), data_sha256=str(meta["data_sha256"]), history=list(meta["history"]),
+            average=[average[i] for i in range(len(average))],
         )
 
 
