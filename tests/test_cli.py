@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import SMALL_CONFIG, assert_clean_error
 from typer.testing import CliRunner
 
 from flowcli.cli import app
+from flowcli.model import load_model
 
 runner = CliRunner()
 
@@ -72,14 +74,19 @@ def test_logprob_appends_a_column_and_matches_the_library(banana_files: dict, ba
     scored = pd.read_csv(io.StringIO(result.stdout))
     frame = pd.read_csv(banana_files["csv"])
     assert list(scored.columns) == ["height_cm", "weight_kg", "logprob"] and len(scored) == len(frame)
-    np.testing.assert_allclose(scored["logprob"], banana_model.log_prob(frame), rtol=1e-6)
+    # logprob scores in float32 by default: the library model loaded in float32 gives the same numbers.
+    in_float32 = load_model(str(banana_files["ckpt"]), dtype=torch.float32)
+    np.testing.assert_allclose(scored["logprob"], in_float32.log_prob(frame), rtol=1e-6)
 
 
 def test_logprob_in_float32_is_close_to_float64(banana_files: dict, banana_model) -> None:
-    result = run("logprob", str(banana_files["ckpt"]), str(banana_files["csv"]), "--precision", "float32")
+    expected = banana_model.log_prob(pd.read_csv(banana_files["csv"]))  # the library's default: float64
+    result = run("logprob", str(banana_files["ckpt"]), str(banana_files["csv"]), "--precision", "float64")
+    assert result.exit_code == 0, result.stderr
+    np.testing.assert_allclose(pd.read_csv(io.StringIO(result.stdout))["logprob"], expected, rtol=1e-12)
+    result = run("logprob", str(banana_files["ckpt"]), str(banana_files["csv"]))
     assert result.exit_code == 0, result.stderr
     scored = pd.read_csv(io.StringIO(result.stdout))
-    expected = banana_model.log_prob(pd.read_csv(banana_files["csv"]))
     np.testing.assert_allclose(scored["logprob"], expected, rtol=1e-4, atol=1e-4)
     assert not np.allclose(scored["logprob"], expected, rtol=1e-12, atol=0), "float32 should differ in the last digits"
     bad = run("logprob", str(banana_files["ckpt"]), str(banana_files["csv"]), "--precision", "float16")
