@@ -107,6 +107,7 @@ CASES: list[Case] = [
     config_case("zero-epochs", yaml_text({"epochs": 0}), "training.epochs", ">= 1"),
     config_case("text-epochs", yaml_text({"epochs": "ten"}), "training.epochs", "expected integer"),
     config_case("val-fraction-1.5", yaml_text({"val_fraction": 1.5}), "training.val_fraction", "[0, 1)"),
+    config_case("ema-1", yaml_text({"ema": 1}), "training.ema", "[0, 1)"),
     config_case("negative-patience", yaml_text({"patience": -1}), "training.patience"),
     config_case("misspelled-schedule", yaml_text({"schedule": "cosin"}), "training.schedule", "'cosine'"),
     config_case("zero-width", yaml_text(layers=[{"type": "maf", "hidden": [0]}]), "layers[0].hidden", "positive"),

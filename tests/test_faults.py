@@ -114,6 +114,8 @@ def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(tmp_
     assert_identical(a.weights, b.weights)  # current weights
     for index in a.optimizer:  # Adam moments and step counts
         assert_identical(a.optimizer[index], b.optimizer[index])
+    assert len(a.average) == len(b.average) > 0  # the weight average (training.ema) is resumed too
+    assert_identical(dict(enumerate(a.average)), dict(enumerate(b.average)))
     assert torch.equal(a.torch_rng, b.torch_rng) and torch.equal(a.shuffle_rng, b.shuffle_rng)
     assert a.lr == b.lr and a.epoch == b.epoch == 5
     assert [m["train_nll"] for m in straight.info["metrics"]] == [m["train_nll"] for m in resumed.info["metrics"]]
