@@ -211,19 +211,23 @@ def cli_figures(workdir: Path, recipe: str, data: str, epochs: int) -> dict:
     subprocess.run([sys.executable, "-m", "flowcli", "fit", str(train_csv), "-c", str(cfg), "-o", str(ckpt), "--seed", "0",
                     "-q", "--device", "cpu", "--metrics", str(metrics)], check=True)
     fit_epoch_s = float(np.median([json.loads(line)["seconds"] for line in metrics.read_text().splitlines()]))
-    big = workdir / f"{data}_big.csv"
-    if not big.exists():
-        lines = test_csv.read_text().splitlines(keepends=True)
-        reps = max(1, 200_000 // (len(lines) - 1))
+    # Whole processes (start-up included) on ~200,000 and ~2,000,000 rows: torch's import alone is
+    # ~2.5 s here, so the small file mostly measures start-up and the large one the streaming rate.
+    rates = {}
+    lines = test_csv.read_text().splitlines(keepends=True)
+    for label, target in (("", 200_000), ("_2m", 2_000_000)):
+        big = workdir / f"{data}_big{label}.csv"
+        reps = max(1, target // (len(lines) - 1))
         big.write_text(lines[0] + "".join(lines[1:]) * reps)
-    n_rows = sum(1 for _ in big.open()) - 1
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "flowcli", "logprob", str(ckpt), str(big), "-o", str(workdir / "scored.csv"), "--device", "cpu"], check=True)
-    cli_rps = n_rows / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "flowcli", "logprob", str(ckpt), str(big), "-o", str(workdir / "scored.csv"),
+                        "--device", "cpu"], check=True)
+        rates[f"cli_logprob_rows_s{label}"] = reps * (len(lines) - 1) / (time.perf_counter() - t0)
+        big.unlink()
     ten = workdir / "ten_rows.csv"
     ten.write_text("".join(test_csv.read_text().splitlines(keepends=True)[:11]))
     ten_s = best_of([sys.executable, "-m", "flowcli", "logprob", str(ckpt), str(ten), "--device", "cpu"])
-    return {"cli_logprob_rows_s": cli_rps, "cli_fit_epoch_s": fit_epoch_s, "logprob_10_rows_s": ten_s}
+    return {**rates, "cli_fit_epoch_s": fit_epoch_s, "logprob_10_rows_s": ten_s}
 
 
 def best_of(cmd: list[str], runs: int = 5) -> float:
@@ -307,11 +311,11 @@ def report(args: argparse.Namespace, sets: dict, rows: list[dict], start: dict, 
     for data, s in sets.items():
         if s["ceiling"] is not None:
             print(f"{data}: true mean test log-likelihood (ceiling) = {s['ceiling']:.3f} (standardized units)")
-    print("\n| data | recipe | library | s/epoch | CLI fit s/epoch | test LL | logprob rows/s (memory) | logprob rows/s (CLI, CSV) "
-          "| sample rows/s | peak RSS MB |")
+    print("\n| data | recipe | library | s/epoch | CLI fit s/epoch | test LL | logprob rows/s (memory) "
+          "| logprob rows/s (CLI, CSV, 200k / 2M rows) | sample rows/s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cli = f"{r['cli_logprob_rows_s']:,.0f}" if "cli_logprob_rows_s" in r else ""
+        cli = f"{r['cli_logprob_rows_s']:,.0f} / {r['cli_logprob_rows_s_2m']:,.0f}" if "cli_logprob_rows_s" in r else ""
         fit = f"{r['cli_fit_epoch_s']:.2f}" if "cli_fit_epoch_s" in r else ""
         print(f"| {r['data']} | {r['recipe']} | {r['lib']} | {r['epoch_s']:.2f} | {fit} | {r['test_ll']:.3f} | "
               f"{r['logprob_rows_s']:,.0f} | {cli} | {r['sample_rows_s']:,.0f} | {r['peak_rss_mb']:.0f} |")
@@ -328,7 +332,9 @@ def report(args: argparse.Namespace, sets: dict, rows: list[dict], start: dict, 
         print(f"- {data} {recipe}: epoch time {ratio:.2f}x zuko's (target <= {limit}) {'met' if ratio <= limit else 'MISSED'}; "
               f"test LL {gap:+.3f} vs zuko (target >= -0.05) {'met' if gap >= -0.05 else 'MISSED'}")
         cli = ours["cli_logprob_rows_s"] / zuko["logprob_rows_s"]
-        print(f"  CLI logprob from CSV {cli:.2f}x zuko's in-memory rows/s (target >= 0.5) {'met' if cli >= 0.5 else 'MISSED'}; "
+        cli_2m = ours["cli_logprob_rows_s_2m"] / zuko["logprob_rows_s"]
+        print(f"  CLI logprob from CSV {cli:.2f}x (200k rows) / {cli_2m:.2f}x (2M rows) zuko's in-memory rows/s (target >= 0.5) "
+              f"{'met' if cli >= 0.5 else 'met on 2M rows only' if cli_2m >= 0.5 else 'MISSED'}; "
               f"sampling {ours['sample_rows_s'] / zuko['sample_rows_s']:.1f}x zuko's (target >= 5) "
               f"{'met' if ours['sample_rows_s'] >= 5 * zuko['sample_rows_s'] else 'MISSED'}")
         ten = ours["logprob_10_rows_s"] / start["import_torch_s"]

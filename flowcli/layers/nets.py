@@ -90,13 +90,12 @@ class MADE(nn.Module):
         n = z.shape[0]
         in_place = not torch.is_grad_enabled()  # preallocated buffers; under autograd, grow by concatenation
         hidden: list[Tensor] = [z.new_zeros(n, w.shape[0]) if in_place else z.new_zeros(n, 0) for w in weights[:-1]]
-        x_cols: list[Tensor] = []
+        solved = z.new_zeros(n, self.dim) if in_place else z.new_zeros(n, 0)  # x in solving order
         ladj = z.new_zeros(n)
         for k in range(self.dim):
             # Step k solves the variable of degree k+1: first the hidden units of degree k (which
             # only see variables of degree <= k, all solved), then that variable's parameters.
-            below = torch.stack(x_cols, 1) if x_cols else z.new_zeros(n, 0)
-            known = k
+            below, known = solved, k
             for l_idx, w in enumerate(weights[:-1]):
                 lo, hi = (self._ends[l_idx][k - 1] if k > 0 else 0), self._ends[l_idx][k]
                 if hi > lo:
@@ -110,10 +109,12 @@ class MADE(nn.Module):
             rows = slice(var, None, self.dim)  # the p parameter units of this variable
             params = below[:, :known] @ weights[-1][rows, :known].T + linears[-1].bias[rows]
             x_var, ladj_var = invert(z[:, var], params)
-            x_cols.append(x_var)
+            if in_place:
+                solved[:, k] = x_var
+            else:
+                solved = torch.cat([solved, x_var[:, None]], 1)
             ladj = ladj + ladj_var
-        x = torch.stack(x_cols, 1)[:, torch.argsort(self.order)]
-        return x, ladj
+        return solved[:, torch.argsort(self.order)], ladj
 
 
 def autoregressive_order(dim: int, index: int, order: str) -> Tensor:
