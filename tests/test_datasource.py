@@ -194,7 +194,7 @@ def test_logprob_and_encode_write_one_file_per_input_file(parquet_dir: tuple[Pat
         assert result.exit_code == 0, result.stderr
         assert result.stdout == ""
     assert sorted(p.name for p in out.iterdir()) == ["part-00.parquet", "part-01.parquet", "part-02.parquet"]
-    model = load_model(ckpt)
+    model = load_model(ckpt, dtype=torch.float32)  # logprob's default precision
     for f in sorted(path.glob("*.parquet")):
         written = pd.read_parquet(out / f.name)
         source = pd.read_parquet(f)

@@ -72,10 +72,15 @@ def test_every_command_works(fitted: Path, table: tuple[pd.DataFrame, Path]) -> 
     rows = pd.read_csv(io.StringIO(sampled.stdout))
     assert list(rows.columns) == list(frame.columns) and len(rows) == 50 and np.isfinite(rows.to_numpy()).all()
 
-    scored = runner.invoke(app, ["logprob", str(fitted), str(csv)])
+    scored = runner.invoke(app, ["logprob", str(fitted), str(csv), "--precision", "float64"])
     assert scored.exit_code == 0, scored.stderr
     scores = pd.read_csv(io.StringIO(scored.stdout))["logprob"]
     np.testing.assert_allclose(scores, model.log_prob(frame), rtol=1e-9, atol=1e-9)
+    scored = runner.invoke(app, ["logprob", str(fitted), str(csv)])  # the default: float32, as trained
+    assert scored.exit_code == 0, scored.stderr
+    in_float32 = load_model(str(fitted), dtype=torch.float32).log_prob(frame)
+    np.testing.assert_allclose(pd.read_csv(io.StringIO(scored.stdout))["logprob"], in_float32, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(in_float32, model.log_prob(frame), rtol=1e-3, atol=1e-3)
 
     encoded = runner.invoke(app, ["encode", str(fitted), str(csv)])
     assert encoded.exit_code == 0, encoded.stderr
