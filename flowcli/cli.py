@@ -8,11 +8,13 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -121,7 +123,7 @@ def fit(
 ) -> None:
     """Learn the density of a table and save it as a checkpoint.
 
-    Ctrl-C stops after saving the best model so far (exit 130); `--resume` continues such a run, or a
+    Ctrl-C (exit 130) or SIGTERM (exit 143) stops after saving the best model so far; `--resume` continues such a run, or a
     finished one with a larger --epochs.
 
     Example: flowcli fit data-samples/wine.csv -c configs/maf.yaml -o wine.flow --epochs 100
@@ -195,14 +197,15 @@ def fit(
             metrics_file.write(json.dumps(line) + "\n")
         reporter.start(cfg.training.epochs, "fit")
         try:
-            model = fit_model(frame, cfg, device=dev, seed=seed, metrics_file=metrics_file,
-                              on_epoch=reporter.epoch, schema=schema, resume=point)
+            with terminate_as_interrupt() as terminated:
+                model = fit_model(frame, cfg, device=dev, seed=seed, metrics_file=metrics_file,
+                                  on_epoch=reporter.epoch, schema=schema, resume=point)
         except (Interrupted, Diverged) as exc:
             if exc.model is None:
                 if isinstance(exc, Interrupted):
                     reporter.stop()
-                    _fail("interrupted before the first epoch ended; nothing saved")
-                    raise typer.Exit(130) from None
+                    _fail(f"{terminated.why} before the first epoch ended; nothing saved")
+                    raise typer.Exit(terminated.exit_code) from None
                 raise
             model, outcome = exc.model, exc
         finally:
@@ -218,9 +221,36 @@ def fit(
     if isinstance(outcome, Diverged):
         raise TrainingError(f"{outcome}; kept the {summary}")
     if isinstance(outcome, Interrupted):
-        _fail(f"interrupted; {summary}; continue with --resume {output}")
-        raise typer.Exit(130)
+        _fail(f"{terminated.why}; {summary}; continue with --resume {output}")
+        raise typer.Exit(terminated.exit_code)
     reporter.message(summary)
+
+
+class _Stop:
+    """How a fit was stopped from outside: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143)."""
+
+    why, exit_code = "interrupted", 130
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[_Stop]:
+    """Treat SIGTERM like Ctrl-C while the block runs: batch schedulers (Slurm, Kubernetes, systemd)
+    stop jobs with SIGTERM, and a fit stopped that way should keep its best model and be resumable too."""
+    stop = _Stop()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (e.g. an embedding application): leave SIGTERM alone
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fit_sharded(data: str, output: str, cfg: Any, device: str, seed: int | None, metrics: str | None,

@@ -308,6 +308,19 @@ def test_sigint_saves_the_best_model_exits_130_and_resumes_bit_identically(tmp_p
     assert_identical(tensors_of(tmp_path / "s.flow"), tensors_of(tmp_path / "m.flow"))
 
 
+def test_sigterm_saves_the_best_model_like_ctrl_c_and_exits_143(tmp_path: Path, table_csv: Path) -> None:
+    """Batch schedulers stop jobs with SIGTERM: the fit keeps its best model and can be resumed."""
+    proc = start_fit(long_fit_args(tmp_path, table_csv), tmp_path)
+    wait_for(lambda: metrics_lines(tmp_path) >= 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Error: terminated (SIGTERM); best validation NLL")
+    model = load_model(str(tmp_path / "m.flow"))
+    assert model.info["stopped"] == "interrupted" and model.info["epochs_run"] >= 2
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_sigkill_during_training_leaves_the_existing_checkpoint_intact(tmp_path: Path, table_csv: Path, banana_files: dict) -> None:
     target = tmp_path / "m.flow"
     target.write_bytes(banana_files["ckpt"].read_bytes())
