@@ -263,6 +263,29 @@ def save_model(model: Model, path: str) -> None:
     checkpoint.save(path, header, tensors)
 
 
+def complete_weights(flow: Flow, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``tensors`` plus the MADE variable orders that checkpoints written before flowcli saved them lack:
+    taken from the freshly built ``flow``, which is right for every order the config determines
+    (``alternate``); ``check_orders`` catches the ``random`` ones that cannot be recovered."""
+    missing = {k: v for k, v in flow.state_dict().items() if k.endswith("made.order") and k not in tensors}
+    return {**tensors, **missing}
+
+
+def check_orders(flow: Flow, source: str) -> None:
+    from .errors import CheckpointError
+    from .layers.nets import MADE
+
+    if not all(m.masks_match_order() for m in flow.modules() if isinstance(m, MADE)):
+        raise CheckpointError(f"{source}: an autoregressive layer's variable order does not match its masks (a "
+                              "checkpoint of an `order: random` layer written before flowcli saved the order); refit it")
+
+
+def load_weights(flow: Flow, tensors: dict[str, Tensor], source: str) -> None:
+    """Load a checkpoint's weights into ``flow`` and check that its autoregressive orders are consistent."""
+    flow.load_state_dict(complete_weights(flow, tensors))
+    check_orders(flow, source)
+
+
 def load_model(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> Model:
     """Rebuild a model from a checkpoint file alone (never unpickles)."""
     from . import checkpoint
@@ -276,7 +299,7 @@ def load_model(path: str, device: str | torch.device = "cpu", dtype: torch.dtype
         config = parse_config(header["config"])
         schema = Schema.from_dict(header["schema"])
         flow = Flow(schema, config)
-        flow.load_state_dict(tensors)
+        load_weights(flow, tensors, path)
     except (ConfigError, KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: checkpoint does not describe a valid model ({exc})") from None
     return Model(schema, config, flow.to(device=device, dtype=dtype), header.get("info", {}))

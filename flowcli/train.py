@@ -24,7 +24,7 @@ from .config import Config
 from .datasource import InMemoryData
 from .distributed import DistContext, LogProb
 from .errors import DataError, TrainingError
-from .model import Flow, Model
+from .model import Flow, Model, complete_weights, load_weights
 from .schema import Schema
 from .trainstate import LearningRate, ResumePoint, TrainState, data_fingerprint
 
@@ -251,7 +251,7 @@ def fit(
     snapshot: TrainState | None = None
     if resume is not None:
         st = resume.state
-        flow.load_state_dict(st.weights)
+        load_weights(flow, st.weights, resume.path)
         _load_optimizer_state(optimizer, st.optimizer)
         if average is not None:
             # A run saved by a flowcli without averaging starts its average from the current weights.
@@ -261,7 +261,7 @@ def fit(
         torch.set_rng_state(st.torch_rng)
         generator.set_state(st.shuffle_rng)
         best_val, best_epoch, failures, seconds_before = st.best_val, st.best_epoch, st.failures, st.seconds
-        best_state = {k: v.to(device=device) for k, v in resume.best_weights.items()}
+        best_state = {k: v.to(device=device) for k, v in complete_weights(flow, resume.best_weights).items()}
         history, first_epoch, snapshot = list(st.history), st.epoch + 1, st
 
     started = time.perf_counter()

@@ -48,29 +48,44 @@ class MADE(nn.Module):
 
     def __init__(self, dim: int, hidden: Sequence[int], n_params: int, order: Tensor, activation: str = "relu") -> None:
         super().__init__()
-        self.dim, self.n_params = dim, n_params
-        degree_in = torch.empty(dim, dtype=torch.long)
-        degree_in[order] = torch.arange(1, dim + 1)  # variable order[k] is the (k+1)-th to be generated
-        # Hidden degrees cycle through 1..dim-1 so every hidden unit can feed some output; 0 when dim == 1.
-        # They are sorted so that the units of each degree are contiguous (see ``solve``).
-        low, span = min(1, dim - 1), max(1, dim - 1)
-        degrees = [degree_in]
+        self.dim, self.n_params, self.hidden = dim, n_params, list(hidden)
+        masks, degrees = self._masks(order)
         layers: list[nn.Module] = []
-        for width in hidden:
-            degree_h = (torch.arange(width) % span + low).sort().values
-            mask = (degree_h[:, None] >= degrees[-1][None, :])
-            layers += [MaskedLinear(len(degrees[-1]), width, mask), ACTIVATIONS[activation]()]
-            degrees.append(degree_h)
-        degree_out = degree_in.repeat(n_params)  # unit j * dim + i is parameter j of variable i
-        mask = degree_out[:, None] > degrees[-1][None, :]
-        last = MaskedLinear(len(degrees[-1]), dim * n_params, mask)
+        for mask in masks[:-1]:
+            layers += [MaskedLinear(mask.shape[1], mask.shape[0], mask), ACTIVATIONS[activation]()]
+        last = MaskedLinear(masks[-1].shape[1], masks[-1].shape[0], masks[-1])
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         layers.append(last)
         self.net = nn.Sequential(*layers)
-        self.register_buffer("order", order.clone(), persistent=False)
+        # Saved with the weights: a random order cannot be rebuilt from the config, and sampling needs it.
+        self.register_buffer("order", order.clone())
         # ends[l][k] = number of units of hidden layer l with degree <= k (a prefix, since degrees are sorted).
-        self._ends = [torch.searchsorted(d, torch.arange(dim + 1), right=True).tolist() for d in degrees[1:]]
+        self._ends = [torch.searchsorted(d, torch.arange(dim + 1), right=True).tolist() for d in degrees]
+
+    def _masks(self, order: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The 0/1 masks of every layer for a variable order, and the hidden layers' unit degrees."""
+        dim = self.dim
+        degree_in = torch.empty(dim, dtype=torch.long)
+        degree_in[order.cpu()] = torch.arange(1, dim + 1)  # variable order[k] is the (k+1)-th to be generated
+        # Hidden degrees cycle through 1..dim-1 so every hidden unit can feed some output; 0 when dim == 1.
+        # They are sorted so that the units of each degree are contiguous (see ``solve``).
+        low, span = min(1, dim - 1), max(1, dim - 1)
+        degrees = [degree_in]
+        masks = []
+        for width in self.hidden:
+            degree_h = (torch.arange(width) % span + low).sort().values
+            masks.append(degree_h[:, None] >= degrees[-1][None, :])
+            degrees.append(degree_h)
+        degree_out = degree_in.repeat(self.n_params)  # unit j * dim + i is parameter j of variable i
+        masks.append(degree_out[:, None] > degrees[-1][None, :])
+        return masks, degrees[1:]
+
+    def masks_match_order(self) -> bool:
+        """Whether the (loaded) masks are the ones of the (loaded) order: a checkpoint check."""
+        linears = [m for m in self.net if isinstance(m, MaskedLinear)]
+        expected, _ = self._masks(self.order)
+        return all(torch.equal(lin.mask.cpu().bool(), mask) for lin, mask in zip(linears, expected, strict=True))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).view(*x.shape[:-1], self.n_params, self.dim).transpose(-1, -2)
