@@ -241,6 +241,8 @@ class TableWriter:
         directory = target.parent if str(target.parent) else Path(".")
         if target.is_dir():
             raise DataError(f"{self.path}: is a directory, expected an output file name")
+        if directory.exists() and not directory.is_dir():
+            raise DataError(f"{self.path}: {str(directory)!r} is not a directory")
         if not directory.is_dir():
             raise DataError(f"{self.path}: directory {str(directory)!r} does not exist")
         try:

@@ -138,6 +138,7 @@ CASES: list[Case] = [
     Case("sample-zero-chunk", "sample m.flow -n 3 --chunk-size 0 -o {out}", ("--chunk-size",), code=2, out="new.csv"),
     Case("sample-wrong-output-extension", "sample m.flow -n 3 -o {out}", ("out.txt", "unknown table format"), out="out.txt"),
     Case("sample-output-is-directory", "sample m.flow -n 3 -o d.csv", ("d.csv", "is a directory"), {"d.csv": None}),
+    Case("sample-output-under-a-file", "sample m.flow -n 3 -o good.csv/x.csv", ("'good.csv' is not a directory",)),
     Case("sample-output-under-a-file", "sample m.flow -n 3 -o good.csv/s.csv", ("good.csv/s.csv",)),
     Case("sample-output-unwritable", "sample m.flow -n 3 -o /proc/s.csv", ("/proc/s.csv", "cannot write")),
     # --- every checkpoint reader: missing, directory, foreign, damaged, hostile ---
