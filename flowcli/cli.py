@@ -277,30 +277,34 @@ def _fit_sharded(data: str, output: str, cfg: Any, device: str, seed: int | None
     if streaming and tc.max_rows:
         raise DataError("training.max_rows: not supported when streaming; fit on a subset of the files instead")
     dist = distributed.init(device)
-    seed = dist.broadcast(random.SystemRandom().randrange(2**31) if seed is None else seed)
-    batch = dist.local_batch(tc.batch_size)
-    if streaming:
-        source = StreamingData(data, tc, dist, batch, tc.shuffle_buffer)
-    else:
-        source = load_shard(data, tc, dist, torch.Generator().manual_seed(seed + 7919 * dist.rank), batch, cfg.columns)
-    rows = int(sum(dist.sum(source.n_train, source.n_val)))
-    where = f"{dist.world} processes ({dist.backend}, {dist.device.type})" if dist.active else str(dist.device)
-    how = "streaming " if streaming else ""
-    reporter.message(f"fitting {how}{rows} rows x {len(source.schema.columns)} columns on {where} (seed {seed})")
-    metrics_path = Path(metrics) if metrics else write_metrics_path(output)
-    # Rank 0 alone writes the metrics and the checkpoint; the others train in silence.
-    metrics_ctx: Any = AtomicTextFile(metrics_path) if dist.is_main else contextlib.nullcontext(None)
-    with metrics_ctx as metrics_file:
-        reporter.start(tc.epochs, "fit")
-        try:
-            model = fit_model(None, cfg, device=dist.device, seed=seed, metrics_file=metrics_file,
-                              on_epoch=reporter.epoch, data=source, dist=dist)
-        finally:
-            reporter.stop()
-        if dist.is_main:
-            save_model(model, output)
-    dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
-    dist.close()
+    try:
+        seed = dist.broadcast(random.SystemRandom().randrange(2**31) if seed is None else seed)
+        batch = dist.local_batch(tc.batch_size)
+        if streaming:
+            source = StreamingData(data, tc, dist, batch, tc.shuffle_buffer)
+        else:
+            source = load_shard(data, tc, dist, torch.Generator().manual_seed(seed + 7919 * dist.rank), batch, cfg.columns)
+        rows = int(sum(dist.sum(source.n_train, source.n_val)))
+        where = f"{dist.world} processes ({dist.backend}, {dist.device.type})" if dist.active else str(dist.device)
+        how = "streaming " if streaming else ""
+        reporter.message(f"fitting {how}{rows} rows x {len(source.schema.columns)} columns on {where} (seed {seed})")
+        metrics_path = Path(metrics) if metrics else write_metrics_path(output)
+        # Rank 0 alone writes the metrics and the checkpoint; the others train in silence.
+        metrics_ctx: Any = AtomicTextFile(metrics_path) if dist.is_main else contextlib.nullcontext(None)
+        with metrics_ctx as metrics_file:
+            reporter.start(tc.epochs, "fit")
+            try:
+                model = fit_model(None, cfg, device=dist.device, seed=seed, metrics_file=metrics_file,
+                                  on_epoch=reporter.epoch, data=source, dist=dist)
+            finally:
+                reporter.stop()
+            if dist.is_main:
+                save_model(model, output)
+        dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
+    finally:
+        # Also when a rank fails: a process group left alive at exit can abort the interpreter's
+        # shutdown ("terminate called without an active exception"), a second line after the Error.
+        dist.close()
     info = model.info
     reporter.message(
         f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
