@@ -255,13 +255,13 @@ def test_nan_before_the_first_epoch_ends_saves_nothing(monkeypatch: pytest.Monke
 
 
 def start_fit(args: list[str], tmp_path: Path, prelude: str = "") -> subprocess.Popen:
-    code = f"import sys\n{prelude}\nfrom flowcli.cli import main\nsys.argv = ['flowcli', *{args!r}]\nmain()\n"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # A test run started in the background (`nohup ... &`) hands its children SIGINT ignored, and Python
-    # then installs no Ctrl-C handler: give the fit the default disposition a terminal user has.
+    # then installs no Ctrl-C handler: give the fit the handler a terminal user's process has.
+    code = (f"import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{prelude}\n"
+            f"from flowcli.cli import main\nsys.argv = ['flowcli', *{args!r}]\nmain()\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
