@@ -21,10 +21,8 @@ def set_default_permissions(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def check_writable(path: str | Path) -> None:
-    """Fail early, with a DataError naming ``path``, if a file cannot be created there, before hours of
-    work are spent on a result that could not be saved. Probes with a real temporary file because
-    permission bits lie for root and on some network filesystems."""
+def output_directory(path: str | Path) -> Path:
+    """The directory a new file at ``path`` goes in, or a DataError saying why no file can go there."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
@@ -33,6 +31,15 @@ def check_writable(path: str | Path) -> None:
         raise DataError(f"{path}: directory {str(directory)!r} does not exist")
     if not directory.is_dir():
         raise DataError(f"{path}: {str(directory)!r} is not a directory")
+    return directory
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail early, with a DataError naming ``path``, if a file cannot be created there, before hours of
+    work are spent on a result that could not be saved. Probes with a real temporary file because
+    permission bits lie for root and on some network filesystems."""
+    path = Path(path)
+    directory = output_directory(path)
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:

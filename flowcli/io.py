@@ -20,7 +20,7 @@ from typing import IO
 import pandas as pd
 
 from .errors import DataError
-from .files import set_default_permissions
+from .files import output_directory, set_default_permissions
 
 CSV_EXTENSIONS = (".csv",)
 PARQUET_EXTENSIONS = (".parquet", ".pq")
@@ -238,13 +238,7 @@ class TableWriter:
             self._file = self._stdout or sys.stdout.buffer
             return self
         target = Path(self.path)
-        directory = target.parent if str(target.parent) else Path(".")
-        if target.is_dir():
-            raise DataError(f"{self.path}: is a directory, expected an output file name")
-        if directory.exists() and not directory.is_dir():
-            raise DataError(f"{self.path}: {str(directory)!r} is not a directory")
-        if not directory.is_dir():
-            raise DataError(f"{self.path}: directory {str(directory)!r} does not exist")
+        directory = output_directory(target)
         try:
             fd, self._tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
         except OSError as exc:
