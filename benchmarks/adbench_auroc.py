@@ -35,7 +35,7 @@ def read_baselines(path: Path) -> dict[str, dict[str, float]]:
         if cells[0] == "dataset":
             header = cells[1:]
         elif header and not cells[0].startswith("**"):
-            rows[cells[0]] = dict(zip(header, map(float, cells[1:])))
+            rows[cells[0]] = dict(zip(header, map(float, cells[1:]), strict=False))
     return rows
 
 
@@ -63,7 +63,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override training.epochs (smoke runs only)")
     parser.add_argument("--tables", default="", help="comma-separated subset of tables")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -74,8 +76,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     baselines = read_baselines(DATA / "BASELINES.md")
     names = [n for n in baselines if not args.tables or n in args.tables.split(",")]
-    lines = ["| dataset | " + " | ".join(next(iter(baselines.values()))) + " | **flowcli** | epochs (best) | fit s |",
-             "|---|" + "---|" * (len(next(iter(baselines.values()))) + 3)]
+    lines = [
+        "| dataset | " + " | ".join(next(iter(baselines.values()))) + " | **flowcli** | epochs (best) | fit s |",
+        "|---|" + "---|" * (len(next(iter(baselines.values()))) + 3),
+    ]
     print("\n".join(lines), flush=True)
     ours: list[float] = []
     for name in names:
@@ -90,7 +94,10 @@ def main() -> None:
         score = -model.log_prob(test, on_invalid="neg-inf")
         ours.append(auroc(score, labels))
         ref = " | ".join(f"{v:.3f}" for v in baselines[name].values())
-        print(f"| {name} | {ref} | **{ours[-1]:.3f}** | {model.info['epochs_run']} ({model.info['best_epoch']}) | {seconds:.0f} |", flush=True)
+        print(
+            f"| {name} | {ref} | **{ours[-1]:.3f}** | {model.info['epochs_run']} ({model.info['best_epoch']}) | {seconds:.0f} |",
+            flush=True,
+        )
     means = {k: np.mean([baselines[n][k] for n in names]) for k in next(iter(baselines.values()))}
     print("| **mean** | " + " | ".join(f"{v:.3f}" for v in means.values()) + f" | **{np.mean(ours):.3f}** | | |")
 

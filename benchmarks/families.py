@@ -26,8 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flowcli.config import load_config
-from flowcli.train import fit
+from flowcli.config import load_config  # noqa: E402  (after the sys.path line above)
+from flowcli.train import fit  # noqa: E402
 
 PRESETS = ROOT / "flowcli" / "presets"
 
@@ -62,8 +62,11 @@ def main() -> None:
     names = args.presets or sorted(p.stem for p in PRESETS.glob("*.yaml"))
     frame = pd.read_csv(args.data)
     train, test = split(frame, args.test_fraction, args.seed)
-    print(f"{Path(args.data).name}: {len(train)} training rows, {len(test)} test rows, "
-          f"{frame.shape[1]} columns; torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
+    print(
+        f"{Path(args.data).name}: {len(train)} training rows, {len(test)} test rows, "
+        f"{frame.shape[1]} columns; torch {torch.__version__}, {torch.get_num_threads()} threads",
+        file=sys.stderr,
+    )
     rows = []
     for name in names:
         config = load_config(PRESETS / f"{name}.yaml")
@@ -76,8 +79,9 @@ def main() -> None:
         logprob = model.log_prob(test)
         finite = bool(np.isfinite(logprob).all())
         nan_free = all(np.isfinite(m["train_nll"]) for m in model.info["metrics"])
-        rows.append((name, describe(config), float(np.mean(logprob)), finite and nan_free,
-                     model.info["epochs_run"], seconds))
+        rows.append(
+            (name, describe(config), float(np.mean(logprob)), finite and nan_free, model.info["epochs_run"], seconds)
+        )
         print(f"  {name}: test logprob {rows[-1][2]:.3f}, {seconds:.1f} s", file=sys.stderr, flush=True)
 
     print("| preset | layers | test logprob (mean, nats) | all finite | epochs | fit seconds |")

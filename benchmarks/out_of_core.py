@@ -65,7 +65,9 @@ def generate(directory: Path, rows: int, cols: int, files: int, seed: int = 0) -
     for f in range(files):
         n_file = min(per_file, rows - written)
         schema = pa.schema([(n, pa.float64()) for n in names])
-        with pq.ParquetWriter(directory / f"part-{f:03d}.parquet", schema, compression="none", use_dictionary=False) as w:
+        with pq.ParquetWriter(
+            directory / f"part-{f:03d}.parquet", schema, compression="none", use_dictionary=False
+        ) as w:
             for start in range(0, n_file, block):
                 n = min(block, n_file - start)
                 x = pool[rng.integers(16)][rng.permutation(block)[:n]]
@@ -84,7 +86,9 @@ def run_limited(cmd: list[str], limit_mb: int, env: dict[str, str] | None = None
         status = Path(f"/proc/{proc.pid}/status")
         while proc.returncode is None:
             try:
-                rss_kb = next(int(l.split()[1]) for l in status.read_text().splitlines() if l.startswith("VmRSS"))
+                rss_kb = next(
+                    int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS")
+                )
             except (OSError, StopIteration, ValueError):
                 return
             if rss_kb > limit_mb * 1024:
@@ -116,26 +120,47 @@ def main() -> None:
     t0 = time.perf_counter()
     size = generate(data, args.rows, args.cols, args.files)
     on_disk = sum(p.stat().st_size for p in data.iterdir())
-    print(f"dataset: {args.rows:,} rows x {args.cols} float64 columns = {size / 2**20:,.0f} MiB in memory, "
-          f"{on_disk / 2**20:,.0f} MiB of Parquet in {args.files} files (written in {time.perf_counter() - t0:.0f} s)")
+    print(
+        f"dataset: {args.rows:,} rows x {args.cols} float64 columns = {size / 2**20:,.0f} MiB in memory, "
+        f"{on_disk / 2**20:,.0f} MiB of Parquet in {args.files} files (written in {time.perf_counter() - t0:.0f} s)"
+    )
     (work / "config.yaml").write_text(CONFIG)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    fit = [sys.executable, "-m", "flowcli", "fit", str(data), "-c", str(work / "config.yaml"), "-o", str(work / "model.flow"),
-           "--seed", "0", "--device", "cpu"]
+    fit = [
+        sys.executable,
+        "-m",
+        "flowcli",
+        "fit",
+        str(data),
+        "-c",
+        str(work / "config.yaml"),
+        "-o",
+        str(work / "model.flow"),
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+    ]
     code, peak, seconds, killed = run_limited(fit, args.limit_mb, env)
     print(f"limit: {args.limit_mb} MiB resident; data / limit = {size / 2**20 / args.limit_mb:.1f}x")
-    print(f"streaming fit, 1 epoch: exit {code}{' (killed at the limit)' if killed else ''}, peak RSS {peak:,.0f} MiB, "
-          f"{seconds:.0f} s wall")
+    print(
+        f"streaming fit, 1 epoch: exit {code}{' (killed at the limit)' if killed else ''}, peak RSS {peak:,.0f} MiB, "
+        f"{seconds:.0f} s wall"
+    )
     load = [sys.executable, "-c", f"import pandas as pd; print(len(pd.read_parquet({str(data)!r})))"]
     code_l, peak_l, seconds_l, killed_l = run_limited(load, args.limit_mb, env)
     verdict = "killed at the limit" if killed_l else f"exit {code_l}"
-    print(f"whole-table load (pandas.read_parquet) under the same limit: {verdict}, peak RSS {peak_l:,.0f} MiB, {seconds_l:.0f} s")
+    print(
+        f"whole-table load (pandas.read_parquet) under the same limit: {verdict}, peak RSS {peak_l:,.0f} MiB, {seconds_l:.0f} s"
+    )
     if code == 0:
         sys.path.insert(0, str(ROOT))
         import flowcli
 
         info = flowcli.load(str(work / "model.flow")).info
-        print(f"model: n_train {info['n_train']:,}, n_val {info['n_val']:,}, validation NLL {info['best_val_nll']:.4f} nats/row")
+        print(
+            f"model: n_train {info['n_train']:,}, n_val {info['n_val']:,}, validation NLL {info['best_val_nll']:.4f} nats/row"
+        )
     if not args.keep:
         shutil.rmtree(work)
     else:

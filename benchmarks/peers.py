@@ -52,7 +52,7 @@ def gaussian_mixture(n: int, seed: int) -> tuple[np.ndarray, object]:
 
     def log_density(points: np.ndarray) -> np.ndarray:
         terms = []
-        for w, m, L in zip(weights, means, chols):
+        for w, m, L in zip(weights, means, chols, strict=False):
             diff = np.linalg.solve(L, (points - m).T).T
             logdet = 2 * np.log(np.diag(L)).sum()
             terms.append(np.log(w) - 0.5 * (diff**2).sum(1) - 0.5 * logdet - 0.5 * DIM * math.log(2 * math.pi))
@@ -101,7 +101,11 @@ def recipe_layers(recipe: str) -> list[dict]:
     """The recipe as flowcli layers. flowcli's autoregressive layers alternate their variable order
     (natural, reversed) with their position in the stack, which *is* a reverse permutation between
     layers, so no separate permute layers are needed (zuko's MAF/NSF do the same)."""
-    layer = {"type": "maf", "hidden": [128, 128]} if recipe == "maf" else {"type": "spline_autoregressive", "hidden": [128, 128], "bins": 8}
+    layer = (
+        {"type": "maf", "hidden": [128, 128]}
+        if recipe == "maf"
+        else {"type": "spline_autoregressive", "hidden": [128, 128], "bins": 8}
+    )
     return [dict(layer) for _ in range(5)]
 
 
@@ -130,8 +134,11 @@ def build(lib: str, recipe: str, dim: int):
             if recipe == "maf":
                 layers.append(MaskedAffineAutoregressiveTransform(dim, 128, num_blocks=1))
             else:
-                layers.append(MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
-                    dim, 128, num_bins=8, tails="linear", tail_bound=5.0, num_blocks=1, use_residual_blocks=False))
+                layers.append(
+                    MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                        dim, 128, num_bins=8, tails="linear", tail_bound=5.0, num_blocks=1, use_residual_blocks=False
+                    )
+                )
             if i < 4:
                 layers.append(ReversePermutation(dim))
         flow = Flow(CompositeTransform(layers), StandardNormal([dim]))
@@ -189,9 +196,13 @@ def worker(args: argparse.Namespace) -> None:
             sample(n_sample // 2)
         sample_rps = n_sample / (time.perf_counter() - t0)
     result = {
-        "lib": args.lib, "recipe": args.recipe, "data": args.data,
-        "epoch_s": float(np.median(epoch_seconds)), "test_ll": test_ll,
-        "logprob_rows_s": logprob_rps, "sample_rows_s": sample_rps,
+        "lib": args.lib,
+        "recipe": args.recipe,
+        "data": args.data,
+        "epoch_s": float(np.median(epoch_seconds)),
+        "test_ll": test_ll,
+        "logprob_rows_s": logprob_rps,
+        "sample_rows_s": sample_rps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(json.dumps(result), flush=True)
@@ -202,14 +213,39 @@ def cli_figures(workdir: Path, recipe: str, data: str, epochs: int) -> dict:
     import yaml
 
     cfg = workdir / f"{recipe}.yaml"
-    training = {"epochs": epochs, "batch_size": 512, "lr": 1e-3, "val_fraction": 0.0, "schedule": "constant",
-                "patience": epochs + 1}
+    training = {
+        "epochs": epochs,
+        "batch_size": 512,
+        "lr": 1e-3,
+        "val_fraction": 0.0,
+        "schedule": "constant",
+        "patience": epochs + 1,
+    }
     cfg.write_text(yaml.safe_dump({"layers": recipe_layers(recipe), "training": training}))
     ckpt = workdir / f"{recipe}_{data}.flow"
     train_csv, test_csv = workdir / f"{data}_train.csv", workdir / f"{data}_test.csv"
     metrics = workdir / f"{recipe}_{data}.jsonl"
-    subprocess.run([sys.executable, "-m", "flowcli", "fit", str(train_csv), "-c", str(cfg), "-o", str(ckpt), "--seed", "0",
-                    "-q", "--device", "cpu", "--metrics", str(metrics)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowcli",
+            "fit",
+            str(train_csv),
+            "-c",
+            str(cfg),
+            "-o",
+            str(ckpt),
+            "--seed",
+            "0",
+            "-q",
+            "--device",
+            "cpu",
+            "--metrics",
+            str(metrics),
+        ],
+        check=True,
+    )
     fit_epoch_s = float(np.median([json.loads(line)["seconds"] for line in metrics.read_text().splitlines()]))
     # Whole processes (start-up included) on ~200,000 and ~2,000,000 rows: torch's import alone is
     # ~2.5 s here, so the small file mostly measures start-up and the large one the streaming rate.
@@ -220,12 +256,25 @@ def cli_figures(workdir: Path, recipe: str, data: str, epochs: int) -> dict:
         reps = max(1, target // (len(lines) - 1))
         body = "".join(lines[1:])
         with big.open("w") as f:  # repeat by writing, not in one string: the workers fork from this
-            f.write(lines[0])     # process and inherit its peak RSS, which would spoil their memory figure
+            f.write(lines[0])  # process and inherit its peak RSS, which would spoil their memory figure
             for _ in range(reps):
                 f.write(body)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "flowcli", "logprob", str(ckpt), str(big), "-o", str(workdir / "scored.csv"),
-                        "--device", "cpu"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flowcli",
+                "logprob",
+                str(ckpt),
+                str(big),
+                "-o",
+                str(workdir / "scored.csv"),
+                "--device",
+                "cpu",
+            ],
+            check=True,
+        )
         rates[f"cli_logprob_rows_s{label}"] = reps * (len(lines) - 1) / (time.perf_counter() - t0)
         big.unlink()
     ten = workdir / "ten_rows.csv"
@@ -248,11 +297,30 @@ def default_vs_ceiling(workdir: Path, ceiling: float) -> dict:
     """`flowcli fit` with the packaged default config and its own training budget, on the mixture in data units."""
     ckpt = workdir / "default_gmm16.flow"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "flowcli", "fit", str(workdir / "gmm16_raw_train.csv"), "-o", str(ckpt),
-                    "--seed", "0", "-q", "--device", "cpu"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowcli",
+            "fit",
+            str(workdir / "gmm16_raw_train.csv"),
+            "-o",
+            str(ckpt),
+            "--seed",
+            "0",
+            "-q",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+    )
     fit_s = time.perf_counter() - t0
-    out = subprocess.run([sys.executable, "-m", "flowcli", "logprob", str(ckpt), str(workdir / "gmm16_raw_test.csv")],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "flowcli", "logprob", str(ckpt), str(workdir / "gmm16_raw_test.csv")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     import io
 
     import pandas as pd
@@ -293,9 +361,25 @@ def main() -> None:
             for recipe in args.recipes.split(","):
                 for lib in args.libs.split(","):
                     out = subprocess.run(
-                        [sys.executable, __file__, "--worker", "--lib", lib, "--recipe", recipe, "--data", data,
-                         "--workdir", str(workdir), "--epochs", str(args.epochs)],
-                        check=False, capture_output=True, text=True)
+                        [
+                            sys.executable,
+                            __file__,
+                            "--worker",
+                            "--lib",
+                            lib,
+                            "--recipe",
+                            recipe,
+                            "--data",
+                            data,
+                            "--workdir",
+                            str(workdir),
+                            "--epochs",
+                            str(args.epochs),
+                        ],
+                        check=False,
+                        capture_output=True,
+                        text=True,
+                    )
                     if out.returncode != 0:
                         print(f"{lib} {recipe} {data} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
                         continue
@@ -311,18 +395,24 @@ def main() -> None:
 
 def report(args: argparse.Namespace, sets: dict, rows: list[dict], start: dict, default: dict | None) -> None:
     """The Markdown table, then each target of the issue with the ratio measured in this run."""
-    print(f"\n{args.rows} training rows (gmm16), {args.epochs} epochs, torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}\n")
+    print(
+        f"\n{args.rows} training rows (gmm16), {args.epochs} epochs, torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}\n"
+    )
     for data, s in sets.items():
         if s["ceiling"] is not None:
             print(f"{data}: true mean test log-likelihood (ceiling) = {s['ceiling']:.3f} (standardized units)")
-    print("\n| data | recipe | library | s/epoch | CLI fit s/epoch | test LL | logprob rows/s (memory) "
-          "| logprob rows/s (CLI, CSV, 200k / 2M rows) | sample rows/s | peak RSS MB |")
+    print(
+        "\n| data | recipe | library | s/epoch | CLI fit s/epoch | test LL | logprob rows/s (memory) "
+        "| logprob rows/s (CLI, CSV, 200k / 2M rows) | sample rows/s | peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cli = f"{r['cli_logprob_rows_s']:,.0f} / {r['cli_logprob_rows_s_2m']:,.0f}" if "cli_logprob_rows_s" in r else ""
         fit = f"{r['cli_fit_epoch_s']:.2f}" if "cli_fit_epoch_s" in r else ""
-        print(f"| {r['data']} | {r['recipe']} | {r['lib']} | {r['epoch_s']:.2f} | {fit} | {r['test_ll']:.3f} | "
-              f"{r['logprob_rows_s']:,.0f} | {cli} | {r['sample_rows_s']:,.0f} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['data']} | {r['recipe']} | {r['lib']} | {r['epoch_s']:.2f} | {fit} | {r['test_ll']:.3f} | "
+            f"{r['logprob_rows_s']:,.0f} | {cli} | {r['sample_rows_s']:,.0f} | {r['peak_rss_mb']:.0f} |"
+        )
     print(f"\nflowcli --help: {start['help_s']:.3f} s; python -c 'import torch': {start['import_torch_s']:.3f} s")
     print("\nTargets (ratios from this run):")
     by = {(r["data"], r["recipe"], r["lib"]): r for r in rows}
@@ -333,22 +423,30 @@ def report(args: argparse.Namespace, sets: dict, rows: list[dict], start: dict, 
         limit = 0.8 if recipe == "maf" else 0.5
         ratio = ours["epoch_s"] / zuko["epoch_s"]
         gap = ours["test_ll"] - zuko["test_ll"]
-        print(f"- {data} {recipe}: epoch time {ratio:.2f}x zuko's (target <= {limit}) {'met' if ratio <= limit else 'MISSED'}; "
-              f"test LL {gap:+.3f} vs zuko (target >= -0.05) {'met' if gap >= -0.05 else 'MISSED'}")
+        print(
+            f"- {data} {recipe}: epoch time {ratio:.2f}x zuko's (target <= {limit}) {'met' if ratio <= limit else 'MISSED'}; "
+            f"test LL {gap:+.3f} vs zuko (target >= -0.05) {'met' if gap >= -0.05 else 'MISSED'}"
+        )
         cli = ours["cli_logprob_rows_s"] / zuko["logprob_rows_s"]
         cli_2m = ours["cli_logprob_rows_s_2m"] / zuko["logprob_rows_s"]
-        print(f"  CLI logprob from CSV {cli:.2f}x (200k rows) / {cli_2m:.2f}x (2M rows) zuko's in-memory rows/s (target >= 0.5) "
-              f"{'met' if cli >= 0.5 else 'met on 2M rows only' if cli_2m >= 0.5 else 'MISSED'}; "
-              f"sampling {ours['sample_rows_s'] / zuko['sample_rows_s']:.1f}x zuko's (target >= 5) "
-              f"{'met' if ours['sample_rows_s'] >= 5 * zuko['sample_rows_s'] else 'MISSED'}")
+        print(
+            f"  CLI logprob from CSV {cli:.2f}x (200k rows) / {cli_2m:.2f}x (2M rows) zuko's in-memory rows/s (target >= 0.5) "
+            f"{'met' if cli >= 0.5 else 'met on 2M rows only' if cli_2m >= 0.5 else 'MISSED'}; "
+            f"sampling {ours['sample_rows_s'] / zuko['sample_rows_s']:.1f}x zuko's (target >= 5) "
+            f"{'met' if ours['sample_rows_s'] >= 5 * zuko['sample_rows_s'] else 'MISSED'}"
+        )
         ten = ours["logprob_10_rows_s"] / start["import_torch_s"]
-        print(f"  logprob on 10 rows {ours['logprob_10_rows_s']:.2f} s = {ten:.2f}x import torch (target <= 1.5) {'met' if ten <= 1.5 else 'MISSED'}")
+        print(
+            f"  logprob on 10 rows {ours['logprob_10_rows_s']:.2f} s = {ten:.2f}x import torch (target <= 1.5) {'met' if ten <= 1.5 else 'MISSED'}"
+        )
     print(f"- flowcli --help {start['help_s']:.3f} s (target <= 0.3) {'met' if start['help_s'] <= 0.3 else 'MISSED'}")
     if default:
         gap = default["ceiling"] - default["default_test_ll"]
-        print(f"- default config on gmm16 (data units): test LL {default['default_test_ll']:.3f} vs ceiling {default['ceiling']:.3f}, "
-              f"gap {gap:.3f} nats (target <= 0.15) in {default['default_fit_s']:.0f} s (target <= 600) "
-              f"{'met' if gap <= 0.15 and default['default_fit_s'] <= 600 else 'MISSED'}")
+        print(
+            f"- default config on gmm16 (data units): test LL {default['default_test_ll']:.3f} vs ceiling {default['ceiling']:.3f}, "
+            f"gap {gap:.3f} nats (target <= 0.15) in {default['default_fit_s']:.0f} s (target <= 600) "
+            f"{'met' if gap <= 0.15 and default['default_fit_s'] <= 600 else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":

@@ -46,23 +46,43 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, big, ckpt = Path(tmp, "train.csv"), Path(tmp, "big.csv"), Path(tmp, "m.flow")
         mixed_table(5000, 0).to_csv(train, index=False)
-        subprocess.run([sys.executable, "-m", "flowcli", "fit", str(train), "-o", str(ckpt), "--epochs", "1", "--seed", "0", "--quiet"],
-                       check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flowcli",
+                "fit",
+                str(train),
+                "-o",
+                str(ckpt),
+                "--epochs",
+                "1",
+                "--seed",
+                "0",
+                "--quiet",
+            ],
+            check=True,
+            env=env,
+        )
         with open(big, "w") as f:  # written in pieces so this script's own memory stays small too
             for start in range(0, args.rows, 500_000):
                 mixed_table(min(500_000, args.rows - start), start + 1).to_csv(f, index=False, header=start == 0)
         size_mb = big.stat().st_size / 1e6
         command = f"cat {big} | /usr/bin/time -v {sys.executable} -m flowcli logprob {ckpt} - | tail -n +2 | wc -l"
         started = time.perf_counter()
-        done = subprocess.run(["bash", "-o", "pipefail", "-c", command], check=False, capture_output=True, text=True, env=env)
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command], check=False, capture_output=True, text=True, env=env
+        )
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             sys.exit(f"flowcli logprob failed:\n{done.stderr}")
         peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
         rows_out = int(done.stdout.strip())
         print(f"rows in: {args.rows:,} ({size_mb:.0f} MB of CSV); rows out: {rows_out:,}")
-        print(f"peak memory of flowcli logprob: {peak_kb / 1024:.0f} MiB; wall time {seconds:.0f} s "
-              f"({args.rows / seconds:,.0f} rows/s)")
+        print(
+            f"peak memory of flowcli logprob: {peak_kb / 1024:.0f} MiB; wall time {seconds:.0f} s "
+            f"({args.rows / seconds:,.0f} rows/s)"
+        )
 
 
 if __name__ == "__main__":

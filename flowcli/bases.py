@@ -167,7 +167,9 @@ class GaussianMixture(Base):
 
     def log_prob(self, z: Tensor) -> Tensor:
         standardized = (z[:, None, :] - self.means) * torch.exp(-self.log_scales)  # (n, components, dim)
-        per_component = -0.5 * standardized.pow(2).sum(-1) - self.log_scales.sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
+        per_component = (
+            -0.5 * standardized.pow(2).sum(-1) - self.log_scales.sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
+        )
         return torch.logsumexp(per_component + torch.log_softmax(self.logits, 0), dim=1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

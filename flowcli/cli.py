@@ -31,16 +31,45 @@ app = typer.Typer(
 )
 
 # Options shared by several commands, defined once.
-CheckpointArg = Annotated[str, typer.Argument(help="Checkpoint written by 'flowcli fit' (e.g. model.flow).", metavar="CKPT")]
-InputArg = Annotated[str, typer.Argument(help="Input table: .csv or .parquet, or - for CSV on stdin; for logprob/encode/decode also a directory of tables (one output file each, -o OUTDIR).", metavar="DATA")]
-OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output .csv or .parquet; - (default) is CSV on stdout.")]
+CheckpointArg = Annotated[
+    str, typer.Argument(help="Checkpoint written by 'flowcli fit' (e.g. model.flow).", metavar="CKPT")
+]
+InputArg = Annotated[
+    str,
+    typer.Argument(
+        help="Input table: .csv or .parquet, or - for CSV on stdin; for logprob/encode/decode also a directory of tables (one output file each, -o OUTDIR).",
+        metavar="DATA",
+    ),
+]
+OutputOpt = Annotated[
+    str, typer.Option("-o", "--output", help="Output .csv or .parquet; - (default) is CSV on stdout.")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 ChunkOpt = Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per streamed chunk (bounds memory).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="float64 (default, exact round trips) or float32 (about 2x faster; relative error ~1e-6; numerically solved layers such as cnf may lose their stated tolerance).")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="float64 (default, exact round trips) or float32 (about 2x faster; relative error ~1e-6; numerically solved layers such as cnf may lose their stated tolerance).",
+    ),
+]
 # logprob has no round trip to keep exact: it scores in float32, the precision the model was trained in.
-LogprobPrecisionOpt = Annotated[str, typer.Option("--precision", help="float32 (default: the precision of training; relative error ~1e-6 against float64) or float64 (about 2x slower).")]
-ShardOpt = Annotated[str | None, typer.Option("--shard", metavar="k/K", help="With a directory: process only its files number i (in name order) with i % K == k, so K workers split the files.")]
+LogprobPrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="float32 (default: the precision of training; relative error ~1e-6 against float64) or float64 (about 2x slower).",
+    ),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="k/K",
+        help="With a directory: process only its files number i (in name order) with i % K == k, so K workers split the files.",
+    ),
+]
 
 
 def _fail(message: str) -> None:
@@ -111,15 +140,55 @@ def _load(checkpoint: str, device: str, precision: str = "float64") -> Any:
 def fit(
     data: InputArg,
     output: Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write (conventionally .flow).")],
-    config: Annotated[str | None, typer.Option("-c", "--config", help="YAML config, or a preset name (e.g. nsf). Default: the packaged default.yaml.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override training.epochs of the config. With --resume: the total number of epochs of the continued run.")] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "-c", "--config", help="YAML config, or a preset name (e.g. nsf). Default: the packaged default.yaml."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            min=1,
+            help="Override training.epochs of the config. With --resume: the total number of epochs of the continued run.",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed; the same seed on CPU gives the same model.")] = None,
-    metrics: Annotated[str | None, typer.Option("--metrics", help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl).")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Continue the run saved in this checkpoint (same DATA; its config and seed are used).", metavar="CKPT")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed; the same seed on CPU gives the same model.")
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl).",
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Continue the run saved in this checkpoint (same DATA; its config and seed are used).",
+            metavar="CKPT",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
-    nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Train one model on N processes of this machine with torch.distributed (gloo on CPU, one GPU each on CUDA); runs torch.distributed.run.")] = None,
-    stream: Annotated[bool, typer.Option("--stream", help="Stream a Parquet file from disk through a shuffle buffer instead of loading it (a directory of Parquet files is always streamed).")] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train one model on N processes of this machine with torch.distributed (gloo on CPU, one GPU each on CUDA); runs torch.distributed.run.",
+        ),
+    ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Stream a Parquet file from disk through a shuffle buffer instead of loading it (a directory of Parquet files is always streamed).",
+        ),
+    ] = False,
 ) -> None:
     """Learn the density of a table and save it as a checkpoint.
 
@@ -153,7 +222,9 @@ def fit(
     # ---- distributed / streaming hook (see distributed.py, datasource.py) ----
     sharded = nproc is not None or launched_by_torchrun() or stream or (data != "-" and Path(data).is_dir())
     if sharded and resume is not None:
-        raise DataError("--resume: only for a table fitted in memory by one process (not --nproc, torchrun or streaming)")
+        raise DataError(
+            "--resume: only for a table fitted in memory by one process (not --nproc, torchrun or streaming)"
+        )
     if nproc is not None and not launched_by_torchrun():
         if data == "-":
             raise DataError("--nproc: the worker processes cannot share stdin; give the data as a file or directory")
@@ -164,7 +235,11 @@ def fit(
         seed = random.SystemRandom().randrange(2**31) if seed is None else seed  # one seed for every rank
         args = [data, "-o", output, "--device", device, "--seed", str(seed)]
         args += (["-c", config] if config else []) + (["--epochs", str(epochs)] if epochs else [])
-        args += (["--metrics", metrics] if metrics else []) + (["--quiet"] if quiet else []) + (["--stream"] if stream else [])
+        args += (
+            (["--metrics", metrics] if metrics else [])
+            + (["--quiet"] if quiet else [])
+            + (["--stream"] if stream else [])
+        )
         raise typer.Exit(launch(nproc, args))
     if sharded:
         _fit_sharded(data, output, cfg, device, seed, metrics, reporter, stream or Path(data).is_dir())
@@ -185,8 +260,11 @@ def fit(
     if metrics_path.resolve() == Path(output).resolve():
         raise DataError(f"--metrics {metrics}: the same file as the checkpoint -o {output}")
     schema = point.schema if point is not None else Schema.infer(frame, cfg.columns)
-    reporter.table("columns", ["column", "role", "encoding", "why"],
-                   [[c.name, c.role, c.describe(), c.reason] for c in schema.columns])
+    reporter.table(
+        "columns",
+        ["column", "role", "encoding", "why"],
+        [[c.name, c.role, c.describe(), c.reason] for c in schema.columns],
+    )
     start = f"resuming {resume} after epoch {point.state.epoch}: " if point is not None else "fitting "
     reporter.message(f"{start}{len(frame)} rows x {frame.shape[1]} columns on {dev} (seed {seed})")
     outcome: BaseException | None = None
@@ -198,8 +276,16 @@ def fit(
         reporter.start(cfg.training.epochs, "fit")
         try:
             with terminate_as_interrupt() as terminated:
-                model = fit_model(frame, cfg, device=dev, seed=seed, metrics_file=metrics_file,
-                                  on_epoch=reporter.epoch, schema=schema, resume=point)
+                model = fit_model(
+                    frame,
+                    cfg,
+                    device=dev,
+                    seed=seed,
+                    metrics_file=metrics_file,
+                    on_epoch=reporter.epoch,
+                    schema=schema,
+                    resume=point,
+                )
         except (Interrupted, Diverged) as exc:
             if exc.model is None:
                 if isinstance(exc, Interrupted):
@@ -216,8 +302,10 @@ def fit(
         metrics_file.writelines(json.dumps(line) + "\n" for line in model.info["metrics"])
         save_model(model, output)
     info = model.info
-    summary = (f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
-               f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s); saved {output}")
+    summary = (
+        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
+        f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s); saved {output}"
+    )
     if isinstance(outcome, Diverged):
         raise TrainingError(f"{outcome}; kept the {summary}")
     if isinstance(outcome, Interrupted):
@@ -253,8 +341,9 @@ def terminate_as_interrupt() -> Iterator[_Stop]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _fit_sharded(data: str, output: str, cfg: Any, device: str, seed: int | None, metrics: str | None,
-                 reporter: Any, streaming: bool) -> None:
+def _fit_sharded(
+    data: str, output: str, cfg: Any, device: str, seed: int | None, metrics: str | None, reporter: Any, streaming: bool
+) -> None:
     """fit under torchrun (each rank reads its shard) and/or streaming Parquet from disk; rank 0 writes."""
     import contextlib
     import random
@@ -283,7 +372,9 @@ def _fit_sharded(data: str, output: str, cfg: Any, device: str, seed: int | None
         if streaming:
             source = StreamingData(data, tc, dist, batch, tc.shuffle_buffer)
         else:
-            source = load_shard(data, tc, dist, torch.Generator().manual_seed(seed + 7919 * dist.rank), batch, cfg.columns)
+            source = load_shard(
+                data, tc, dist, torch.Generator().manual_seed(seed + 7919 * dist.rank), batch, cfg.columns
+            )
         rows = int(sum(dist.sum(source.n_train, source.n_val)))
         where = f"{dist.world} processes ({dist.backend}, {dist.device.type})" if dist.active else str(dist.device)
         how = "streaming " if streaming else ""
@@ -294,8 +385,16 @@ def _fit_sharded(data: str, output: str, cfg: Any, device: str, seed: int | None
         with metrics_ctx as metrics_file:
             reporter.start(tc.epochs, "fit")
             try:
-                model = fit_model(None, cfg, device=dist.device, seed=seed, metrics_file=metrics_file,
-                                  on_epoch=reporter.epoch, data=source, dist=dist)
+                model = fit_model(
+                    None,
+                    cfg,
+                    device=dist.device,
+                    seed=seed,
+                    metrics_file=metrics_file,
+                    on_epoch=reporter.epoch,
+                    data=source,
+                    dist=dist,
+                )
             finally:
                 reporter.stop()
             if dist.is_main:
@@ -339,8 +438,16 @@ def sample(
             writer.write(frame)
 
 
-def _stream(checkpoint: str, data: str, output: str, device: str, chunk_size: int, transform: Callable[[Any, Any, int], Any],
-            precision: str = "float64", shard: str | None = None) -> None:
+def _stream(
+    checkpoint: str,
+    data: str,
+    output: str,
+    device: str,
+    chunk_size: int,
+    transform: Callable[[Any, Any, int], Any],
+    precision: str = "float64",
+    shard: str | None = None,
+) -> None:
     """Shared body of logprob/encode/decode: read chunks, transform, write as we go."""
     from .io import table_format
     from .outputs import per_file_jobs
@@ -378,9 +485,28 @@ def logprob(
     output: OutputOpt = "-",
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
-    on_invalid: Annotated[str, typer.Option("--on-invalid", help="error: stop at an unparseable value or unseen category, naming the column, value and row; neg-inf: score such rows -inf.")] = "error",
-    flag_below: Annotated[float | None, typer.Option("--flag-below", metavar="Q", help="Add an 'anomaly' column: true when logprob is below the Q-quantile (0 < Q < 1) of held-out training rows.")] = None,
-    percentile: Annotated[bool, typer.Option("--percentile", help="Add a 'percentile' column: the row's logprob percentile (0-100) among held-out training rows.")] = False,
+    on_invalid: Annotated[
+        str,
+        typer.Option(
+            "--on-invalid",
+            help="error: stop at an unparseable value or unseen category, naming the column, value and row; neg-inf: score such rows -inf.",
+        ),
+    ] = "error",
+    flag_below: Annotated[
+        float | None,
+        typer.Option(
+            "--flag-below",
+            metavar="Q",
+            help="Add an 'anomaly' column: true when logprob is below the Q-quantile (0 < Q < 1) of held-out training rows.",
+        ),
+    ] = None,
+    percentile: Annotated[
+        bool,
+        typer.Option(
+            "--percentile",
+            help="Add a 'percentile' column: the row's logprob percentile (0-100) among held-out training rows.",
+        ),
+    ] = False,
     precision: LogprobPrecisionOpt = "float32",
     shard: ShardOpt = None,
 ) -> None:
@@ -428,14 +554,26 @@ def encode(
 
     Example: flowcli encode wine.flow data-samples/wine.csv -o latent.csv
     """
-    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.encode(f, row_offset=o), precision=precision, shard=shard)
+    _stream(
+        checkpoint,
+        data,
+        output,
+        device,
+        chunk_size,
+        lambda m, f, o: m.encode(f, row_offset=o),
+        precision=precision,
+        shard=shard,
+    )
 
 
 @app.command()
 @handle_errors
 def decode(
     checkpoint: CheckpointArg,
-    data: Annotated[str, typer.Argument(help="Latent table with columns z0..z{k-1}: .csv, .parquet, or - for stdin.", metavar="LATENT")] = "-",
+    data: Annotated[
+        str,
+        typer.Argument(help="Latent table with columns z0..z{k-1}: .csv, .parquet, or - for stdin.", metavar="LATENT"),
+    ] = "-",
     output: OutputOpt = "-",
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
@@ -446,17 +584,44 @@ def decode(
 
     Example: flowcli encode wine.flow wine.csv | flowcli decode wine.flow - -o roundtrip.csv
     """
-    _stream(checkpoint, data, output, device, chunk_size, lambda m, f, o: m.decode(f, row_offset=o), precision=precision, shard=shard)
+    _stream(
+        checkpoint,
+        data,
+        output,
+        device,
+        chunk_size,
+        lambda m, f, o: m.decode(f, row_offset=o),
+        precision=precision,
+        shard=shard,
+    )
 
 
 @app.command()
 @handle_errors
 def report(
     checkpoint: CheckpointArg,
-    data: Annotated[str, typer.Argument(help="Table to compare with the model (ideally rows held out from fitting): .csv, .parquet or -.", metavar="DATA")],
-    output: Annotated[str, typer.Option("-o", "--output", help="Report directory (created; files in an existing one are replaced).")],
-    samples: Annotated[int | None, typer.Option("--samples", min=1, help="Synthetic rows to compare with DATA (default: as many as DATA, at most 100000).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic rows and subsampling (the same seed gives the same report).")] = 0,
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Table to compare with the model (ideally rows held out from fitting): .csv, .parquet or -.",
+            metavar="DATA",
+        ),
+    ],
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Report directory (created; files in an existing one are replaced).")
+    ],
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            "--samples", min=1, help="Synthetic rows to compare with DATA (default: as many as DATA, at most 100000)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", help="Seed of the synthetic rows and subsampling (the same seed gives the same report)."
+        ),
+    ] = 0,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
@@ -479,12 +644,20 @@ def report(
     model = _load(checkpoint, device)
     frame = read_table(data)
     with staged_directory(out) as tmp:
-        result = build_report(model, frame, tmp, samples=samples, seed=seed, say=reporter.message,
-                              sources={"checkpoint": checkpoint, "data": data})
+        result = build_report(
+            model,
+            frame,
+            tmp,
+            samples=samples,
+            seed=seed,
+            say=reporter.message,
+            sources={"checkpoint": checkpoint, "data": data},
+        )
     s = result.summary
     loglik = "n/a" if s["test_loglik"] is None else f"{s['test_loglik']:.4f} nats/row"
-    reporter.message(f"test log-likelihood {loglik}; {len(result.figures)} figures; "
-                     f"wrote {Path(output) / 'index.html'}")
+    reporter.message(
+        f"test log-likelihood {loglik}; {len(result.figures)} figures; wrote {Path(output) / 'index.html'}"
+    )
 
 
 @app.command("inspect")

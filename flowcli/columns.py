@@ -75,7 +75,9 @@ def parse_column_overrides(raw: Any) -> dict[str, dict[str, Any]]:
         allowed = {"role", "low", "high"} if role == "bounded" else {"role"}
         for key in spec:
             if key not in allowed:
-                raise ConfigError(f"{where}.{key}: unknown key for role {role!r}; allowed keys: {', '.join(sorted(allowed))}")
+                raise ConfigError(
+                    f"{where}.{key}: unknown key for role {role!r}; allowed keys: {', '.join(sorted(allowed))}"
+                )
         if role == "bounded":
             for key in ("low", "high"):
                 value = spec.get(key)
@@ -164,10 +166,27 @@ class Column:
 
     def feature_specs(self) -> list[dict[str, Any]]:
         """The per-feature parameters of the preprocessing layer, in feature order."""
-        def spec(kind: int, shift: float, scale: float, width: float, fill: float,
-                 low: float = 0.0, high: float = 1.0, integrate: bool = False) -> dict[str, Any]:
-            return {"kind": kind, "shift": shift, "scale": scale, "width": width, "fill": fill, "low": low, "high": high,
-                    "integrate": integrate}
+
+        def spec(
+            kind: int,
+            shift: float,
+            scale: float,
+            width: float,
+            fill: float,
+            low: float = 0.0,
+            high: float = 1.0,
+            integrate: bool = False,
+        ) -> dict[str, Any]:
+            return {
+                "kind": kind,
+                "shift": shift,
+                "scale": scale,
+                "width": width,
+                "fill": fill,
+                "low": low,
+                "high": high,
+                "integrate": integrate,
+            }
 
         specs = []
         if self.has_indicator:
@@ -202,12 +221,23 @@ class Column:
         missing = np.isnan(values)
         bad = {p for p, _ in invalid}
         if missing.any() and not self.missing:
-            invalid += [(int(p), f"column {self.name!r}, row {row_offset + p + 1}: missing value (the training data had none in this column)")
-                        for p in np.flatnonzero(missing) if p not in bad]
+            invalid += [
+                (
+                    int(p),
+                    f"column {self.name!r}, row {row_offset + p + 1}: missing value (the training data had none in this column)",
+                )
+                for p in np.flatnonzero(missing)
+                if p not in bad
+            ]
         if self.role == "integer":
             fractional = ~missing & (values != np.round(values))
-            invalid += [(int(p), f"column {self.name!r}, row {row_offset + p + 1}: {values[p]!r} is not a whole number (the column is integer)")
-                        for p in np.flatnonzero(fractional)]
+            invalid += [
+                (
+                    int(p),
+                    f"column {self.name!r}, row {row_offset + p + 1}: {values[p]!r} is not a whole number (the column is integer)",
+                )
+                for p in np.flatnonzero(fractional)
+            ]
         outside = np.zeros(n, dtype=bool)
         if self.role == "positive":
             outside = ~missing & (values <= 0)
@@ -224,7 +254,11 @@ class Column:
         labels = list(self.categories or [])
         lookup = {label: i for i, label in enumerate(labels)}
         values = series
-        if labels and all(isinstance(c, str) for c in labels) and not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+        if (
+            labels
+            and all(isinstance(c, str) for c in labels)
+            and not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series))
+        ):
             # A chunk of a text column may have been parsed as numbers: compare as text.
             values = series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
         codes = pd.Series(values, dtype=object).map(lookup).to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
@@ -285,8 +319,14 @@ def _parse_numbers(series: pd.Series, name: str, row_offset: int) -> tuple[np.nd
         values = converted.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
         bad = np.isnan(values) & series.notna().to_numpy()
     infinite = np.isinf(values)
-    invalid = [(int(p), f"column {name!r}, row {row_offset + p + 1}: {series.iloc[p]!r} is not a number") for p in np.flatnonzero(bad)]
-    invalid += [(int(p), f"column {name!r}, row {row_offset + p + 1}: {values[p]} is not a finite number") for p in np.flatnonzero(infinite)]
+    invalid = [
+        (int(p), f"column {name!r}, row {row_offset + p + 1}: {series.iloc[p]!r} is not a number")
+        for p in np.flatnonzero(bad)
+    ]
+    invalid += [
+        (int(p), f"column {name!r}, row {row_offset + p + 1}: {values[p]} is not a finite number")
+        for p in np.flatnonzero(infinite)
+    ]
     values[bad | infinite] = np.nan
     return values, invalid
 
@@ -299,7 +339,7 @@ def _restore(values: np.ndarray, dtype_name: str, integer: bool = False) -> pd.S
     series = pd.Series(values)
     has_missing = bool(series.isna().any())
     try:
-        if integer and (has_missing or not np.dtype(dtype_name).kind in "iu"):
+        if integer and (has_missing or np.dtype(dtype_name).kind not in "iu"):
             return series.astype("Int64" if has_missing or np.dtype(dtype_name).kind == "f" else dtype_name)
         if dtype_name == "bool" and has_missing:
             return series.astype("boolean")
@@ -331,7 +371,10 @@ def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
     present = series[~isna]
     textual = not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series))
     is_bool = pd.api.types.is_bool_dtype(series) or (
-        len(present) > 0 and pd.api.types.is_object_dtype(series) and bool(present.map(type).isin([bool, np.bool_]).all()))
+        len(present) > 0
+        and pd.api.types.is_object_dtype(series)
+        and bool(present.map(type).isin([bool, np.bool_]).all())
+    )
     numbers: np.ndarray | None = None
     if not is_bool:
         parsed = pd.to_numeric(present, errors="coerce") if textual else present
@@ -340,8 +383,14 @@ def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
         if not textual or (role != "categorical" and (role is not None or parses.mean() > 0.5)):
             if not parses.all():
                 pos = int(np.flatnonzero(~isna)[np.argmin(parses)])
-                raise DataError(f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a number"
-                                + (f" (set columns: {{{name}: categorical}} in the config if the column is text)" if role is None else ""))
+                raise DataError(
+                    f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a number"
+                    + (
+                        f" (set columns: {{{name}: categorical}} in the config if the column is text)"
+                        if role is None
+                        else ""
+                    )
+                )
             if np.isinf(parsed_values).any():
                 pos = int(np.flatnonzero(~isna)[np.argmax(np.isinf(parsed_values))])
                 raise DataError(f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a finite number")
@@ -351,10 +400,14 @@ def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
     if role is None:
         if distinct == 0 or (distinct == 1 and not isna.any()):
             value = None if distinct == 0 else _plain(present.iloc[0])
-            return Column(role="constant", value=value, reason="a single value" if distinct else "every value is missing", **base)
+            return Column(
+                role="constant", value=value, reason="a single value" if distinct else "every value is missing", **base
+            )
         if numbers is None:
             if not is_bool and distinct > ID_LIKE_MIN and distinct > 0.9 * len(present):
-                return Column(role="ignore", reason=f"text with {distinct} distinct values in {n} rows: an identifier", **base)
+                return Column(
+                    role="ignore", reason=f"text with {distinct} distinct values in {n} rows: an identifier", **base
+                )
             role, reason = "categorical", "booleans" if is_bool else "text"
         elif distinct <= MAX_INTEGER_LEVELS:
             # A continuous density would put spikes of unbounded height on so few values.
@@ -373,14 +426,18 @@ def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
         raise DataError(f"column {name!r}: every value is missing; it cannot be {role}")
     if role == "integer" and not np.all(numbers == np.round(numbers)):
         pos = int(np.flatnonzero(~isna)[np.argmax(numbers != np.round(numbers))])
-        raise DataError(f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a whole number (the config says integer)")
+        raise DataError(
+            f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a whole number (the config says integer)"
+        )
     if role == "positive" and (numbers <= 0).any():
         pos = int(np.flatnonzero(~isna)[np.argmax(numbers <= 0)])
         raise DataError(f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not > 0 (the config says positive)")
     low, high = (override or {}).get("low"), (override or {}).get("high")
     if role == "bounded" and ((numbers <= low) | (numbers >= high)).any():
         pos = int(np.flatnonzero(~isna)[np.argmax((numbers <= low) | (numbers >= high))])
-        raise DataError(f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not strictly between {low:g} and {high:g} (the config's bounds)")
+        raise DataError(
+            f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not strictly between {low:g} and {high:g} (the config's bounds)"
+        )
     if role == "integer":
         low, high = float(numbers.min()), float(numbers.max())
     if role == "positive":
@@ -390,8 +447,16 @@ def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
     else:
         encoded = numbers
     std = float(encoded.std())
-    return Column(role=role, mean=float(encoded.mean()), std=std if std > 0 else 1.0, low=low, high=high,
-                  fill=float(np.median(numbers)), reason=reason, **base)
+    return Column(
+        role=role,
+        mean=float(encoded.mean()),
+        std=std if std > 0 else 1.0,
+        low=low,
+        high=high,
+        fill=float(np.median(numbers)),
+        reason=reason,
+        **base,
+    )
 
 
 def _categorical(present: pd.Series, base: dict[str, Any], reason: str) -> Column:

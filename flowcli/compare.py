@@ -69,9 +69,15 @@ class ColumnComparison:
     missing_synthetic: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "metric": self.metric, "distance": self.distance,
-                "missing_real": self.missing_real, "missing_synthetic": self.missing_synthetic,
-                "missing_difference": self.missing_synthetic - self.missing_real}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "metric": self.metric,
+            "distance": self.distance,
+            "missing_real": self.missing_real,
+            "missing_synthetic": self.missing_synthetic,
+            "missing_difference": self.missing_synthetic - self.missing_real,
+        }
 
 
 def compare_column(name: str, real: pd.Series, synthetic: pd.Series) -> ColumnComparison:
@@ -105,8 +111,12 @@ def rank_correlation(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 def strongest_pairs(corr: pd.DataFrame, count: int) -> list[tuple[str, str, float]]:
     """The ``count`` column pairs with the largest |correlation| (NaN pairs left out), strongest first."""
     names = list(corr.columns)
-    pairs = [(names[i], names[j], float(corr.iloc[i, j]))
-             for i in range(len(names)) for j in range(i + 1, len(names)) if np.isfinite(corr.iloc[i, j])]
+    pairs = [
+        (names[i], names[j], float(corr.iloc[i, j]))
+        for i in range(len(names))
+        for j in range(i + 1, len(names))
+        if np.isfinite(corr.iloc[i, j])
+    ]
     pairs.sort(key=lambda p: -abs(p[2]))
     return pairs[:count]
 

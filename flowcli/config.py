@@ -61,8 +61,11 @@ class TrainingConfig:
         _require(math.isfinite(self.lr) and self.lr > 0, "training.lr", "must be a finite number > 0")
         _require(0 <= self.val_fraction < 1, "training.val_fraction", "must be in [0, 1)")
         _require(self.patience >= 1, "training.patience", "must be an integer >= 1")
-        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "training.weight_decay",
-                 "must be a finite number >= 0")
+        _require(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "training.weight_decay",
+            "must be a finite number >= 0",
+        )
         _require(self.grad_clip > 0, "training.grad_clip", "must be > 0")
         _require(0 <= self.ema < 1, "training.ema", "must be in [0, 1) (0 turns weight averaging off)")
         _require(self.max_rows >= 0, "training.max_rows", "must be >= 0 (0 means all rows)")
@@ -163,7 +166,9 @@ def _parse_spec(raw: Any, where: str, registry: dict[str, type], what: str) -> S
     if not isinstance(type_name, str) or type_name not in registry:
         close = difflib.get_close_matches(str(type_name), list(registry), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{where}.type: unknown {what} type {type_name!r}{hint}; allowed: {', '.join(sorted(registry))}")
+        raise ConfigError(
+            f"{where}.type: unknown {what} type {type_name!r}{hint}; allowed: {', '.join(sorted(registry))}"
+        )
     allowed = class_options(registry[type_name])
     options: dict[str, Any] = {}
     for key, value in raw.items():

@@ -67,11 +67,16 @@ def parquet_files(path: str) -> list[str]:
         if p.suffix.lower() not in PARQUET_EXTENSIONS:
             raise DataError(f"{path}: streaming reads Parquet files (.parquet or .pq)")
         return [str(p)]
-    files = sorted(str(f) for f in p.iterdir()
-                   if f.is_file() and f.suffix.lower() in PARQUET_EXTENSIONS and not f.name.startswith((".", "_")))
+    files = sorted(
+        str(f)
+        for f in p.iterdir()
+        if f.is_file() and f.suffix.lower() in PARQUET_EXTENSIONS and not f.name.startswith((".", "_"))
+    )
     if not files:
-        raise DataError(f"{path}: is a directory with no .parquet files (fit reads a .csv or .parquet file, "
-                        "or a directory of .parquet files)")
+        raise DataError(
+            f"{path}: is a directory with no .parquet files (fit reads a .csv or .parquet file, "
+            "or a directory of .parquet files)"
+        )
     return files
 
 
@@ -123,8 +128,10 @@ def _numeric_values(series: pd.Series, row_offset: int) -> np.ndarray:
         raise DataError(min(invalid)[1])
     if np.isnan(values).any():
         pos = int(np.argmax(np.isnan(values)))
-        raise DataError(f"column {series.name!r}, row {row_offset + pos + 1}: missing value (a streamed fit needs "
-                        "numeric columns without missing values; fit a table that fits in memory to model them)")
+        raise DataError(
+            f"column {series.name!r}, row {row_offset + pos + 1}: missing value (a streamed fit needs "
+            "numeric columns without missing values; fit a table that fits in memory to model them)"
+        )
     return values
 
 
@@ -141,7 +148,9 @@ def read_group(group: RowGroup, names: list[str], chunk_rows: int) -> Iterator[t
     import pyarrow.parquet as pq
 
     offset = group.start
-    for batch in pq.ParquetFile(group.path).iter_batches(batch_size=chunk_rows, row_groups=[group.index], columns=names):
+    for batch in pq.ParquetFile(group.path).iter_batches(
+        batch_size=chunk_rows, row_groups=[group.index], columns=names
+    ):
         frame = batch.to_pandas()
         yield offset, frame
         offset += len(frame)
@@ -204,7 +213,9 @@ class Shard:
 
     def _note_dtypes(self, frame: pd.DataFrame) -> None:
         found = [str(frame[n].dtype) for n in self.names]
-        self.dtypes = found if self.dtypes is None else [common_dtype(a, b) for a, b in zip(self.dtypes, found)]
+        self.dtypes = (
+            found if self.dtypes is None else [common_dtype(a, b) for a, b in zip(self.dtypes, found, strict=False)]
+        )
 
 
 def agreed_schema(shard: Shard, moments: Moments) -> Schema:
@@ -213,7 +224,11 @@ def agreed_schema(shard: Shard, moments: Moments) -> Schema:
     dtypes: list[str] | None = None
     for _, part_dtypes in parts:
         if part_dtypes is not None:
-            dtypes = part_dtypes if dtypes is None else [common_dtype(a, b) for a, b in zip(dtypes, part_dtypes)]
+            dtypes = (
+                part_dtypes
+                if dtypes is None
+                else [common_dtype(a, b) for a, b in zip(dtypes, part_dtypes, strict=False)]
+            )
     merged = merge_all([Moments.from_state(state) for state, _ in parts])
     return schema_from_moments(shard.names, dtypes or ["float64"] * len(shard.names), merged)
 
@@ -252,8 +267,9 @@ class InMemoryData:
             yield self.val[start : start + batch]
 
 
-def load_shard(path: str, tc: Any, dist: DistContext, generator: torch.Generator, batch_size: int,
-               overrides: dict | None = None) -> InMemoryData:
+def load_shard(
+    path: str, tc: Any, dist: DistContext, generator: torch.Generator, batch_size: int, overrides: dict | None = None
+) -> InMemoryData:
     """This rank's rows (i % world == rank) of a table that fits in memory, split at random into training
     and validation rows. Every rank reads the whole table and infers the schema from it, so the schema
     (column roles, categories, statistics) is exactly the one a single-process fit would build."""
@@ -275,8 +291,9 @@ def load_shard(path: str, tc: Any, dist: DistContext, generator: torch.Generator
 class StreamingData:
     """Batches streamed from Parquet row groups through a shuffle buffer; the table is never loaded."""
 
-    def __init__(self, path: str, tc: Any, dist: DistContext, batch_size: int, shuffle_buffer: int,
-                 chunk_rows: int = CHUNK_ROWS) -> None:
+    def __init__(
+        self, path: str, tc: Any, dist: DistContext, batch_size: int, shuffle_buffer: int, chunk_rows: int = CHUNK_ROWS
+    ) -> None:
         self.dist, self.batch_size, self.val_fraction = dist, batch_size, tc.val_fraction
         self.shuffle_buffer = max(shuffle_buffer, batch_size)
         self.shard = dist.agree(lambda: Shard(path, dist, chunk_rows))
@@ -334,8 +351,9 @@ class StreamingData:
             yield _to_device(np.concatenate(pending), self.dist.device)
 
 
-def shuffle_batches(chunks: Iterator[np.ndarray], capacity: int, batch_size: int,
-                    rng: np.random.Generator) -> Iterator[np.ndarray]:
+def shuffle_batches(
+    chunks: Iterator[np.ndarray], capacity: int, batch_size: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """Batches drawn at random from a buffer of about ``capacity`` rows, refilled from ``chunks``.
 
     Whenever the buffer holds more than ``capacity + batch_size`` rows it is shuffled and the excess

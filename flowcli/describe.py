@@ -102,7 +102,11 @@ def render(description: dict[str, Any], console: Any) -> None:
     overview.add_column("key", style="bold")
     overview.add_column("value")
     p = d["parameters"]
-    _row(overview, "parameters", f"{p['total']:,} (layers {sum(r['parameters'] for r in p['layers']):,}, base {p['base']:,})")
+    _row(
+        overview,
+        "parameters",
+        f"{p['total']:,} (layers {sum(r['parameters'] for r in p['layers']):,}, base {p['base']:,})",
+    )
     _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
     _row(overview, "base", _text(d["config"]["base"]))
     _row(overview, "training config", _text(d["config"]["training"]))
@@ -133,9 +137,15 @@ def render(description: dict[str, Any], console: Any) -> None:
     training.add_column("key", style="bold")
     training.add_column("value")
     labels = {
-        "epochs_run": "epochs run", "max_epochs": "max epochs (config)", "best_epoch": "best epoch (weights kept)",
-        "best_val_nll": "best validation NLL (nats/row)", "final_train_nll": "last training NLL (nats/row)",
-        "fit_seconds": "fit time (s)", "n_train": "training rows", "n_val": "validation rows", "seed": "seed",
+        "epochs_run": "epochs run",
+        "max_epochs": "max epochs (config)",
+        "best_epoch": "best epoch (weights kept)",
+        "best_val_nll": "best validation NLL (nats/row)",
+        "final_train_nll": "last training NLL (nats/row)",
+        "fit_seconds": "fit time (s)",
+        "n_train": "training rows",
+        "n_val": "validation rows",
+        "seed": "seed",
         "device": "device",
     }
     for key, label in labels.items():

@@ -64,8 +64,10 @@ class DistContext:
         """This rank's share of the total batch: the config's batch_size is the total over all ranks,
         so a run on N processes takes the same optimizer steps as one process (DDP averages gradients)."""
         if batch_size < self.world:
-            raise DataError(f"training.batch_size {batch_size} is smaller than the {self.world} processes; "
-                            "it is the total over all processes")
+            raise DataError(
+                f"training.batch_size {batch_size} is smaller than the {self.world} processes; "
+                "it is the total over all processes"
+            )
         return batch_size // self.world
 
     def sum(self, *values: float) -> list[float]:
@@ -168,8 +170,10 @@ def init(device_name: str) -> DistContext:
     device = resolve_device(device_name)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise DataError(f"LOCAL_RANK {local_rank}: this machine has only {torch.cuda.device_count()} GPU(s); "
-                            "start at most one process per GPU")
+            raise DataError(
+                f"LOCAL_RANK {local_rank}: this machine has only {torch.cuda.device_count()} GPU(s); "
+                "start at most one process per GPU"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
@@ -218,4 +222,3 @@ def launch(nproc: int, fit_args: list[str]) -> int:
         # Ctrl-C / SIGTERM reached the agent; the workers got it too (rank 0 says "interrupted").
         return 130 if exc.sigval == signal.SIGINT else 128 + int(exc.sigval)
     return 0
-

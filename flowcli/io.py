@@ -37,7 +37,9 @@ def table_format(path: str) -> str:
         return "csv"
     if suffix in PARQUET_EXTENSIONS:
         return "parquet"
-    raise DataError(f"{path}: unknown table format {suffix or '(no extension)'!r}; use .csv, .parquet, or - for CSV on stdin/stdout")
+    raise DataError(
+        f"{path}: unknown table format {suffix or '(no extension)'!r}; use .csv, .parquet, or - for CSV on stdin/stdout"
+    )
 
 
 def _check_readable(path: str) -> None:
@@ -172,7 +174,9 @@ def iter_csv(stream: IO[bytes], source: str, chunk_rows: int = DEFAULT_CHUNK_ROW
         _check_frame(_parse_csv(header, source), source)
 
 
-def iter_table(path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, stdin: IO[bytes] | None = None) -> Iterator[pd.DataFrame]:
+def iter_table(
+    path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, stdin: IO[bytes] | None = None
+) -> Iterator[pd.DataFrame]:
     """Stream a table in chunks: CSV from a file or stdin, Parquet by record batches."""
     fmt = table_format(path)
     if path == "-":
@@ -277,4 +281,3 @@ class TableWriter:
         finally:
             if self._tmp and os.path.exists(self._tmp):
                 os.unlink(self._tmp)
-

@@ -97,7 +97,9 @@ def _finite(values: np.ndarray, row_offset: int, what: str) -> np.ndarray:
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
         row = row_offset + int(np.argmax(bad)) + 1
-        raise DataError(f"row {row}: the {what} values overflow float64 (the row is too far outside the training range)")
+        raise DataError(
+            f"row {row}: the {what} values overflow float64 (the row is too far outside the training range)"
+        )
     return values
 
 
@@ -188,7 +190,9 @@ class Model:
 
         table = self.info.get("logprob_quantiles") or {}
         if not table.get("values"):
-            raise CheckpointError("this checkpoint holds no logprob quantiles of held-out rows; refit it with this flowcli")
+            raise CheckpointError(
+                "this checkpoint holds no logprob quantiles of held-out rows; refit it with this flowcli"
+            )
         return np.asarray(table["levels"], dtype=np.float64), np.asarray(table["values"], dtype=np.float64)
 
     def logprob_threshold(self, level: float) -> float:
@@ -216,7 +220,11 @@ class Model:
 
     def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
         """``n`` synthetic rows with the training columns, order and dtypes."""
-        return pd.concat(list(self.sample_batches(n, seed)), ignore_index=True) if n else self.schema.to_frame(np.zeros((0, self.schema.dim)))
+        return (
+            pd.concat(list(self.sample_batches(n, seed)), ignore_index=True)
+            if n
+            else self.schema.to_frame(np.zeros((0, self.schema.dim)))
+        )
 
     def sample_batches(self, n: int, seed: int | None = None, batch: int = SCORING_BATCH) -> Iterator[pd.DataFrame]:
         generator = torch.Generator(device=self.device)
@@ -276,8 +284,10 @@ def check_orders(flow: Flow, source: str) -> None:
     from .layers.nets import MADE
 
     if not all(m.masks_match_order() for m in flow.modules() if isinstance(m, MADE)):
-        raise CheckpointError(f"{source}: an autoregressive layer's variable order does not match its masks (a "
-                              "checkpoint of an `order: random` layer written before flowcli saved the order); refit it")
+        raise CheckpointError(
+            f"{source}: an autoregressive layer's variable order does not match its masks (a "
+            "checkpoint of an `order: random` layer written before flowcli saved the order); refit it"
+        )
 
 
 def load_weights(flow: Flow, tensors: dict[str, Tensor], source: str) -> None:

@@ -53,7 +53,9 @@ class Moments:
 
     @classmethod
     def from_state(cls, state: dict) -> Moments:
-        return cls(int(state["count"]), np.asarray(state["mean"], dtype=np.float64), np.asarray(state["m2"], dtype=np.float64))
+        return cls(
+            int(state["count"]), np.asarray(state["mean"], dtype=np.float64), np.asarray(state["m2"], dtype=np.float64)
+        )
 
 
 def merge_all(parts: list[Moments]) -> Moments:
@@ -69,7 +71,7 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
     if moments.count < 2:
         raise DataError(f"the table has {moments.count} data row(s); at least 2 are needed to fit")
     columns = []
-    for i, (name, dtype) in enumerate(zip(names, dtypes)):
+    for i, (name, dtype) in enumerate(zip(names, dtypes, strict=False)):
         std = float(moments.std[i])
         # Chunked moments of a constant column can leave a rounding residue where the whole-table
         # std is exactly 0; treat a std that small relative to the mean as constant too.

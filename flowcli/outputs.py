@@ -28,9 +28,11 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def input_files(directory: Path) -> list[Path]:
     """The tables of a directory in name order; hidden and ``_``-prefixed files (``_SUCCESS``) are skipped."""
-    files = sorted(p for p in directory.iterdir()
-                   if p.is_file() and p.suffix.lower() in CSV_EXTENSIONS + PARQUET_EXTENSIONS
-                   and not p.name.startswith((".", "_")))
+    files = sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and p.suffix.lower() in CSV_EXTENSIONS + PARQUET_EXTENSIONS and not p.name.startswith((".", "_"))
+    )
     if not files:
         raise DataError(f"{directory}: is a directory with no .csv or .parquet files")
     return files

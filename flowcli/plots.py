@@ -74,20 +74,34 @@ def _central_range(*arrays: np.ndarray, tail: float = 0.001) -> tuple[float, flo
     return lo, hi
 
 
-def training_curves(metrics: list[dict[str, Any]], best_epoch: int | None, has_validation: bool, out_dir: Path) -> list[str]:
+def training_curves(
+    metrics: list[dict[str, Any]], best_epoch: int | None, has_validation: bool, out_dir: Path
+) -> list[str]:
     """Train and validation NLL per epoch, with the epoch whose weights were kept."""
     if not metrics:
         return []
     epochs = [m["epoch"] for m in metrics]
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(epochs, [m["train_nll"] for m in metrics], color=REAL_COLOR, marker="." if len(epochs) < 60 else None,
-            label="train NLL (mean over the epoch)")
+    ax.plot(
+        epochs,
+        [m["train_nll"] for m in metrics],
+        color=REAL_COLOR,
+        marker="." if len(epochs) < 60 else None,
+        label="train NLL (mean over the epoch)",
+    )
     if has_validation:
-        ax.plot(epochs, [m["val_nll"] for m in metrics], color=SYNTHETIC_COLOR, marker="." if len(epochs) < 60 else None,
-                label="validation NLL (end of epoch)")
+        ax.plot(
+            epochs,
+            [m["val_nll"] for m in metrics],
+            color=SYNTHETIC_COLOR,
+            marker="." if len(epochs) < 60 else None,
+            label="validation NLL (end of epoch)",
+        )
     if best_epoch:
-        ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch}, weights kept)")
+        ax.axvline(
+            best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch}, weights kept)"
+        )
     values = [m["train_nll"] for m in metrics] + ([m["val_nll"] for m in metrics] if has_validation else [])
     finite = np.asarray([v for v in values if v is not None and math.isfinite(v)])
     if len(finite) > 4:
@@ -124,7 +138,10 @@ def _discrete_panel(ax: Any, real: pd.Series, synthetic: pd.Series) -> None:
     if column_kind(real) == NUMERIC:  # few integer values: order them by value
         values = sorted(pd.concat([real, synthetic]).dropna().unique())
         labels = [str(v) for v in values]
-        real, synthetic = real.map(lambda v: v if pd.isna(v) else str(v)), synthetic.map(lambda v: v if pd.isna(v) else str(v))
+        real, synthetic = (
+            real.map(lambda v: v if pd.isna(v) else str(v)),
+            synthetic.map(lambda v: v if pd.isna(v) else str(v)),
+        )
     else:  # by frequency in the real column
         labels = list(category_labels(real).value_counts().index[:MAX_CATEGORIES])
     shares_real, shares_syn = _label_shares(real, labels), _label_shares(synthetic, labels)
@@ -159,7 +176,9 @@ def _histogram_panel(ax: Any, real: pd.Series, synthetic: pd.Series) -> None:
     ax.set_ylabel("density (per data unit)")
 
 
-def column_distributions(real: pd.DataFrame, synthetic: pd.DataFrame, comparisons: list[ColumnComparison], out_dir: Path) -> list[str]:
+def column_distributions(
+    real: pd.DataFrame, synthetic: pd.DataFrame, comparisons: list[ColumnComparison], out_dir: Path
+) -> list[str]:
     """One panel per column, real against synthetic, paginated in grids of COLUMNS_PER_PAGE."""
     files = []
     pages = _pages(comparisons, COLUMNS_PER_PAGE)
@@ -187,8 +206,14 @@ def column_distributions(real: pd.DataFrame, synthetic: pd.DataFrame, comparison
     return files
 
 
-def pair_plots(real: pd.DataFrame, synthetic: pd.DataFrame, pairs: list[tuple[str, str, float]], corr_synthetic: pd.DataFrame,
-               out_dir: Path, rng: np.random.Generator) -> list[str]:
+def pair_plots(
+    real: pd.DataFrame,
+    synthetic: pd.DataFrame,
+    pairs: list[tuple[str, str, float]],
+    corr_synthetic: pd.DataFrame,
+    out_dir: Path,
+    rng: np.random.Generator,
+) -> list[str]:
     """Scatter plots of the most related column pairs, real beside synthetic, on the same axes."""
     files = []
     pages = _pages(pairs, PAIRS_PER_PAGE)
@@ -198,15 +223,23 @@ def pair_plots(real: pd.DataFrame, synthetic: pd.DataFrame, pairs: list[tuple[st
         fig = Figure(figsize=(10, 4.2 * len(chunk) + 0.6), layout="constrained")
         for row, (x, y, rho) in enumerate(chunk):
             frames = {"real": real[[x, y]], "synthetic": synthetic[[x, y]]}
-            clean = {k: f.apply(pd.to_numeric, errors="coerce").dropna().to_numpy(dtype=float) for k, f in frames.items()}
+            clean = {
+                k: f.apply(pd.to_numeric, errors="coerce").dropna().to_numpy(dtype=float) for k, f in frames.items()
+            }
             xlim = _central_range(*(c[:, 0] for c in clean.values()), tail=0.005)
             ylim = _central_range(*(c[:, 1] for c in clean.values()), tail=0.005)
             for col, (label, points) in enumerate(clean.items()):
                 ax = fig.add_subplot(len(chunk), 2, 2 * row + col + 1)
                 if len(points) > MAX_SCATTER_POINTS:
                     points = points[rng.choice(len(points), MAX_SCATTER_POINTS, replace=False)]
-                ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.35, linewidths=0,
-                           color=REAL_COLOR if label == "real" else SYNTHETIC_COLOR)
+                ax.scatter(
+                    points[:, 0],
+                    points[:, 1],
+                    s=4,
+                    alpha=0.35,
+                    linewidths=0,
+                    color=REAL_COLOR if label == "real" else SYNTHETIC_COLOR,
+                )
                 ax.set_xlim(*xlim)
                 ax.set_ylim(*ylim)
                 r = rho if label == "real" else float(corr_synthetic.loc[x, y])
@@ -215,7 +248,10 @@ def pair_plots(real: pd.DataFrame, synthetic: pd.DataFrame, pairs: list[tuple[st
                 ax.set_ylabel(f"{_short(y)} (data units)")
                 ax.grid(alpha=0.3)
         suffix = f" (page {page + 1} of {len(pages)})" if len(pages) > 1 else ""
-        fig.suptitle(f"Most related column pairs, real (left) and synthetic (right); up to {MAX_SCATTER_POINTS} points each" + suffix)
+        fig.suptitle(
+            f"Most related column pairs, real (left) and synthetic (right); up to {MAX_SCATTER_POINTS} points each"
+            + suffix
+        )
         files.append(_save(fig, out_dir, _page_name("pairs", page, len(pages))))
     return files
 
@@ -251,8 +287,15 @@ def correlation_heatmaps(corr_real: pd.DataFrame, corr_synthetic: pd.DataFrame, 
                     v = values[i, j]
                     if np.isfinite(v):
                         v = 0.0 if abs(v) < 0.005 else v  # no "-0.00"
-                        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                                color="white" if abs(v) > 0.6 * bound else "black")
+                        ax.text(
+                            j,
+                            i,
+                            f"{v:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if abs(v) > 0.6 * bound else "black",
+                        )
         fig.colorbar(image, ax=ax, shrink=0.8, label="Spearman \u03c1" if k < 2 else "difference of \u03c1")
     fig.suptitle("Rank correlation between columns" + note)
     return [_save(fig, out_dir, "correlation.png")]
@@ -271,13 +314,21 @@ def distances(comparisons: list[ColumnComparison], ks_noise: float | None, out_d
         fig = Figure(figsize=(8, 0.32 * len(chunk) + 1.6), layout="constrained")
         ax = fig.add_subplot()
         y = np.arange(len(chunk))
-        ax.barh(y, [c.distance for c in chunk], color=[REAL_COLOR if c.metric == "ks" else SYNTHETIC_COLOR for c in chunk])
+        ax.barh(
+            y, [c.distance for c in chunk], color=[REAL_COLOR if c.metric == "ks" else SYNTHETIC_COLOR for c in chunk]
+        )
         ax.set_yticks(y, [f"{_short(c.name)} ({c.metric.upper()})" for c in chunk], fontsize=9)
         ax.set_xlim(0, max(0.1, max(c.distance or 0 for c in chunk) * 1.15, (ks_noise or 0) * 1.15))
         if ks_noise and any(c.metric == "ks" for c in chunk):
-            ax.axvline(ks_noise, color="grey", linestyle="--", linewidth=1, label=f"KS sampling noise, 5% level ({ks_noise:.3f})")
+            ax.axvline(
+                ks_noise,
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label=f"KS sampling noise, 5% level ({ks_noise:.3f})",
+            )
             ax.legend(fontsize=8, loc="lower right")
-        for yi, c in zip(y, chunk):
+        for yi, c in zip(y, chunk, strict=False):
             ax.text(c.distance, yi, f" {c.distance:.3f}", va="center", fontsize=8)
         ax.set_xlabel("distance real vs synthetic (0 = identical, 1 = disjoint)")
         ax.set_title("Per-column distance: KS for numeric columns, total variation (TV) for labels")
@@ -343,7 +394,9 @@ def latent_qq(z: np.ndarray, base: np.ndarray, names: list[str], ks: list[float 
     return files
 
 
-def logprob_histogram(real: np.ndarray, synthetic: np.ndarray, thresholds: list[tuple[str, float]], out_dir: Path) -> list[str]:
+def logprob_histogram(
+    real: np.ndarray, synthetic: np.ndarray, thresholds: list[tuple[str, float]], out_dir: Path
+) -> list[str]:
     """Histogram of log p(x) on the data (and on synthetic rows), with the anomaly thresholds."""
     a, b = real[np.isfinite(real)], synthetic[np.isfinite(synthetic)]
     if not len(a):
@@ -357,11 +410,24 @@ def logprob_histogram(real: np.ndarray, synthetic: np.ndarray, thresholds: list[
     ax = fig.add_subplot()
     ax.hist(np.clip(a, lo, hi), bins=bins, density=True, color=REAL_COLOR, alpha=0.45, label=f"DATA ({len(a)} rows)")
     if len(b):
-        ax.hist(np.clip(b, lo, hi), bins=bins, density=True, histtype="step", linewidth=1.6, color=SYNTHETIC_COLOR,
-                label=f"synthetic rows ({len(b)})")
+        ax.hist(
+            np.clip(b, lo, hi),
+            bins=bins,
+            density=True,
+            histtype="step",
+            linewidth=1.6,
+            color=SYNTHETIC_COLOR,
+            label=f"synthetic rows ({len(b)})",
+        )
     styles = ["-", "--", ":", "-."]
     for k, (label, value) in enumerate(thresholds):
-        ax.axvline(value, color="black" if k < 2 else "#8c2d04", linestyle=styles[k % 4], linewidth=1.2, label=f"{label}: {value:.2f}")
+        ax.axvline(
+            value,
+            color="black" if k < 2 else "#8c2d04",
+            linestyle=styles[k % 4],
+            linewidth=1.2,
+            label=f"{label}: {value:.2f}",
+        )
     ax.set_xlim(lo, hi)
     ax.set_xlabel("log density log p(x) (nats, in the units of the data; tails clipped into the edge bins)")
     ax.set_ylabel("share of rows per nat")

@@ -113,8 +113,13 @@ def stored_thresholds(info: dict[str, Any], levels: tuple[float, ...] = DATA_QUA
         values = np.asarray(raw.get("values"), dtype=float)
     except (TypeError, ValueError):
         return []
-    if grid.ndim != 1 or grid.shape != values.shape or len(grid) < 2 or not np.isfinite(values).all() \
-            or np.any(np.diff(grid) < 0):
+    if (
+        grid.ndim != 1
+        or grid.shape != values.shape
+        or len(grid) < 2
+        or not np.isfinite(values).all()
+        or np.any(np.diff(grid) < 0)
+    ):
         return []
     return [(q, float(np.interp(q, grid, values))) for q in levels if grid[0] <= q <= grid[-1]]
 
@@ -137,15 +142,28 @@ def _latent_summary(z: np.ndarray, base: np.ndarray, names: list[str]) -> list[d
     rows = []
     for d in range(z.shape[1]):
         values = z[np.isfinite(z[:, d]), d]
-        rows.append({"name": names[d], "rows": len(values),
-                     "mean": float(values.mean()) if len(values) else None,
-                     "std": float(values.std()) if len(values) else None,
-                     "ks_vs_base": ks_statistic(values, base[:, d]) if len(values) else None})
+        rows.append(
+            {
+                "name": names[d],
+                "rows": len(values),
+                "mean": float(values.mean()) if len(values) else None,
+                "std": float(values.std()) if len(values) else None,
+                "ks_vs_base": ks_statistic(values, base[:, d]) if len(values) else None,
+            }
+        )
     return rows
 
 
-def build_report(model: Model, data: pd.DataFrame, out_dir: Path, *, samples: int | None = None, seed: int = 0,
-                 sources: dict[str, str] | None = None, say: Any = None) -> ReportResult:
+def build_report(
+    model: Model,
+    data: pd.DataFrame,
+    out_dir: Path,
+    *,
+    samples: int | None = None,
+    seed: int = 0,
+    sources: dict[str, str] | None = None,
+    say: Any = None,
+) -> ReportResult:
     """Score ``data``, sample from the model, draw every figure into ``out_dir``; returns the summary."""
     from . import plots
 
@@ -211,20 +229,32 @@ def build_report(model: Model, data: pd.DataFrame, out_dir: Path, *, samples: in
         "test_loglik_std": float(finite.std()) if len(finite) else None,
         "nonfinite_logprob_rows": int(len(logprob) - len(finite)),
         "synthetic_loglik": float(np.nanmean(np.where(np.isfinite(logprob_synthetic), logprob_synthetic, np.nan)))
-        if np.isfinite(logprob_synthetic).any() else None,
+        if np.isfinite(logprob_synthetic).any()
+        else None,
         "best_val_loglik": -info["best_val_nll"] if isinstance(info.get("best_val_nll"), (int, float)) else None,
         # Two-sample KS values below this are within sampling noise at the 5% level.
         "ks_noise_level": ks_noise,
-        "thresholds": {"data_quantiles": quantiles, "stored_quantiles": {f"{q:g}": v for q, v in stored},
-                       "stored_source": stored_source(model.info) if stored else None},
+        "thresholds": {
+            "data_quantiles": quantiles,
+            "stored_quantiles": {f"{q:g}": v for q, v in stored},
+            "stored_source": stored_source(model.info) if stored else None,
+        },
         "columns": [c.to_dict() for c in comparison.columns],
         "max_abs_corr_difference": comparison.max_abs_corr_difference,
-        "correlation": {"method": "spearman", "columns": corr_cols,
-                        "real": comparison.corr_real.to_numpy().tolist(),
-                        "synthetic": comparison.corr_synthetic.to_numpy().tolist()},
-        "strongest_pairs": [{"x": x, "y": y, "real": r, "synthetic": float(comparison.corr_synthetic.loc[x, y])} for x, y, r in pairs],
+        "correlation": {
+            "method": "spearman",
+            "columns": corr_cols,
+            "real": comparison.corr_real.to_numpy().tolist(),
+            "synthetic": comparison.corr_synthetic.to_numpy().tolist(),
+        },
+        "strongest_pairs": [
+            {"x": x, "y": y, "real": r, "synthetic": float(comparison.corr_synthetic.loc[x, y])} for x, y, r in pairs
+        ],
         "latent": latent,
-        "training": {k: info.get(k) for k in ("epochs_run", "best_epoch", "best_val_nll", "fit_seconds", "n_train", "n_val", "device")},
+        "training": {
+            k: info.get(k)
+            for k in ("epochs_run", "best_epoch", "best_val_nll", "fit_seconds", "n_train", "n_val", "device")
+        },
         "figures": [{"section": f.section, "file": f.file} for f in figures],
     }
     summary = _finite(summary)
@@ -234,28 +264,59 @@ def build_report(model: Model, data: pd.DataFrame, out_dir: Path, *, samples: in
 
 
 SECTIONS = [
-    ("training", "Training curves",
-     ("Negative log-likelihood per epoch on the training rows and on the held-out validation rows; the dashed line is "
-      "the epoch whose weights the checkpoint kept. A validation curve rising while training keeps falling is overfitting.")),
-    ("columns", "Each column: real against synthetic",
-     ("Distribution of every column in DATA (blue) and in rows sampled from the model (orange): histograms for "
-      "numbers (over the central 99% of the values; the KS distance covers all of them), bar charts for labels and "
-      "few-valued integers, missing values as their own bar.")),
-    ("distances", "Per-column distances",
-     ("Kolmogorov-Smirnov statistic (largest gap between the two cumulative distributions) for numeric columns, total "
-      "variation distance for labels; 0 means identical; KS values below the noise level in the table above are "
-      "within sampling noise.")),
-    ("pairs", "Most related column pairs",
-     "The column pairs with the largest rank correlation in DATA, real (left) beside synthetic (right) on the same axes."),
-    ("correlation", "Correlation matrices",
-     "Spearman rank correlation between numeric columns in DATA and in the synthetic rows, and their difference."),
+    (
+        "training",
+        "Training curves",
+        (
+            "Negative log-likelihood per epoch on the training rows and on the held-out validation rows; the dashed line is "
+            "the epoch whose weights the checkpoint kept. A validation curve rising while training keeps falling is overfitting."
+        ),
+    ),
+    (
+        "columns",
+        "Each column: real against synthetic",
+        (
+            "Distribution of every column in DATA (blue) and in rows sampled from the model (orange): histograms for "
+            "numbers (over the central 99% of the values; the KS distance covers all of them), bar charts for labels and "
+            "few-valued integers, missing values as their own bar."
+        ),
+    ),
+    (
+        "distances",
+        "Per-column distances",
+        (
+            "Kolmogorov-Smirnov statistic (largest gap between the two cumulative distributions) for numeric columns, total "
+            "variation distance for labels; 0 means identical; KS values below the noise level in the table above are "
+            "within sampling noise."
+        ),
+    ),
+    (
+        "pairs",
+        "Most related column pairs",
+        "The column pairs with the largest rank correlation in DATA, real (left) beside synthetic (right) on the same axes.",
+    ),
+    (
+        "correlation",
+        "Correlation matrices",
+        "Spearman rank correlation between numeric columns in DATA and in the synthetic rows, and their difference.",
+    ),
     ("missing", "Missing values", "Share of rows with a missing value in each column that has any."),
-    ("latent", "Latent space",
-     ("Each latent dimension of the encoded DATA rows against the base distribution: quantile against quantile. Points on "
-      "the diagonal mean the flow maps the data onto its base; an S-shape means heavier or lighter tails than the base.")),
-    ("logprob", "Log-likelihood of the rows",
-     ("Histogram of log p(x) on DATA and on synthetic rows, with anomaly thresholds: a row whose log p(x) falls left "
-      "of the 1% line is rarer than 99% of DATA (flowcli logprob gives the same numbers).")),
+    (
+        "latent",
+        "Latent space",
+        (
+            "Each latent dimension of the encoded DATA rows against the base distribution: quantile against quantile. Points on "
+            "the diagonal mean the flow maps the data onto its base; an S-shape means heavier or lighter tails than the base."
+        ),
+    ),
+    (
+        "logprob",
+        "Log-likelihood of the rows",
+        (
+            "Histogram of log p(x) on DATA and on synthetic rows, with anomaly thresholds: a row whose log p(x) falls left "
+            "of the 1% line is rarer than 99% of DATA (flowcli logprob gives the same numbers)."
+        ),
+    ),
 ]
 
 
@@ -275,7 +336,10 @@ def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
         ("checkpoint", src.get("checkpoint", "")),
         ("data", f"{src.get('data', '')} ({summary['rows']} rows)"),
         ("synthetic rows", f"{summary['synthetic_rows']} (seed {summary['seed']})"),
-        ("test log-likelihood (mean log p(x) of DATA)", f"{_fmt(summary['test_loglik'])} nats/row (std {_fmt(summary['test_loglik_std'])})"),
+        (
+            "test log-likelihood (mean log p(x) of DATA)",
+            f"{_fmt(summary['test_loglik'])} nats/row (std {_fmt(summary['test_loglik_std'])})",
+        ),
         ("best validation log-likelihood at fit", f"{_fmt(summary['best_val_loglik'])} nats/row"),
         ("mean log p(x) of synthetic rows", f"{_fmt(summary['synthetic_loglik'])} nats/row"),
         ("KS within sampling noise below (5% level)", _fmt(summary["ks_noise_level"], 3)),
@@ -284,8 +348,12 @@ def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
     for q, v in summary["thresholds"]["data_quantiles"].items():
         rows.append((f"anomaly threshold: {float(q):.0%} quantile of log p(x) on DATA", f"{_fmt(v, 3)} nats"))
     for q, v in summary["thresholds"]["stored_quantiles"].items():
-        rows.append((f"anomaly threshold: {float(q):.0%} quantile of {summary['thresholds']['stored_source']} (stored at fit)",
-                     f"{_fmt(v, 3)} nats"))
+        rows.append(
+            (
+                f"anomaly threshold: {float(q):.0%} quantile of {summary['thresholds']['stored_source']} (stored at fit)",
+                f"{_fmt(v, 3)} nats",
+            )
+        )
     if not any(c["missing_real"] or c["missing_synthetic"] for c in summary["columns"]):
         rows.append(("missing values", "none, in DATA or in the synthetic rows"))
     if summary["nonfinite_logprob_rows"]:
@@ -301,7 +369,10 @@ def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
         files = [f.file for f in figures if f.section == key]
         if not files:
             continue
-        images = "\n".join(f'<a href="{e(f, quote=True)}"><img src="{e(f, quote=True)}" alt="{e(title, quote=True)}"></a>' for f in files)
+        images = "\n".join(
+            f'<a href="{e(f, quote=True)}"><img src="{e(f, quote=True)}" alt="{e(title, quote=True)}"></a>'
+            for f in files
+        )
         parts.append(f'<section id="{e(key, quote=True)}"><h2>{e(title)}</h2><p>{e(text)}</p>\n{images}</section>')
     return f"""<!DOCTYPE html>
 <html lang="en">

@@ -55,13 +55,17 @@ class Schema:
             raise DataError(f"column {duplicated[0]!r} appears more than once")
         unknown = [name for name in overrides if name not in frame.columns]
         if unknown:
-            raise DataError(f"config columns.{unknown[0]}: no such column in the data; columns: {', '.join(map(str, frame.columns))}")
+            raise DataError(
+                f"config columns.{unknown[0]}: no such column in the data; columns: {', '.join(map(str, frame.columns))}"
+            )
         columns = [infer_column(frame[name], overrides.get(str(name))) for name in frame.columns]
         if not any(c.modelled for c in columns):
             raise DataError("every column is constant or ignored; there is no density to learn")
         return cls(columns)
 
-    def to_features(self, frame: pd.DataFrame, row_offset: int = 0, on_invalid: OnInvalid = "error") -> tuple[np.ndarray, np.ndarray]:
+    def to_features(
+        self, frame: pd.DataFrame, row_offset: int = 0, on_invalid: OnInvalid = "error"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The flow's features of ``frame`` (matched by name) and a per-row log-probability term that the
         features cannot carry (-inf for a value outside a column's support or, with ``on_invalid='neg-inf'``,
         an unparseable value or unseen category; else 0)."""
@@ -170,8 +174,11 @@ class Preprocess(Layer):
         u = torch.where(self.is_logit, (x - self.low) / width, torch.full_like(x, 0.5))
         pos = torch.where(self.is_log, x, torch.ones_like(x))
         t = torch.where(self.is_logit, torch.log(u) - torch.log1p(-u), torch.where(self.is_log, torch.log(pos), x))
-        ladj = torch.where(self.is_logit, -torch.log(width) - torch.log(u) - torch.log1p(-u),
-                           torch.where(self.is_log, -torch.log(pos), torch.zeros_like(x)))
+        ladj = torch.where(
+            self.is_logit,
+            -torch.log(width) - torch.log(u) - torch.log1p(-u),
+            torch.where(self.is_log, -torch.log(pos), torch.zeros_like(x)),
+        )
         y = (t - self.shift) / self.scale
         ladj = ladj - torch.log(self.scale)
         if missing.any():
@@ -184,6 +191,9 @@ class Preprocess(Layer):
         t = y * self.scale + self.shift
         width = self.high - self.low
         x = torch.where(self.is_logit, self.low + width * torch.sigmoid(t), torch.where(self.is_log, torch.exp(t), t))
-        ladj = torch.where(self.is_logit, torch.log(width) + torch.nn.functional.logsigmoid(t) + torch.nn.functional.logsigmoid(-t),
-                           torch.where(self.is_log, t, torch.zeros_like(t)))
+        ladj = torch.where(
+            self.is_logit,
+            torch.log(width) + torch.nn.functional.logsigmoid(t) + torch.nn.functional.logsigmoid(-t),
+            torch.where(self.is_log, t, torch.zeros_like(t)),
+        )
         return x, (ladj + torch.log(self.scale)).sum(-1) - self.log_width

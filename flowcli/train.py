@@ -42,8 +42,14 @@ class EpochReport:
     lr: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "train_nll": self.train_nll, "val_nll": self.val_nll,
-                "best_val_nll": self.best_val_nll, "seconds": round(self.seconds, 6), "lr": self.lr}
+        return {
+            "epoch": self.epoch,
+            "train_nll": self.train_nll,
+            "val_nll": self.val_nll,
+            "best_val_nll": self.best_val_nll,
+            "seconds": round(self.seconds, 6),
+            "lr": self.lr,
+        }
 
 
 def resolve_device(name: str) -> torch.device:
@@ -158,8 +164,10 @@ class StepGuard:
 
 
 def _clone_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[int, dict[str, torch.Tensor]]:
-    return {int(i): {k: torch.as_tensor(v).detach().clone() for k, v in values.items()}
-            for i, values in optimizer.state_dict()["state"].items()}
+    return {
+        int(i): {k: torch.as_tensor(v).detach().clone() for k, v in values.items()}
+        for i, values in optimizer.state_dict()["state"].items()
+    }
 
 
 def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, torch.Tensor]]) -> None:
@@ -224,13 +232,16 @@ def fit(
         matrix, _ = schema.to_features(frame)
         fingerprint = data_fingerprint(matrix)
         if resume is not None and resume.state.data_sha256 != fingerprint:
-            raise DataError(f"the data differs from the table the run in {resume.path} was trained on; "
-                            "resume needs the same table")
+            raise DataError(
+                f"the data differs from the table the run in {resume.path} was trained on; resume needs the same table"
+            )
         if tc.max_rows and len(matrix) > tc.max_rows:
             matrix = matrix[torch.randperm(len(matrix), generator=generator)[: tc.max_rows].numpy()]
         rows = torch.as_tensor(matrix, dtype=dtype)
         train_idx, val_idx = split_rows(len(rows), tc.val_fraction, generator)
-        data = InMemoryData(schema, rows[train_idx].to(device), rows[val_idx].to(device), dist.local_batch(tc.batch_size))
+        data = InMemoryData(
+            schema, rows[train_idx].to(device), rows[val_idx].to(device), dist.local_batch(tc.batch_size)
+        )
     schema = data.schema
     n_train, n_val = (int(n) for n in dist.sum(data.n_train, data.n_val))
 
@@ -319,7 +330,9 @@ def fit(
                         raise Diverged(
                             f"epoch {epoch}: the loss was non-finite {failures} times in a row, even after "
                             f"halving the learning rate each time (now {lr.value():.3g}); check the data or lower "
-                            "training.lr", None)
+                            "training.lr",
+                            None,
+                        )
                     continue
                 failures = 0
                 guard.save(lr.step)
@@ -344,12 +357,19 @@ def fit(
             report = EpochReport(epoch, tc.epochs, train_nll, val_nll, best_val, time.perf_counter() - t0, lr.value())
             # One assignment, so an interrupt sees either the previous epoch's state or this one's.
             snapshot = TrainState(
-                epoch=epoch, weights={k: v.detach().clone() for k, v in flow.state_dict().items()},
-                optimizer=_clone_optimizer_state(optimizer), lr=dataclasses.replace(lr),
+                epoch=epoch,
+                weights={k: v.detach().clone() for k, v in flow.state_dict().items()},
+                optimizer=_clone_optimizer_state(optimizer),
+                lr=dataclasses.replace(lr),
                 average=[a.detach().clone() for a in average.average] if average is not None else [],
-                torch_rng=torch.get_rng_state(), shuffle_rng=generator.get_state(), best_val=best_val,
-                best_epoch=best_epoch, failures=failures, seconds=seconds_before + time.perf_counter() - started,
-                data_sha256=fingerprint, history=[*history, report.to_dict()],
+                torch_rng=torch.get_rng_state(),
+                shuffle_rng=generator.get_state(),
+                best_val=best_val,
+                best_epoch=best_epoch,
+                failures=failures,
+                seconds=seconds_before + time.perf_counter() - started,
+                data_sha256=fingerprint,
+                history=[*history, report.to_dict()],
             )
             history = snapshot.history
             if metrics_file is not None:
@@ -375,15 +395,22 @@ def fit(
 
 # Quantile levels kept in the checkpoint: every percent, plus fine ones in both tails (anomaly
 # thresholds live in the lower tail).
-QUANTILE_LEVELS = sorted({0.0, 0.0005, 0.001, 0.002, 0.005, 0.995, 0.998, 0.999, 0.9995, 1.0}
-                         | {round(i / 100, 2) for i in range(1, 100)} | {round(0.01 + i / 1000, 3) for i in range(-9, 10)})
+QUANTILE_LEVELS = sorted(
+    {0.0, 0.0005, 0.001, 0.002, 0.005, 0.995, 0.998, 0.999, 0.9995, 1.0}
+    | {round(i / 100, 2) for i in range(1, 100)}
+    | {round(0.01 + i / 1000, 3) for i in range(-9, 10)}
+)
 
 
 def logprob_quantiles(values: np.ndarray, source: str) -> dict[str, Any]:
     """Quantiles of ``logprob`` on held-out rows: what ``--flag-below`` and ``--percentile`` compare against."""
     finite = values[np.isfinite(values)]
-    return {"source": source, "rows": len(values), "levels": QUANTILE_LEVELS,
-            "values": np.quantile(finite, QUANTILE_LEVELS).tolist() if len(finite) else []}
+    return {
+        "source": source,
+        "rows": len(values),
+        "levels": QUANTILE_LEVELS,
+        "values": np.quantile(finite, QUANTILE_LEVELS).tolist() if len(finite) else [],
+    }
 
 
 def write_metrics_path(ckpt: str | Path) -> Path:

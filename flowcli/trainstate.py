@@ -110,10 +110,18 @@ class TrainState:
             elif key.startswith(f"{PREFIX}average/"):
                 average[int(key[len(f"{PREFIX}average/") :])] = value
         return cls(
-            epoch=int(meta["epoch"]), weights=weights, optimizer=optimizer, lr=LearningRate(**meta["lr"]),
-            torch_rng=tensors[f"{PREFIX}rng/torch"], shuffle_rng=tensors[f"{PREFIX}rng/shuffle"],
-            best_val=float(meta["best_val"]), best_epoch=int(meta["best_epoch"]), failures=int(meta["failures"]),
-            seconds=float(meta["seconds"]), data_sha256=str(meta["data_sha256"]), history=list(meta["history"]),
+            epoch=int(meta["epoch"]),
+            weights=weights,
+            optimizer=optimizer,
+            lr=LearningRate(**meta["lr"]),
+            torch_rng=tensors[f"{PREFIX}rng/torch"],
+            shuffle_rng=tensors[f"{PREFIX}rng/shuffle"],
+            best_val=float(meta["best_val"]),
+            best_epoch=int(meta["best_epoch"]),
+            failures=int(meta["failures"]),
+            seconds=float(meta["seconds"]),
+            data_sha256=str(meta["data_sha256"]),
+            history=list(meta["history"]),
             average=[average[i] for i in range(len(average))],
         )
 
@@ -163,8 +171,10 @@ def load_resume_point(path: str, epochs: int | None = None) -> ResumePoint:
         raise CheckpointError(f"{path}: the training state in the checkpoint is invalid ({exc})") from None
     done = state.epoch
     if info.get("stopped") == "early_stopping":
-        raise DataError(f"{path}: the run stopped early at epoch {done} (no better validation NLL for "
-                        f"{config.training.patience} epochs); there is nothing to resume")
+        raise DataError(
+            f"{path}: the run stopped early at epoch {done} (no better validation NLL for "
+            f"{config.training.patience} epochs); there is nothing to resume"
+        )
     if epochs is not None:
         config.training.epochs = epochs
     if config.training.epochs <= done:

@@ -37,7 +37,9 @@ def banana_model(banana_frame: pd.DataFrame) -> Model:
 
 
 @pytest.fixture(scope="session")
-def banana_files(tmp_path_factory: pytest.TempPathFactory, banana_frame: pd.DataFrame, banana_model: Model) -> dict[str, Path]:
+def banana_files(
+    tmp_path_factory: pytest.TempPathFactory, banana_frame: pd.DataFrame, banana_model: Model
+) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("banana")
     csv = root / "banana.csv"
     banana_frame.to_csv(csv, index=False)

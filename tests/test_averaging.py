@@ -36,8 +36,12 @@ def _fit(ema: float) -> object:
     rng = np.random.default_rng(0)
     a = rng.normal(size=600)
     table = pd.DataFrame({"a": a, "b": a**2 + 0.2 * rng.normal(size=600)})
-    config = parse_config({"layers": [{"type": "maf", "hidden": [16], "repeat": 2}],
-                           "training": {"epochs": 4, "batch_size": 64, "lr": 0.003, "schedule": "constant", "ema": ema}})
+    config = parse_config(
+        {
+            "layers": [{"type": "maf", "hidden": [16], "repeat": 2}],
+            "training": {"epochs": 4, "batch_size": 64, "lr": 0.003, "schedule": "constant", "ema": ema},
+        }
+    )
     return fit(table, config, device=torch.device("cpu"), seed=3)
 
 

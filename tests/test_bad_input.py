@@ -57,8 +57,12 @@ def config_case(id: str, text: str, *expect: str) -> Case:
     return Case(f"config-{id}", "fit good.csv -c c.yaml -o {out}", expect, {"c.yaml": text}, out="new.flow")
 
 
-CHECKPOINT_COMMANDS = ("sample {ckpt} -n 3 -o {out}", "logprob {ckpt} good.csv -o {out}",
-                       "encode {ckpt} good.csv -o {out}", "decode {ckpt} latent.csv -o {out}")
+CHECKPOINT_COMMANDS = (
+    "sample {ckpt} -n 3 -o {out}",
+    "logprob {ckpt} good.csv -o {out}",
+    "encode {ckpt} good.csv -o {out}",
+    "decode {ckpt} latent.csv -o {out}",
+)
 
 CASES: list[Case] = [
     # --- fit: the table ---
@@ -67,7 +71,9 @@ CASES: list[Case] = [
     csv_case("binary-garbage", bytes(range(256)) * 8, "bad.csv", "not a text CSV"),
     csv_case("not-utf8", "h\xe9ight,w\n1,2\n3,4\n".encode("latin-1"), "bad.csv", "non-UTF-8"),
     csv_case("wrong-extension", "a,b\n1,2\n3,4\n", "data.txt", "unknown table format '.txt'", name="data.txt"),
-    csv_case("garbage-parquet", b"PAR1 this is not parquet PAR1", "bad.parquet", "not a readable Parquet", name="bad.parquet"),
+    csv_case(
+        "garbage-parquet", b"PAR1 this is not parquet PAR1", "bad.parquet", "not a readable Parquet", name="bad.parquet"
+    ),
     csv_case("csv-named-parquet", "a,b\n1,2\n", "bad.parquet", "not a readable Parquet", name="bad.parquet"),
     csv_case("text-in-numeric-column", "a,b\n1,2\n3,oops\n5,6\n", "column 'b'", "row 2", "'oops'"),
     csv_case("inf-in-numeric-column", "a,b\n1,2\n3,inf\n5,6\n", "column 'b'", "row 2", "not a finite number"),
@@ -79,15 +85,40 @@ CASES: list[Case] = [
     csv_case("single-row", "a,b\n1,2\n", "1 data row", "at least 2"),
     csv_case("constant-columns", "a,b\n1,5\n1,5\n1,5\n", "every column is constant"),
     Case("fit-empty-stdin", "fit - -c small.yaml -o {out}", ("stdin", "empty"), stdin=b"", out="new.flow"),
-    Case("fit-binary-stdin", "fit - -c small.yaml -o {out}", ("stdin", "not a text CSV"), stdin=b"\x00\x01\x02" * 50, out="new.flow"),
-    Case("fit-data-is-directory", "fit dir.csv -c small.yaml -o {out}", ("dir.csv", "is a directory"), {"dir.csv": None}, out="new.flow"),
+    Case(
+        "fit-binary-stdin",
+        "fit - -c small.yaml -o {out}",
+        ("stdin", "not a text CSV"),
+        stdin=b"\x00\x01\x02" * 50,
+        out="new.flow",
+    ),
+    Case(
+        "fit-data-is-directory",
+        "fit dir.csv -c small.yaml -o {out}",
+        ("dir.csv", "is a directory"),
+        {"dir.csv": None},
+        out="new.flow",
+    ),
     Case("fit-data-missing", "fit nowhere.csv -c small.yaml -o {out}", ("nowhere.csv", "not found"), out="new.flow"),
-    Case("fit-data-under-a-file", "fit good.csv/x.csv -c small.yaml -o {out}", ("good.csv/x.csv", "not found"), out="new.flow"),
-    Case("fit-data-unreadable", "fit locked.csv -c small.yaml -o {out}", ("locked.csv", "permission denied"),
-         {"locked.csv": "a,b\n1,2\n3,4\n"}, out="new.flow", root_skip="root reads files whatever their mode"),
+    Case(
+        "fit-data-under-a-file",
+        "fit good.csv/x.csv -c small.yaml -o {out}",
+        ("good.csv/x.csv", "not found"),
+        out="new.flow",
+    ),
+    Case(
+        "fit-data-unreadable",
+        "fit locked.csv -c small.yaml -o {out}",
+        ("locked.csv", "permission denied"),
+        {"locked.csv": "a,b\n1,2\n3,4\n"},
+        out="new.flow",
+        root_skip="root reads files whatever their mode",
+    ),
     # --- fit: the config ---
     Case("config-missing", "fit good.csv -c nowhere.yaml -o {out}", ("nowhere.yaml", "not found"), out="new.flow"),
-    Case("config-is-directory", "fit good.csv -c cfg -o {out}", ("cfg", "is a directory"), {"cfg": None}, out="new.flow"),
+    Case(
+        "config-is-directory", "fit good.csv -c cfg -o {out}", ("cfg", "is a directory"), {"cfg": None}, out="new.flow"
+    ),
     config_case("malformed-yaml", "layers: [\n  - type: maf\n", "c.yaml", "malformed YAML", "line"),
     config_case("tab-indented-yaml", "layers:\n\t- maf\n", "c.yaml", "malformed YAML", "line 2"),
     config_case("binary-yaml", "\x00\x01\x02\x03", "c.yaml", "malformed YAML"),
@@ -95,9 +126,24 @@ CASES: list[Case] = [
     config_case("top-level-list", "- maf\n- permute\n", "top level"),
     config_case("misspelled-section", "layers: [maf]\ntrainig:\n  epochs: 1\n", "trainig", "did you mean 'training'"),
     config_case("unknown-layer-type", "layers:\n  - type: mafx\n", "layers[0].type", "'mafx'", "did you mean 'maf'"),
-    config_case("misspelled-layer-option", "layers:\n  - type: maf\n    hiden: [8]\n", "layers[0].hiden", "did you mean 'hidden'"),
-    config_case("unknown-training-key", "layers: [maf]\ntraining:\n  learning_rate: 0.1\n", "training.learning_rate", "allowed keys"),
-    config_case("duplicate-key", "layers: [maf]\ntraining: {epochs: 1}\ntraining: {epochs: 2}\n", "duplicate key 'training'", "line 3"),
+    config_case(
+        "misspelled-layer-option",
+        "layers:\n  - type: maf\n    hiden: [8]\n",
+        "layers[0].hiden",
+        "did you mean 'hidden'",
+    ),
+    config_case(
+        "unknown-training-key",
+        "layers: [maf]\ntraining:\n  learning_rate: 0.1\n",
+        "training.learning_rate",
+        "allowed keys",
+    ),
+    config_case(
+        "duplicate-key",
+        "layers: [maf]\ntraining: {epochs: 1}\ntraining: {epochs: 2}\n",
+        "duplicate key 'training'",
+        "line 3",
+    ),
     config_case("no-layers", "layers: []\n", "layers", "non-empty list"),
     config_case("layer-type-not-a-string", "layers:\n  - type: [maf]\n", "layers[0].type"),
     config_case("unknown-base", "base: {type: gauss}\nlayers: [maf]\n", "base.type", "'gauss'", "allowed"),
@@ -116,64 +162,196 @@ CASES: list[Case] = [
     config_case("zero-repeat", yaml_text(layers=[{"type": "maf", "repeat": 0}]), "layers[0].repeat", ">= 1"),
     config_case("absurd-width", yaml_text(layers=[{"type": "maf", "hidden": [10**11]}]), "out of memory"),
     # --- fit: options and output ---
-    Case("fit-zero-epochs-option", "fit good.csv -c small.yaml -o {out} --epochs 0", ("--epochs",), code=2, out="new.flow"),
-    Case("fit-negative-epochs-option", "fit good.csv -c small.yaml -o {out} --epochs -5", ("--epochs",), code=2, out="new.flow"),
+    Case(
+        "fit-zero-epochs-option",
+        "fit good.csv -c small.yaml -o {out} --epochs 0",
+        ("--epochs",),
+        code=2,
+        out="new.flow",
+    ),
+    Case(
+        "fit-negative-epochs-option",
+        "fit good.csv -c small.yaml -o {out} --epochs -5",
+        ("--epochs",),
+        code=2,
+        out="new.flow",
+    ),
     Case("fit-unknown-option", "fit good.csv -o {out} --bogus", ("--bogus",), code=2, out="new.flow"),
-    Case("fit-output-is-directory", "fit good.csv -c small.yaml -o outdir", ("outdir", "is a directory"), {"outdir": None}),
-    Case("fit-output-dir-missing", "fit good.csv -c small.yaml -o nowhere/m.flow", ("nowhere/m.flow", "does not exist")),
-    Case("fit-output-under-a-file", "fit good.csv -c small.yaml -o good.csv/m.flow", ("'good.csv' is not a directory",)),
+    Case(
+        "fit-output-is-directory",
+        "fit good.csv -c small.yaml -o outdir",
+        ("outdir", "is a directory"),
+        {"outdir": None},
+    ),
+    Case(
+        "fit-output-dir-missing", "fit good.csv -c small.yaml -o nowhere/m.flow", ("nowhere/m.flow", "does not exist")
+    ),
+    Case(
+        "fit-output-under-a-file", "fit good.csv -c small.yaml -o good.csv/m.flow", ("'good.csv' is not a directory",)
+    ),
     Case("fit-output-unwritable", "fit good.csv -c small.yaml -o /proc/m.flow", ("/proc/m.flow", "cannot write")),
-    Case("fit-output-dir-read-only", "fit good.csv -c small.yaml -o ro/m.flow", ("ro/m.flow", "cannot write"), {"ro": "READ_ONLY_DIR"},
-         root_skip="root writes into read-only directories (the /proc case covers root)"),
-    Case("fit-metrics-is-directory", "fit good.csv -c small.yaml -o {out} --metrics mdir", ("mdir", "is a directory"),
-         {"mdir": None}, out="new.flow"),
-    Case("fit-metrics-same-as-checkpoint", "fit good.csv -c small.yaml -o {out} --metrics ./{out}", ("--metrics", "same file"), out="new.flow"),
-    Case("fit-unknown-device", "fit good.csv -c small.yaml -o {out} --device tpu", ("--device tpu", "unknown device"), out="new.flow"),
-    Case("fit-resume-from-garbage", "fit good.csv -o {out} --resume junk.flow", ("junk.flow", "not a flowcli checkpoint"),
-         {"junk.flow": b"\x93NUMPY garbage"}, out="new.flow"),
+    Case(
+        "fit-output-dir-read-only",
+        "fit good.csv -c small.yaml -o ro/m.flow",
+        ("ro/m.flow", "cannot write"),
+        {"ro": "READ_ONLY_DIR"},
+        root_skip="root writes into read-only directories (the /proc case covers root)",
+    ),
+    Case(
+        "fit-metrics-is-directory",
+        "fit good.csv -c small.yaml -o {out} --metrics mdir",
+        ("mdir", "is a directory"),
+        {"mdir": None},
+        out="new.flow",
+    ),
+    Case(
+        "fit-metrics-same-as-checkpoint",
+        "fit good.csv -c small.yaml -o {out} --metrics ./{out}",
+        ("--metrics", "same file"),
+        out="new.flow",
+    ),
+    Case(
+        "fit-unknown-device",
+        "fit good.csv -c small.yaml -o {out} --device tpu",
+        ("--device tpu", "unknown device"),
+        out="new.flow",
+    ),
+    Case(
+        "fit-resume-from-garbage",
+        "fit good.csv -o {out} --resume junk.flow",
+        ("junk.flow", "not a flowcli checkpoint"),
+        {"junk.flow": b"\x93NUMPY garbage"},
+        out="new.flow",
+    ),
     # --- sample ---
     Case("sample-zero-rows", "sample m.flow -n 0 -o {out}", ("-n 0", "at least 1"), out="new.csv"),
     Case("sample-negative-rows", "sample m.flow -n -5 -o {out}", ("-n -5", "at least 1"), out="new.csv"),
     Case("sample-text-rows", "sample m.flow -n abc -o {out}", ("-n",), code=2, out="new.csv"),
     Case("sample-zero-chunk", "sample m.flow -n 3 --chunk-size 0 -o {out}", ("--chunk-size",), code=2, out="new.csv"),
-    Case("sample-wrong-output-extension", "sample m.flow -n 3 -o {out}", ("out.txt", "unknown table format"), out="out.txt"),
+    Case(
+        "sample-wrong-output-extension",
+        "sample m.flow -n 3 -o {out}",
+        ("out.txt", "unknown table format"),
+        out="out.txt",
+    ),
     Case("sample-output-is-directory", "sample m.flow -n 3 -o d.csv", ("d.csv", "is a directory"), {"d.csv": None}),
     Case("sample-output-under-a-file", "sample m.flow -n 3 -o good.csv/x.csv", ("'good.csv' is not a directory",)),
     Case("sample-output-under-a-file", "sample m.flow -n 3 -o good.csv/s.csv", ("good.csv/s.csv",)),
     Case("sample-output-unwritable", "sample m.flow -n 3 -o /proc/s.csv", ("/proc/s.csv", "cannot write")),
     # --- every checkpoint reader: missing, directory, foreign, damaged, hostile ---
-    *[Case(f"{cmd.split()[0]}-checkpoint-{kind}", cmd.format(ckpt=name, out="{out}"), (name, what), files, out="new.csv")
-      for cmd in CHECKPOINT_COMMANDS
-      for kind, name, files, what in [
-          ("missing", "gone.flow", {}, "not found"),
-          ("directory", "d.flow", {"d.flow": None}, "is a directory"),
-          ("csv", "good.csv", {}, "not a flowcli checkpoint"),
-          ("empty", "e.flow", {"e.flow": b""}, "not a flowcli checkpoint"),
-          ("random-bytes", "r.flow", {"r.flow": np.random.default_rng(0).bytes(5000)}, "not a flowcli checkpoint"),
-          ("pickle", "p.flow", {"p.flow": pickle.dumps({"weights": [1.0, 2.0]})}, "not a flowcli checkpoint"),
-          ("truncated", "t.flow", {"t.flow": "TRUNCATED"}, "not a flowcli checkpoint"),
-          ("bit-flip", "f.flow", {"f.flow": "FLIPPED"}, "checksum"),
-      ]],
+    *[
+        Case(
+            f"{cmd.split()[0]}-checkpoint-{kind}",
+            cmd.format(ckpt=name, out="{out}"),
+            (name, what),
+            files,
+            out="new.csv",
+        )
+        for cmd in CHECKPOINT_COMMANDS
+        for kind, name, files, what in [
+            ("missing", "gone.flow", {}, "not found"),
+            ("directory", "d.flow", {"d.flow": None}, "is a directory"),
+            ("csv", "good.csv", {}, "not a flowcli checkpoint"),
+            ("empty", "e.flow", {"e.flow": b""}, "not a flowcli checkpoint"),
+            ("random-bytes", "r.flow", {"r.flow": np.random.default_rng(0).bytes(5000)}, "not a flowcli checkpoint"),
+            ("pickle", "p.flow", {"p.flow": pickle.dumps({"weights": [1.0, 2.0]})}, "not a flowcli checkpoint"),
+            ("truncated", "t.flow", {"t.flow": "TRUNCATED"}, "not a flowcli checkpoint"),
+            ("bit-flip", "f.flow", {"f.flow": "FLIPPED"}, "checksum"),
+        ]
+    ],
     # --- logprob / encode / decode: the rows ---
-    Case("logprob-missing-column", "logprob m.flow - -o {out}", ("missing column 'weight_kg'",), stdin=b"height_cm,w\n1,2\n", out="new.csv"),
-    Case("logprob-text-in-a-later-chunk", "logprob m.flow - -o {out} --chunk-size 10", ("'weight_kg'", "row 51", "'abc'"),
-         stdin=("height_cm,weight_kg\n" + "170,60\n" * 50 + "170,abc\n").encode(), out="new.csv"),
-    Case("logprob-empty-cell-unseen-in-training", "logprob m.flow - -o {out}", ("'weight_kg'", "row 2", "missing value"),
-         stdin=b"height_cm,weight_kg\n1,2\n3,\n", out="new.csv"),
-    Case("logprob-inf", "logprob m.flow - -o {out}", ("'height_cm'", "row 2", "not a finite"), stdin=b"height_cm,weight_kg\n1,2\ninf,3\n", out="new.csv"),
+    Case(
+        "logprob-missing-column",
+        "logprob m.flow - -o {out}",
+        ("missing column 'weight_kg'",),
+        stdin=b"height_cm,w\n1,2\n",
+        out="new.csv",
+    ),
+    Case(
+        "logprob-text-in-a-later-chunk",
+        "logprob m.flow - -o {out} --chunk-size 10",
+        ("'weight_kg'", "row 51", "'abc'"),
+        stdin=("height_cm,weight_kg\n" + "170,60\n" * 50 + "170,abc\n").encode(),
+        out="new.csv",
+    ),
+    Case(
+        "logprob-empty-cell-unseen-in-training",
+        "logprob m.flow - -o {out}",
+        ("'weight_kg'", "row 2", "missing value"),
+        stdin=b"height_cm,weight_kg\n1,2\n3,\n",
+        out="new.csv",
+    ),
+    Case(
+        "logprob-inf",
+        "logprob m.flow - -o {out}",
+        ("'height_cm'", "row 2", "not a finite"),
+        stdin=b"height_cm,weight_kg\n1,2\ninf,3\n",
+        out="new.csv",
+    ),
     Case("logprob-empty-stdin", "logprob m.flow - -o {out}", ("stdin", "empty"), stdin=b"", out="new.csv"),
-    Case("logprob-header-only", "logprob m.flow - -o {out}", ("stdin", "no data rows"), stdin=b"height_cm,weight_kg\n", out="new.csv"),
-    Case("logprob-binary-stdin", "logprob m.flow - -o {out}", ("stdin", "not a text CSV"), stdin=bytes(range(256)) * 4, out="new.csv"),
-    Case("logprob-duplicate-columns", "logprob m.flow - -o {out}", ("'height_cm' appears more than once",),
-         stdin=b"height_cm,height_cm,weight_kg\n1,2,3\n", out="new.csv"),
-    Case("logprob-wrong-output-extension", "logprob m.flow good.csv -o {out}", ("scores.json", "unknown table format"), out="scores.json"),
-    Case("logprob-data-is-directory", "logprob m.flow d.csv -o {out}", ("d.csv", "is a directory"), {"d.csv": None}, out="new.csv"),
-    Case("encode-missing-column", "encode m.flow - -o {out}", ("missing column 'height_cm'",), stdin=b"weight_kg\n1\n", out="new.csv"),
-    Case("encode-overflow", "encode m.flow - -o {out}", ("row 2", "overflow"),
-         stdin=b"height_cm,weight_kg\n170,60\n-1.7e308,1.7e308\n", out="new.csv"),
+    Case(
+        "logprob-header-only",
+        "logprob m.flow - -o {out}",
+        ("stdin", "no data rows"),
+        stdin=b"height_cm,weight_kg\n",
+        out="new.csv",
+    ),
+    Case(
+        "logprob-binary-stdin",
+        "logprob m.flow - -o {out}",
+        ("stdin", "not a text CSV"),
+        stdin=bytes(range(256)) * 4,
+        out="new.csv",
+    ),
+    Case(
+        "logprob-duplicate-columns",
+        "logprob m.flow - -o {out}",
+        ("'height_cm' appears more than once",),
+        stdin=b"height_cm,height_cm,weight_kg\n1,2,3\n",
+        out="new.csv",
+    ),
+    Case(
+        "logprob-wrong-output-extension",
+        "logprob m.flow good.csv -o {out}",
+        ("scores.json", "unknown table format"),
+        out="scores.json",
+    ),
+    Case(
+        "logprob-data-is-directory",
+        "logprob m.flow d.csv -o {out}",
+        ("d.csv", "is a directory"),
+        {"d.csv": None},
+        out="new.csv",
+    ),
+    Case(
+        "encode-missing-column",
+        "encode m.flow - -o {out}",
+        ("missing column 'height_cm'",),
+        stdin=b"weight_kg\n1\n",
+        out="new.csv",
+    ),
+    Case(
+        "encode-overflow",
+        "encode m.flow - -o {out}",
+        ("row 2", "overflow"),
+        stdin=b"height_cm,weight_kg\n170,60\n-1.7e308,1.7e308\n",
+        out="new.csv",
+    ),
     Case("decode-missing-latent-column", "decode m.flow good.csv -o {out}", ("missing column 'z0'",), out="new.csv"),
-    Case("decode-text-latent", "decode m.flow - -o {out}", ("'z1'", "row 1", "'x'"), stdin=b"z0,z1\n0.5,x\n", out="new.csv"),
-    Case("decode-overflow", "decode m.flow - -o {out}", ("row 1", "overflow"), stdin=b"z0,z1\n1e308,-1e308\n", out="new.csv"),
+    Case(
+        "decode-text-latent",
+        "decode m.flow - -o {out}",
+        ("'z1'", "row 1", "'x'"),
+        stdin=b"z0,z1\n0.5,x\n",
+        out="new.csv",
+    ),
+    Case(
+        "decode-overflow",
+        "decode m.flow - -o {out}",
+        ("row 1", "overflow"),
+        stdin=b"z0,z1\n1e308,-1e308\n",
+        out="new.csv",
+    ),
 ]
 
 
@@ -208,8 +386,11 @@ def make_files(root: Path, files: dict[str, bytes | str | None], good_checkpoint
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))
-            if not (p.is_file() and p.stat().st_mode & 0o777 == 0)}
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+        if not (p.is_file() and p.stat().st_mode & 0o777 == 0)
+    }
 
 
 def params() -> list:
@@ -250,8 +431,12 @@ def test_the_corpus_is_large_and_covers_every_subcommand() -> None:
 
 
 def test_logprob_of_extreme_rows_is_minus_infinity_never_nan(banana_files: dict, banana_model) -> None:
-    rows = pd.DataFrame({"height_cm": [170.0, 1e300, -1e300, 170.0, 1.7e308, 1e30],
-                         "weight_kg": [60.0, 60.0, 60.0, 1e300, -1.7e308, 1e30]})
+    rows = pd.DataFrame(
+        {
+            "height_cm": [170.0, 1e300, -1e300, 170.0, 1.7e308, 1e30],
+            "weight_kg": [60.0, 60.0, 60.0, 1e300, -1.7e308, 1e30],
+        }
+    )
     scores = banana_model.log_prob(rows)
     assert not np.isnan(scores).any()
     assert np.isfinite(scores[0]) and scores[0] > -20

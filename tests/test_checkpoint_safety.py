@@ -61,8 +61,13 @@ def every_loader(path: Path, tmp_path: Path) -> list[str]:
         messages.append(str(exc.value))
     data = tmp_path / "rows.csv"
     data.write_text("a,b\n1,2\n3,4\n")
-    for args in (["sample", str(path), "-n", "2"], ["logprob", str(path), str(data)], ["encode", str(path), str(data)],
-                 ["decode", str(path), str(data)], ["fit", str(data), "-o", str(tmp_path / "o.flow"), "--resume", str(path)]):
+    for args in (
+        ["sample", str(path), "-n", "2"],
+        ["logprob", str(path), str(data)],
+        ["encode", str(path), str(data)],
+        ["decode", str(path), str(data)],
+        ["fit", str(data), "-o", str(tmp_path / "o.flow"), "--resume", str(path)],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and "Traceback" not in result.stderr, result.stderr
         messages.append(result.stderr.strip())
@@ -114,7 +119,9 @@ def test_a_yaml_config_with_python_tags_is_refused_without_running_it(tmp_path: 
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A small but complete checkpoint, training state included (about 10 kB)."""
     frame = pd.DataFrame({"a": [0.0, 1.0, 2.5, 3.0, 4.5, 6.0], "b": [1.0, 0.5, 2.0, 2.5, 4.0, 3.5]})
-    config = parse_config({"layers": [{"type": "maf", "hidden": [4]}, "permute"], "training": {"epochs": 2, "batch_size": 3}})
+    config = parse_config(
+        {"layers": [{"type": "maf", "hidden": [4]}, "permute"], "training": {"epochs": 2, "batch_size": 3}}
+    )
     path = tmp_path_factory.mktemp("small") / "m.flow"
     save_model(fit(frame, config, device=torch.device("cpu"), seed=0), str(path))
     load_model(str(path))
@@ -169,7 +176,9 @@ def test_a_changed_digit_in_the_header_json_is_a_checksum_error(small_checkpoint
         load_model(str(path))
 
 
-def test_a_newer_format_version_is_a_clear_error(small_checkpoint: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_newer_format_version_is_a_clear_error(
+    small_checkpoint: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "m.flow"
     path.write_bytes(small_checkpoint)
     header, tensors = checkpoint.load(path)
@@ -179,8 +188,10 @@ def test_a_newer_format_version_is_a_clear_error(small_checkpoint: bytes, tmp_pa
     monkeypatch.undo()
     result = runner.invoke(app, ["sample", str(tmp_path / "future.flow"), "-n", "1"])
     assert result.exit_code == 1
-    assert result.stderr.strip() == (f"Error: {tmp_path / 'future.flow'}: checkpoint format version 99 is not supported by "
-                                     f"this flowcli (which reads version {checkpoint.FORMAT_VERSION}); refit the model or use a matching flowcli version")
+    assert result.stderr.strip() == (
+        f"Error: {tmp_path / 'future.flow'}: checkpoint format version 99 is not supported by "
+        f"this flowcli (which reads version {checkpoint.FORMAT_VERSION}); refit the model or use a matching flowcli version"
+    )
 
 
 def test_a_safetensors_file_from_elsewhere_is_not_mistaken_for_a_checkpoint(tmp_path: Path) -> None:
@@ -189,6 +200,10 @@ def test_a_safetensors_file_from_elsewhere_is_not_mistaken_for_a_checkpoint(tmp_
     save_file({"weight": torch.ones(3)}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="not a flowcli checkpoint"):
         load_model(str(tmp_path / "other.safetensors"))
-    save_file({"weight": torch.ones(3)}, str(tmp_path / "lying.flow"), metadata={"flowcli": json.dumps({"format": "flowcli-checkpoint"})})
+    save_file(
+        {"weight": torch.ones(3)},
+        str(tmp_path / "lying.flow"),
+        metadata={"flowcli": json.dumps({"format": "flowcli-checkpoint"})},
+    )
     with pytest.raises(CheckpointError, match="version None is not supported"):
         load_model(str(tmp_path / "lying.flow"))

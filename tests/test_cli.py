@@ -36,7 +36,20 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_fit_writes_checkpoint_and_metrics(tmp_path: Path, banana_files: dict, config_file: Path) -> None:
     out = tmp_path / "m.flow"
-    result = run("fit", str(banana_files["csv"]), "-c", str(config_file), "-o", str(out), "--epochs", "4", "--seed", "1", "--device", "cpu")
+    result = run(
+        "fit",
+        str(banana_files["csv"]),
+        "-c",
+        str(config_file),
+        "-o",
+        str(out),
+        "--epochs",
+        "4",
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""  # stdout carries data only; fit has none
     assert "best validation NLL" in result.stderr
@@ -48,8 +61,18 @@ def test_fit_writes_checkpoint_and_metrics(tmp_path: Path, banana_files: dict, c
 
 def test_fit_from_stdin_quiet_with_explicit_metrics(tmp_path: Path, banana_files: dict, config_file: Path) -> None:
     metrics = tmp_path / "log.jsonl"
-    result = run("fit", "-", "-c", str(config_file), "-o", str(tmp_path / "m.flow"), "--metrics", str(metrics), "--quiet",
-                 input=banana_files["csv"].read_bytes())
+    result = run(
+        "fit",
+        "-",
+        "-c",
+        str(config_file),
+        "-o",
+        str(tmp_path / "m.flow"),
+        "--metrics",
+        str(metrics),
+        "--quiet",
+        input=banana_files["csv"].read_bytes(),
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stderr == "" and result.stdout == ""
     assert len(metrics.read_text().splitlines()) == 3
@@ -112,14 +135,17 @@ def test_every_command_help_has_an_example() -> None:
 
 def test_real_shell_pipeline(banana_files: dict) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    cmd = f"cat {banana_files['csv']} | {sys.executable} -m flowcli logprob {banana_files['ckpt']} - | tail -n +2 | wc -l"
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, check=False, text=True, env=env, timeout=120)
+    cmd = (
+        f"cat {banana_files['csv']} | {sys.executable} -m flowcli logprob {banana_files['ckpt']} - | tail -n +2 | wc -l"
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], capture_output=True, check=False, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == len(pd.read_csv(banana_files["csv"]))
 
 
 # --- bad input: one line "Error: ...", exit 1, no traceback, nothing written -----------------------------
-
 
 
 def bad_fit(tmp_path: Path, content: str | bytes, *extra: str, name: str = "bad.csv"):
@@ -184,7 +210,9 @@ def test_logprob_missing_column(tmp_path: Path, banana_files: dict) -> None:
     assert not out.exists()
 
 
-def test_logprob_bad_value_in_a_later_chunk_leaves_no_output_and_keeps_old_file(tmp_path: Path, banana_files: dict) -> None:
+def test_logprob_bad_value_in_a_later_chunk_leaves_no_output_and_keeps_old_file(
+    tmp_path: Path, banana_files: dict
+) -> None:
     out = tmp_path / "scored.csv"
     out.write_text("precious\n")
     rows = "height_cm,weight_kg\n" + "170,60\n" * 50 + "170,abc\n"
@@ -199,7 +227,12 @@ def test_missing_or_corrupt_checkpoint(tmp_path: Path, content: bytes | None) ->
     ckpt = tmp_path / "m.flow"
     if content is not None:
         ckpt.write_bytes(content)
-    for args in (["sample", str(ckpt), "-n", "3"], ["logprob", str(ckpt), "-"], ["encode", str(ckpt), "-"], ["decode", str(ckpt), "-"]):
+    for args in (
+        ["sample", str(ckpt), "-n", "3"],
+        ["logprob", str(ckpt), "-"],
+        ["encode", str(ckpt), "-"],
+        ["decode", str(ckpt), "-"],
+    ):
         result = run(*args, input="a\n1\n")
         assert_clean_error(result, str(ckpt))
         assert result.stdout == ""
@@ -230,12 +263,17 @@ def test_fit_cuda_without_gpu_is_a_clear_error(tmp_path: Path, banana_files: dic
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    assert_clean_error(run("fit", str(banana_files["csv"]), "-o", str(tmp_path / "m.flow"), "--device", "cuda"), "CUDA is not available")
+    assert_clean_error(
+        run("fit", str(banana_files["csv"]), "-o", str(tmp_path / "m.flow"), "--device", "cuda"),
+        "CUDA is not available",
+    )
 
 
 def test_python_dash_m_works() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-m", "flowcli", "--help"], capture_output=True, check=False, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "flowcli", "--help"], capture_output=True, check=False, text=True, env=env, timeout=60
+    )
     assert done.returncode == 0 and "logprob" in done.stdout
 
 

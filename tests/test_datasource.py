@@ -74,7 +74,7 @@ def test_csv_rows_are_split_by_index_modulo_world(tmp_path: Path) -> None:
     assert len(parts[0]) + len(parts[1]) == 1001
     # The matrix rows are the right rows of the table, not just the right indices.
     shard = Shard(str(tmp_path / "t.csv"), DistContext(rank=1, world=2), chunk_rows=100)
-    rows, matrix = zip(*shard.chunks())
+    rows, matrix = zip(*shard.chunks(), strict=False)
     np.testing.assert_array_equal(np.concatenate(matrix), frame.to_numpy()[np.concatenate(rows)])
 
 
@@ -101,7 +101,7 @@ def test_streamed_moments_match_the_in_memory_schema(parquet_dir: tuple[Path, pd
         per_rank.append(m)
     schema = schema_from_moments(list(frame.columns), [str(frame[c].dtype) for c in frame.columns], merge_all(per_rank))
     assert [(c.name, c.role, c.dtype) for c in schema.columns] == [(c.name, c.role, c.dtype) for c in expected.columns]
-    for got, want in zip(schema.columns, expected.columns):
+    for got, want in zip(schema.columns, expected.columns, strict=False):
         assert got.mean == pytest.approx(want.mean, rel=1e-12) and got.std == pytest.approx(want.std, rel=1e-12)
 
 
@@ -145,7 +145,9 @@ def test_streaming_fit_matches_in_memory_fit(parquet_dir: tuple[Path, pd.DataFra
     path, frame = parquet_dir
     cfg = parse_config({**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 6, "shuffle_buffer": 500}})
     dist = DistContext()
-    source = StreamingData(str(path), cfg.training, dist, cfg.training.batch_size, cfg.training.shuffle_buffer, chunk_rows=128)
+    source = StreamingData(
+        str(path), cfg.training, dist, cfg.training.batch_size, cfg.training.shuffle_buffer, chunk_rows=128
+    )
     assert source.n_train + source.n_val == len(frame) and 200 < source.n_val < 400
     streamed = fit(None, cfg, device=CPU, seed=0, data=source, dist=dist)
     in_memory = fit(frame, cfg, device=CPU, seed=0)
@@ -163,7 +165,9 @@ def test_cli_fit_streams_a_directory(parquet_dir: tuple[Path, pd.DataFrame], tmp
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 2}}))
-    result = runner.invoke(app, ["fit", str(path), "-c", str(cfg), "-o", str(tmp_path / "m.flow"), "--seed", "0", "--device", "cpu"])
+    result = runner.invoke(
+        app, ["fit", str(path), "-c", str(cfg), "-o", str(tmp_path / "m.flow"), "--seed", "0", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.stderr
     assert "fitting streaming 3000 rows" in result.stderr
     model = load_model(str(tmp_path / "m.flow"))
@@ -172,7 +176,9 @@ def test_cli_fit_streams_a_directory(parquet_dir: tuple[Path, pd.DataFrame], tmp
 
 def test_streaming_rejects_csv_and_max_rows(tmp_path: Path, parquet_dir: tuple[Path, pd.DataFrame]) -> None:
     banana(50).to_csv(tmp_path / "t.csv", index=False)
-    result = runner.invoke(app, ["fit", str(tmp_path / "t.csv"), "--stream", "-o", str(tmp_path / "m.flow"), "--device", "cpu"])
+    result = runner.invoke(
+        app, ["fit", str(tmp_path / "t.csv"), "--stream", "-o", str(tmp_path / "m.flow"), "--device", "cpu"]
+    )
     assert result.exit_code == 1 and result.stderr.startswith("Error: ") and "Parquet" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -184,13 +190,16 @@ def test_streaming_rejects_csv_and_max_rows(tmp_path: Path, parquet_dir: tuple[P
 # ------------------------------------------------------------------------------ per-file outputs
 
 
-def test_logprob_and_encode_write_one_file_per_input_file(parquet_dir: tuple[Path, pd.DataFrame], banana_files: dict,
-                                                         tmp_path: Path) -> None:
+def test_logprob_and_encode_write_one_file_per_input_file(
+    parquet_dir: tuple[Path, pd.DataFrame], banana_files: dict, tmp_path: Path
+) -> None:
     path, _ = parquet_dir
     ckpt = str(banana_files["ckpt"])
     out = tmp_path / "scores"
     for k in range(2):  # two workers split the three files
-        result = runner.invoke(app, ["logprob", ckpt, str(path), "-o", str(out), "--shard", f"{k}/2", "--chunk-size", "100"])
+        result = runner.invoke(
+            app, ["logprob", ckpt, str(path), "-o", str(out), "--shard", f"{k}/2", "--chunk-size", "100"]
+        )
         assert result.exit_code == 0, result.stderr
         assert result.stdout == ""
     assert sorted(p.name for p in out.iterdir()) == ["part-00.parquet", "part-01.parquet", "part-02.parquet"]
@@ -205,14 +214,18 @@ def test_logprob_and_encode_write_one_file_per_input_file(parquet_dir: tuple[Pat
     assert list(pd.read_parquet(tmp_path / "z" / "part-02.parquet").columns) == ["z0", "z1"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-o", "-"], "write one output per input file with -o OUTDIR"),
-    (["-o", "{data}"], "is the input directory"),
-    (["-o", "{tmp}/o", "--shard", "2/2"], "need 0 <= k < K"),
-    (["-o", "{tmp}/o", "--shard", "x"], "expected k/K"),
-])
-def test_per_file_output_errors(parquet_dir: tuple[Path, pd.DataFrame], banana_files: dict, tmp_path: Path,
-                                args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-o", "-"], "write one output per input file with -o OUTDIR"),
+        (["-o", "{data}"], "is the input directory"),
+        (["-o", "{tmp}/o", "--shard", "2/2"], "need 0 <= k < K"),
+        (["-o", "{tmp}/o", "--shard", "x"], "expected k/K"),
+    ],
+)
+def test_per_file_output_errors(
+    parquet_dir: tuple[Path, pd.DataFrame], banana_files: dict, tmp_path: Path, args: list[str], message: str
+) -> None:
     path, _ = parquet_dir
     args = [a.format(data=path, tmp=tmp_path) for a in args]
     result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(path), *args])
@@ -230,7 +243,11 @@ def test_bf16_autocast_covers_only_the_conditioners(banana_frame: pd.DataFrame) 
     nets = accel.conditioner_networks(flow)
     assert len(nets) == 2  # the coupling MLP and the MAF's MADE (not the MADE's inner Sequential)
     seen: list[torch.dtype] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append(o.dtype)) for m in flow.modules() if isinstance(m, torch.nn.Linear)]
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o: seen.append(o.dtype))
+        for m in flow.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
     x = torch.randn(16, 2)
     with accel.Bf16Conditioners(flow, "cpu") as amp:
         with amp.step():
@@ -257,7 +274,9 @@ def test_compile_path_and_its_eager_fallback(banana_frame: pd.DataFrame, monkeyp
     # "aot_eager" runs TorchDynamo's capture and AOTAutograd without a C++ compiler (inductor would need
     # one and about 35 s here); the fallback is checked with a backend that always fails.
     raw = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 2, "compile": True}}
-    eager = fit(banana_frame, parse_config({**raw, "training": {**raw["training"], "compile": False}}), device=CPU, seed=0)
+    eager = fit(
+        banana_frame, parse_config({**raw, "training": {**raw["training"], "compile": False}}), device=CPU, seed=0
+    )
     monkeypatch.setattr(accel, "COMPILE_BACKEND", "aot_eager")
     compiled = fit(banana_frame, parse_config(raw), device=CPU, seed=0)
     assert compiled.info["best_val_nll"] == pytest.approx(eager.info["best_val_nll"], abs=1e-3)

@@ -27,7 +27,9 @@ LL_TOLERANCE = 0.05
 
 def flowcli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "flowcli", *args], capture_output=True, check=False, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "flowcli", *args], capture_output=True, check=False, text=True, env=env, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_two_process_fit_matches_one_process(files: dict[str, Path]) -> None:
     out = files["root"] / "two.flow"
-    result = flowcli("fit", str(files["csv"]), "-c", str(files["config"]), "-o", str(out), "--seed", "0",
-                     "--device", "cpu", "--nproc", "2")
+    result = flowcli(
+        "fit",
+        str(files["csv"]),
+        "-c",
+        str(files["config"]),
+        "-o",
+        str(out),
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--nproc",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -54,8 +68,10 @@ def test_two_process_fit_matches_one_process(files: dict[str, Path]) -> None:
     two = load_model(str(out))
     one = fit(banana(3000, seed=0), parse_config(CONFIG), device=torch.device("cpu"), seed=0)
     assert two.info["world_size"] == 2 and two.info["n_train"] + two.info["n_val"] == 3000
-    assert [(c.name, c.role, c.dtype) for c in two.schema.columns] == [(c.name, c.role, c.dtype) for c in one.schema.columns]
-    for a, b in zip(two.schema.columns, one.schema.columns):
+    assert [(c.name, c.role, c.dtype) for c in two.schema.columns] == [
+        (c.name, c.role, c.dtype) for c in one.schema.columns
+    ]
+    for a, b in zip(two.schema.columns, one.schema.columns, strict=False):
         assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(b.std, rel=1e-12)
     test = banana(4000, seed=1)
     ll_one, ll_two = one.log_prob(test).mean(), two.log_prob(test).mean()
@@ -75,5 +91,7 @@ def test_an_error_on_one_rank_is_one_line_from_rank_0(files: dict[str, Path]) ->
     result = flowcli("fit", str(bad), "-c", str(files["config"]), "-o", str(out), "--device", "cpu", "--nproc", "2")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: column 'weight_kg', row 302: 'oops' is not a number"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: column 'weight_kg', row 302: 'oops' is not a number"), (
+        result.stderr
+    )
     assert not out.exists()

@@ -44,12 +44,14 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path]
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
-def fitted(request: pytest.FixtureRequest, table: tuple[pd.DataFrame, Path],
-           tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fitted(
+    request: pytest.FixtureRequest, table: tuple[pd.DataFrame, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     root = tmp_path_factory.mktemp(request.param)
     config = root / "config.yaml"
-    config.write_text(yaml.safe_dump({"layers": FAMILIES[request.param],
-                                      "training": {"epochs": 8, "batch_size": 100, "lr": 0.005}}))
+    config.write_text(
+        yaml.safe_dump({"layers": FAMILIES[request.param], "training": {"epochs": 8, "batch_size": 100, "lr": 0.005}})
+    )
     ckpt = root / "model.flow"
     result = runner.invoke(app, ["fit", str(table[1]), "-c", str(config), "-o", str(ckpt), "--seed", "0", "--quiet"])
     assert result.exit_code == 0, result.stderr
@@ -145,6 +147,11 @@ def test_cnf_trains_after_scoring_in_inference_mode() -> None:
         "    layer.eval()(x)\n"
         "layer.train()(x)[1].sum().backward()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        check=False,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     assert result.returncode == 0, result.stderr

@@ -93,7 +93,9 @@ def sha256(path: Path) -> str:
 
 
 @pytest.mark.parametrize("layers", [TINY_LAYERS, STOCHASTIC_LAYERS], ids=["coupling-maf", "residual-stochastic"])
-def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, table: pd.DataFrame, layers: list) -> None:
+def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(
+    tmp_path: Path, table: pd.DataFrame, layers: list
+) -> None:
     """Cosine schedule, interrupted (as by Ctrl-C) after epoch 3 of 5, then resumed to the end."""
     config = parse_config(tiny_config("cosine", epochs=5, layers=layers))
     straight = fit(table, config, device=CPU, seed=5)
@@ -107,7 +109,12 @@ def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(tmp_
     assert stopped.value.model is not None and stopped.value.model.info["epochs_run"] == 3
     path = tmp_path / "half.flow"
     save_model(stopped.value.model, str(path))
-    resumed = fit(table, parse_config(tiny_config("cosine", epochs=5, layers=layers)), device=CPU, resume=load_resume_point(str(path)))
+    resumed = fit(
+        table,
+        parse_config(tiny_config("cosine", epochs=5, layers=layers)),
+        device=CPU,
+        resume=load_resume_point(str(path)),
+    )
 
     assert_identical(straight.flow.state_dict(), resumed.flow.state_dict())  # best weights
     a, b = straight.train_state, resumed.train_state
@@ -129,8 +136,20 @@ def test_cli_resume_with_more_epochs_is_bit_identical(tmp_path: Path, table_csv:
     common = [str(table_csv), "-c", str(cfg), "--seed", "3", "--device", "cpu", "--quiet"]
     assert runner.invoke(app, ["fit", *common, "-o", str(tmp_path / "straight.flow")]).exit_code == 0
     assert runner.invoke(app, ["fit", *common, "-o", str(tmp_path / "part.flow"), "--epochs", "3"]).exit_code == 0
-    result = runner.invoke(app, ["fit", str(table_csv), "-o", str(tmp_path / "part.flow"), "--resume",
-                                 str(tmp_path / "part.flow"), "--epochs", "6", "--quiet"])
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            str(table_csv),
+            "-o",
+            str(tmp_path / "part.flow"),
+            "--resume",
+            str(tmp_path / "part.flow"),
+            "--epochs",
+            "6",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     assert_identical(tensors_of(tmp_path / "straight.flow"), tensors_of(tmp_path / "part.flow"))
     lines = [json.loads(x) for x in (tmp_path / "part.metrics.jsonl").read_text().splitlines()]
@@ -156,7 +175,9 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, table: pd.DataFr
     assert "data differs" in error(str(other), "-o", out, "--resume", str(done), "--epochs", "4")
     model.train_state = None  # a checkpoint without training state
     save_model(model, str(tmp_path / "bare.flow"))
-    assert "no training state" in error(str(table_csv), "-o", out, "--resume", str(tmp_path / "bare.flow"), "--epochs", "4")
+    assert "no training state" in error(
+        str(table_csv), "-o", out, "--resume", str(tmp_path / "bare.flow"), "--epochs", "4"
+    )
     assert not Path(out).exists()
 
 
@@ -203,7 +224,9 @@ def inject_nan(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None, from
     return seen
 
 
-def test_a_nan_loss_undoes_the_step_and_halves_the_learning_rate(monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame) -> None:
+def test_a_nan_loss_undoes_the_step_and_halves_the_learning_rate(
+    monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame
+) -> None:
     seen = inject_nan(monkeypatch, {3})
     config = parse_config(tiny_config("constant", epochs=2))
     model = fit(table, config, device=CPU, seed=0)
@@ -215,7 +238,9 @@ def test_a_nan_loss_undoes_the_step_and_halves_the_learning_rate(monkeypatch: py
     assert model.info["stopped"] == "completed"
 
 
-def test_repeated_nan_losses_end_in_a_clear_error_keeping_the_best_model(monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame) -> None:
+def test_repeated_nan_losses_end_in_a_clear_error_keeping_the_best_model(
+    monkeypatch: pytest.MonkeyPatch, table: pd.DataFrame
+) -> None:
     inject_nan(monkeypatch, None, from_call=STEPS_PER_EPOCH + 1)  # NaN for ever from epoch 2 on
     with pytest.raises(Diverged, match=f"non-finite {MAX_FAILURES} times in a row") as diverged:
         fit(table, parse_config(tiny_config("constant", epochs=5)), device=CPU, seed=0)
@@ -226,7 +251,9 @@ def test_repeated_nan_losses_end_in_a_clear_error_keeping_the_best_model(monkeyp
     assert np.isfinite(model.log_prob(table.head(5))).all()
 
 
-def test_cli_reports_divergence_in_one_line_and_saves_the_best_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table_csv: Path) -> None:
+def test_cli_reports_divergence_in_one_line_and_saves_the_best_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table_csv: Path
+) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config("constant", epochs=5)))
     inject_nan(monkeypatch, None, from_call=STEPS_PER_EPOCH + 1)
@@ -239,7 +266,9 @@ def test_cli_reports_divergence_in_one_line_and_saves_the_best_model(monkeypatch
     assert load_model(str(out)).info["epochs_run"] == 2
 
 
-def test_nan_before_the_first_epoch_ends_saves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table_csv: Path) -> None:
+def test_nan_before_the_first_epoch_ends_saves_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table_csv: Path
+) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config("constant", epochs=5)))
     inject_nan(monkeypatch, None, from_call=1)
@@ -257,11 +286,14 @@ def test_nan_before_the_first_epoch_ends_saves_nothing(monkeypatch: pytest.Monke
 def start_fit(args: list[str], tmp_path: Path, prelude: str = "") -> subprocess.Popen:
     # A test run started in the background (`nohup ... &`) hands its children SIGINT ignored, and Python
     # then installs no Ctrl-C handler: give the fit the handler a terminal user's process has.
-    code = (f"import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{prelude}\n"
-            f"from flowcli.cli import main\nsys.argv = ['flowcli', *{args!r}]\nmain()\n")
+    code = (
+        f"import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{prelude}\n"
+        f"from flowcli.cli import main\nsys.argv = ['flowcli', *{args!r}]\nmain()\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -302,11 +334,39 @@ def test_sigint_saves_the_best_model_exits_130_and_resumes_bit_identically(tmp_p
     assert not list(tmp_path.glob(".*.tmp"))
 
     # Continue one more epoch; compare with a run that went straight to k + 1 epochs.
-    resumed = runner.invoke(app, ["fit", str(table_csv), "-o", str(tmp_path / "m.flow"), "--resume",
-                                  str(tmp_path / "m.flow"), "--epochs", str(k + 1), "--quiet"])
+    resumed = runner.invoke(
+        app,
+        [
+            "fit",
+            str(table_csv),
+            "-o",
+            str(tmp_path / "m.flow"),
+            "--resume",
+            str(tmp_path / "m.flow"),
+            "--epochs",
+            str(k + 1),
+            "--quiet",
+        ],
+    )
     assert resumed.exit_code == 0, resumed.stderr
-    straight = runner.invoke(app, ["fit", str(table_csv), "-c", str(tmp_path / "long.yaml"), "-o", str(tmp_path / "s.flow"),
-                                   "--seed", "2", "--device", "cpu", "--epochs", str(k + 1), "--quiet"])
+    straight = runner.invoke(
+        app,
+        [
+            "fit",
+            str(table_csv),
+            "-c",
+            str(tmp_path / "long.yaml"),
+            "-o",
+            str(tmp_path / "s.flow"),
+            "--seed",
+            "2",
+            "--device",
+            "cpu",
+            "--epochs",
+            str(k + 1),
+            "--quiet",
+        ],
+    )
     assert straight.exit_code == 0, straight.stderr
     assert_identical(tensors_of(tmp_path / "s.flow"), tensors_of(tmp_path / "m.flow"))
 
@@ -318,13 +378,17 @@ def test_sigterm_saves_the_best_model_like_ctrl_c_and_exits_143(tmp_path: Path, 
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Error: terminated (SIGTERM); best validation NLL")
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "Error: terminated (SIGTERM); best validation NLL"
+    )
     model = load_model(str(tmp_path / "m.flow"))
     assert model.info["stopped"] == "interrupted" and model.info["epochs_run"] >= 2
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_sigkill_during_training_leaves_the_existing_checkpoint_intact(tmp_path: Path, table_csv: Path, banana_files: dict) -> None:
+def test_sigkill_during_training_leaves_the_existing_checkpoint_intact(
+    tmp_path: Path, table_csv: Path, banana_files: dict
+) -> None:
     target = tmp_path / "m.flow"
     target.write_bytes(banana_files["ckpt"].read_bytes())
     before = sha256(target)
@@ -337,16 +401,20 @@ def test_sigkill_during_training_leaves_the_existing_checkpoint_intact(tmp_path:
     load_model(str(target))
 
 
-def test_sigkill_while_saving_leaves_the_old_checkpoint_or_the_complete_new_one(tmp_path: Path, table_csv: Path, banana_files: dict) -> None:
+def test_sigkill_while_saving_leaves_the_old_checkpoint_or_the_complete_new_one(
+    tmp_path: Path, table_csv: Path, banana_files: dict
+) -> None:
     """The fit is held just after the new checkpoint's bytes are written to the temporary file and
     before the rename (os.fsync is made to block), then killed."""
     target = tmp_path / "m.flow"
     target.write_bytes(banana_files["ckpt"].read_bytes())
     before = sha256(target)
     marker = tmp_path / "saving"
-    prelude = ("import os, time\n"
-               f"def fsync(fd):\n    open({str(marker)!r}, 'w').close()\n    time.sleep(600)\n"
-               "os.fsync = fsync")
+    prelude = (
+        "import os, time\n"
+        f"def fsync(fd):\n    open({str(marker)!r}, 'w').close()\n    time.sleep(600)\n"
+        "os.fsync = fsync"
+    )
     proc = start_fit([*long_fit_args(tmp_path, table_csv), "--epochs", "2"], tmp_path, prelude)
     wait_for(marker.exists, proc)
     temporary = list(tmp_path.glob(".m.flow.*.tmp"))
@@ -357,8 +425,9 @@ def test_sigkill_while_saving_leaves_the_old_checkpoint_or_the_complete_new_one(
     load_model(str(target))
 
 
-def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                                       banana_files: dict) -> None:
+def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, banana_files: dict
+) -> None:
     from flowcli.model import Model
 
     calls = []
@@ -375,7 +444,12 @@ def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(monkeypa
     pd.read_csv(banana_files["csv"]).to_parquet(rows)
     out = tmp_path / "scores.csv"
     out.write_text("precious\n")
-    result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(rows), "-o", str(out), "--chunk-size", "100"])
+    result = runner.invoke(
+        app, ["logprob", str(banana_files["ckpt"]), str(rows), "-o", str(out), "--chunk-size", "100"]
+    )
     assert calls == [0, 100, 200]
     assert result.exit_code == 130 and result.stderr.strip() == "Error: interrupted"
-    assert out.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == ["rows.parquet", "scores.csv"]
+    assert out.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "rows.parquet",
+        "scores.csv",
+    ]

@@ -23,16 +23,22 @@ from flowcli.layers import LAYERS
 from flowcli.model import Flow
 from flowcli.schema import Schema
 
-SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 # --- tables --------------------------------------------------------------------------------------------
 
 numbers = st.one_of(
-    st.integers(-10**6, 10**6).map(str),
+    st.integers(-(10**6), 10**6).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["1e300", "-1e308", "1e400", "nan", "NaN", "inf", "-inf", "", " ", "1,5", "0x10", "1_000", "+3", ".5"]),
+    st.sampled_from(
+        ["1e300", "-1e308", "1e400", "nan", "NaN", "inf", "-inf", "", " ", "1,5", "0x10", "1_000", "+3", ".5"]
+    ),
 )
-cells = st.one_of(numbers, numbers, st.text(max_size=8), st.sampled_from(['"', '""', "a,b", "line\nbreak", "ü", "\x00", "\r"]))
+cells = st.one_of(
+    numbers, numbers, st.text(max_size=8), st.sampled_from(['"', '""', "a,b", "line\nbreak", "ü", "\x00", "\r"])
+)
 names = st.one_of(st.sampled_from(["height_cm", "weight_kg", "a", "b", "logprob", "z0"]), st.text(max_size=6))
 
 
@@ -43,8 +49,11 @@ def csv_texts(draw: st.DrawFn) -> bytes:
     header = draw(st.lists(names, min_size=width, max_size=width))
     rows = draw(st.lists(st.lists(cells, min_size=width, max_size=width), max_size=6))
     out = io.StringIO()
-    writer = csv.writer(out, quoting=draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC])),
-                        lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
+    writer = csv.writer(
+        out,
+        quoting=draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC])),
+        lineterminator=draw(st.sampled_from(["\n", "\r\n"])),
+    )
     writer.writerow(header)
     writer.writerows(rows)
     data = out.getvalue().encode("utf-8", errors="surrogatepass")
@@ -87,7 +96,13 @@ def test_readers_give_a_table_or_a_flowcli_error(data: bytes, banana_model, tmp_
 
 
 @SETTINGS
-@given(st.lists(st.lists(st.one_of(st.floats(width=64), st.integers(-10**20, 10**20)), min_size=2, max_size=2), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.lists(st.one_of(st.floats(width=64), st.integers(-(10**20), 10**20)), min_size=2, max_size=2),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_scoring_any_numbers_never_gives_nan(banana_model, rows: list) -> None:
     frame = pd.DataFrame(rows, columns=["height_cm", "weight_kg"])
     scores = outcome(banana_model.log_prob, frame)
@@ -97,21 +112,56 @@ def test_scoring_any_numbers_never_gives_nan(banana_model, rows: list) -> None:
 
 # --- configs -------------------------------------------------------------------------------------------
 
-KEYS = ["base", "layers", "training", "columns", "type", "hidden", "repeat", "order", "activation", "mask",
-        "scale_bound", *TrainingConfig.__dataclass_fields__]
-VALUES = ["maf", "permute", "linear", "actnorm", "affine_coupling", "additive_coupling", "normal", "reverse",
-          "random", "cosine", "plateau", "constant", "relu", "tanh", "alternate", "half", "1.0e-3", "1e30", "nan"]
+KEYS = [
+    "base",
+    "layers",
+    "training",
+    "columns",
+    "type",
+    "hidden",
+    "repeat",
+    "order",
+    "activation",
+    "mask",
+    "scale_bound",
+    *TrainingConfig.__dataclass_fields__,
+]
+VALUES = [
+    "maf",
+    "permute",
+    "linear",
+    "actnorm",
+    "affine_coupling",
+    "additive_coupling",
+    "normal",
+    "reverse",
+    "random",
+    "cosine",
+    "plateau",
+    "constant",
+    "relu",
+    "tanh",
+    "alternate",
+    "half",
+    "1.0e-3",
+    "1e30",
+    "nan",
+]
 
 
 def scalars(max_int: int) -> st.SearchStrategy:
-    return st.one_of(st.none(), st.booleans(), st.integers(-3, max_int), st.floats(), st.sampled_from(VALUES), st.text(max_size=5))
+    return st.one_of(
+        st.none(), st.booleans(), st.integers(-3, max_int), st.floats(), st.sampled_from(VALUES), st.text(max_size=5)
+    )
 
 
 def config_trees(max_int: int) -> st.SearchStrategy:
     return st.recursive(
         scalars(max_int),
-        lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=4)), inner, max_size=4)),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=4)), inner, max_size=4),
+        ),
         max_leaves=20,
     )
 
@@ -119,8 +169,13 @@ def config_trees(max_int: int) -> st.SearchStrategy:
 def configs(max_int: int) -> st.SearchStrategy:
     """Mostly config-shaped mappings whose values are often valid (so validation goes deep and flows
     get built), with wrong types, out-of-range values and arbitrary trees mixed in at every level."""
-    layer_types = st.one_of(st.sampled_from(VALUES[:6]), st.sampled_from(VALUES[:6]),
-                            st.lists(st.sampled_from(VALUES[:6]), max_size=2), st.integers(), st.none())
+    layer_types = st.one_of(
+        st.sampled_from(VALUES[:6]),
+        st.sampled_from(VALUES[:6]),
+        st.lists(st.sampled_from(VALUES[:6]), max_size=2),
+        st.integers(),
+        st.none(),
+    )
     options = {
         "hidden": st.lists(st.integers(-2, max_int), max_size=3) | scalars(max_int),
         "repeat": st.integers(-1, 3) | scalars(max_int),
@@ -130,19 +185,40 @@ def configs(max_int: int) -> st.SearchStrategy:
         "scale_bound": st.floats(-1, 10) | st.sampled_from(["1e30", "2.0e-1", "x"]),
         "bogus": scalars(max_int),
     }
-    typed = [st.fixed_dictionaries({"type": st.just(name)}, optional={k: options.get(k, scalars(max_int)) for k in class_options(cls)})
-             for name, cls in sorted(LAYERS.items())]
+    typed = [
+        st.fixed_dictionaries(
+            {"type": st.just(name)}, optional={k: options.get(k, scalars(max_int)) for k in class_options(cls)}
+        )
+        for name, cls in sorted(LAYERS.items())
+    ]
     layer = st.one_of(*typed, st.fixed_dictionaries({"type": layer_types}, optional=options))
-    training = st.fixed_dictionaries({}, optional={
-        "epochs": st.integers(-1, 5) | scalars(max_int), "batch_size": st.integers(-1, 600), "patience": st.integers(-1, 30),
-        "lr": st.floats(-1, 1) | st.sampled_from(["1.0e-3", "1e30", "nan", ".5"]), "val_fraction": st.floats(-0.5, 1.5),
-        "weight_decay": st.floats() | st.integers(), "grad_clip": st.floats(), "max_rows": st.integers(-5, 10**6),
-        "schedule": st.sampled_from(["cosine", "plateau", "constant", "linear"]), "trainig": scalars(max_int),
-    })
+    training = st.fixed_dictionaries(
+        {},
+        optional={
+            "epochs": st.integers(-1, 5) | scalars(max_int),
+            "batch_size": st.integers(-1, 600),
+            "patience": st.integers(-1, 30),
+            "lr": st.floats(-1, 1) | st.sampled_from(["1.0e-3", "1e30", "nan", ".5"]),
+            "val_fraction": st.floats(-0.5, 1.5),
+            "weight_decay": st.floats() | st.integers(),
+            "grad_clip": st.floats(),
+            "max_rows": st.integers(-5, 10**6),
+            "schedule": st.sampled_from(["cosine", "plateau", "constant", "linear"]),
+            "trainig": scalars(max_int),
+        },
+    )
     shaped = st.fixed_dictionaries(
-        {"layers": st.lists(st.one_of(layer, layer, layer, st.sampled_from(VALUES[:6]), config_trees(max_int)), max_size=3)},
-        optional={"training": training | config_trees(max_int), "columns": config_trees(max_int),
-                  "base": st.fixed_dictionaries({"type": st.sampled_from(["normal", "gauss"]) | layer_types}) | config_trees(max_int)},
+        {
+            "layers": st.lists(
+                st.one_of(layer, layer, layer, st.sampled_from(VALUES[:6]), config_trees(max_int)), max_size=3
+            )
+        },
+        optional={
+            "training": training | config_trees(max_int),
+            "columns": config_trees(max_int),
+            "base": st.fixed_dictionaries({"type": st.sampled_from(["normal", "gauss"]) | layer_types})
+            | config_trees(max_int),
+        },
     )
     return st.one_of(shaped, shaped, shaped, config_trees(max_int))
 
@@ -177,7 +253,9 @@ def test_any_text_as_yaml_gives_a_value_or_a_flowcli_error(text: str) -> None:
     outcome(parse_config, outcome(load_yaml_text, text, "c.yaml"))
 
 
-@pytest.mark.parametrize("text", ["training: {lr: 1.0e30}", "training: {lr: 1e-3}", "training: {lr: 1.0e+30}", "training: {lr: '2E-4'}"])
+@pytest.mark.parametrize(
+    "text", ["training: {lr: 1.0e30}", "training: {lr: 1e-3}", "training: {lr: 1.0e+30}", "training: {lr: '2E-4'}"]
+)
 def test_float_options_accept_exponents_without_sign_or_dot(text: str) -> None:
     """PyYAML reads 1.0e30 and 1e-3 as strings (YAML 1.1) but 1.0e+30 as a float; all mean a number."""
     config = parse_config(load_yaml_text("layers: [maf]\n" + text, "c.yaml"))

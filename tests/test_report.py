@@ -22,8 +22,8 @@ from flowcli.report import build_report, stored_thresholds
 from flowcli.train import fit
 
 matplotlib = pytest.importorskip("matplotlib")
-from conftest import assert_clean_error
-from matplotlib import image as mpimg
+from conftest import assert_clean_error  # noqa: E402  (after the importorskip above)
+from matplotlib import image as mpimg  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
@@ -31,7 +31,6 @@ runner = CliRunner()
 
 def run(*args: str):
     return runner.invoke(app, list(args))
-
 
 
 class ImageSources(HTMLParser):
@@ -62,8 +61,19 @@ def assert_valid_png(path: Path, min_width: int = 300, min_height: int = 200) ->
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory, banana_files: dict) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("report") / "banana_report"
-    result = run("report", str(banana_files["ckpt"]), str(banana_files["csv"]), "-o", str(out),
-                 "--samples", "800", "--seed", "3", "--device", "cpu")
+    result = run(
+        "report",
+        str(banana_files["ckpt"]),
+        str(banana_files["csv"]),
+        "-o",
+        str(out),
+        "--samples",
+        "800",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+    )
     return out, result
 
 
@@ -81,7 +91,9 @@ def test_report_writes_valid_pngs_and_a_page_referencing_each(report_dir: tuple[
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_report_summary_figures_match_the_model(report_dir: tuple[Path, object], banana_files: dict, banana_model: Model) -> None:
+def test_report_summary_figures_match_the_model(
+    report_dir: tuple[Path, object], banana_files: dict, banana_model: Model
+) -> None:
     out, _ = report_dir
     summary = json.loads((out / "summary.json").read_text())
     frame = pd.read_csv(banana_files["csv"])
@@ -100,14 +112,27 @@ def test_report_summary_figures_match_the_model(report_dir: tuple[Path, object],
     assert files == {p.name for p in out.glob("*.png")}
 
 
-def test_report_is_reproducible_and_replaces_files_in_an_existing_directory(tmp_path: Path, banana_files: dict,
-                                                                             report_dir: tuple[Path, object]) -> None:
+def test_report_is_reproducible_and_replaces_files_in_an_existing_directory(
+    tmp_path: Path, banana_files: dict, report_dir: tuple[Path, object]
+) -> None:
     out = tmp_path / "again"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     (out / "index.html").write_text("old")
-    result = run("report", str(banana_files["ckpt"]), str(banana_files["csv"]), "-o", str(out),
-                 "--samples", "800", "--seed", "3", "--device", "cpu", "--quiet")
+    result = run(
+        "report",
+        str(banana_files["ckpt"]),
+        str(banana_files["csv"]),
+        "-o",
+        str(out),
+        "--samples",
+        "800",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert result.exit_code == 0 and result.stderr == ""
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "index.html").read_text() != "old"
@@ -132,13 +157,15 @@ def test_distances_are_zero_for_equal_and_large_for_shifted_samples() -> None:
 def mixed_table(n: int, seed: int, shift: float) -> pd.DataFrame:
     """Labels, bools, few-valued integers and missing values: what the schema will soon model."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "species <b>&amp;": rng.choice(["Adelie", "Gentoo", "Chinstrap"], n, p=[0.5 - shift, 0.3, 0.2 + shift]),
-        "length_mm": rng.normal(44 + 10 * shift, 5, n),
-        "year": rng.choice([2007, 2008, 2009], n),
-        "male": rng.random(n) < 0.5,
-        "mass_g": rng.normal(4200, 800, n),
-    })
+    frame = pd.DataFrame(
+        {
+            "species <b>&amp;": rng.choice(["Adelie", "Gentoo", "Chinstrap"], n, p=[0.5 - shift, 0.3, 0.2 + shift]),
+            "length_mm": rng.normal(44 + 10 * shift, 5, n),
+            "year": rng.choice([2007, 2008, 2009], n),
+            "male": rng.random(n) < 0.5,
+            "mass_g": rng.normal(4200, 800, n),
+        }
+    )
     frame.loc[rng.random(n) < 0.1 + shift, "length_mm"] = np.nan
     frame.loc[rng.random(n) < 0.05, "species <b>&amp;"] = None
     return frame
@@ -170,8 +197,12 @@ def test_page_and_inspect_show_odd_column_names_verbatim(tmp_path: Path, banana_
     frame = banana_frame.rename(columns={"height_cm": name}).iloc[:300]
     config = parse_config({"layers": [{"type": "affine_coupling", "hidden": [8]}], "training": {"epochs": 2}})
     model = fit(frame, config, device=torch.device("cpu"), seed=0)
-    model.info["logprob_quantiles"] = {"source": "validation", "rows": 30, "levels": [0.0, 0.01, 0.05, 1.0],
-                                       "values": [-20.0, -12.5, -9.25, 3.0]}
+    model.info["logprob_quantiles"] = {
+        "source": "validation",
+        "rows": 30,
+        "levels": [0.0, 0.01, 0.05, 1.0],
+        "values": [-20.0, -12.5, -9.25, 3.0],
+    }
     result = build_report(model, frame, tmp_path, samples=200, seed=0)
     page = (tmp_path / "index.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -186,7 +217,12 @@ def test_page_and_inspect_show_odd_column_names_verbatim(tmp_path: Path, banana_
 
 
 def test_stored_thresholds_read_the_quantile_grid_fit_stores() -> None:
-    stored = {"source": "validation", "rows": 150, "levels": [0.0, 0.01, 0.02, 0.1, 1.0], "values": [-30.0, -20.0, -16.0, -8.0, 0.0]}
+    stored = {
+        "source": "validation",
+        "rows": 150,
+        "levels": [0.0, 0.01, 0.02, 0.1, 1.0],
+        "values": [-30.0, -20.0, -16.0, -8.0, 0.0],
+    }
     assert stored_thresholds({"logprob_quantiles": stored}) == [(0.01, -20.0), (0.05, pytest.approx(-13.0))]
     assert stored_thresholds({"logprob_quantiles": {**stored, "values": [1.0, 2.0]}}) == []  # malformed: ignored
     assert stored_thresholds({"logprob_quantiles": "nonsense"}) == []
@@ -198,7 +234,9 @@ def test_stored_thresholds_read_the_quantile_grid_fit_stores() -> None:
 
 def test_report_missing_checkpoint(tmp_path: Path, banana_files: dict) -> None:
     out = tmp_path / "r"
-    assert_clean_error(run("report", str(tmp_path / "nope.flow"), str(banana_files["csv"]), "-o", str(out)), "not found")
+    assert_clean_error(
+        run("report", str(tmp_path / "nope.flow"), str(banana_files["csv"]), "-o", str(out)), "not found"
+    )
     assert not out.exists()
 
 
@@ -206,18 +244,24 @@ def test_report_data_without_a_model_column(tmp_path: Path, banana_files: dict) 
     data = tmp_path / "d.csv"
     pd.read_csv(banana_files["csv"]).drop(columns=["weight_kg"]).to_csv(data, index=False)
     out = tmp_path / "r"
-    assert_clean_error(run("report", str(banana_files["ckpt"]), str(data), "-o", str(out), "--device", "cpu"), "weight_kg")
+    assert_clean_error(
+        run("report", str(banana_files["ckpt"]), str(data), "-o", str(out), "--device", "cpu"), "weight_kg"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]  # no report dir, no temporary leftovers
 
 
 def test_report_output_is_a_file(tmp_path: Path, banana_files: dict) -> None:
     out = tmp_path / "taken"
     out.write_text("keep")
-    assert_clean_error(run("report", str(banana_files["ckpt"]), str(banana_files["csv"]), "-o", str(out)), "not a directory")
+    assert_clean_error(
+        run("report", str(banana_files["ckpt"]), str(banana_files["csv"]), "-o", str(out)), "not a directory"
+    )
     assert out.read_text() == "keep"
 
 
-def test_report_without_matplotlib_says_how_to_install(tmp_path: Path, banana_files: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_without_matplotlib_says_how_to_install(
+    tmp_path: Path, banana_files: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
     result = run("report", str(banana_files["ckpt"]), str(banana_files["csv"]), "-o", str(tmp_path / "r"))
     assert_clean_error(result, 'flowcli report needs matplotlib: pip install "flowcli[report]"')
@@ -230,8 +274,17 @@ def test_inspect_lists_columns_parameters_and_training(banana_files: dict, banan
     result = run("inspect", str(banana_files["ckpt"]))
     assert result.exit_code == 0, result.stderr
     total = sum(p.numel() for p in banana_model.flow.parameters())
-    for text in ("height_cm", "weight_kg", "continuous", f"{total:,}", "affine_coupling", "maf", "best validation NLL",
-                 "torch", "python"):
+    for text in (
+        "height_cm",
+        "weight_kg",
+        "continuous",
+        f"{total:,}",
+        "affine_coupling",
+        "maf",
+        "best validation NLL",
+        "torch",
+        "python",
+    ):
         assert text in result.stdout, text
 
 

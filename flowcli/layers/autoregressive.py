@@ -24,9 +24,16 @@ class MAF(Layer):
       scale_bound: bound on |log scale| per dimension.
     """
 
-    def __init__(self, dim: int, *, hidden: list[int] = [128, 128], activation: str = "relu",
-                 order: Literal["alternate", "random"] = "alternate", scale_bound: float = 5.0,
-                 index: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hidden: list[int] = [128, 128],
+        activation: str = "relu",
+        order: Literal["alternate", "random"] = "alternate",
+        scale_bound: float = 5.0,
+        index: int = 0,
+    ) -> None:
         super().__init__()
         check(all(h > 0 for h in hidden), "hidden", "layer widths must be positive integers")
         check(activation in ACTIVATIONS, "activation", f"must be one of {', '.join(ACTIVATIONS)}")

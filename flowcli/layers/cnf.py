@@ -69,11 +69,22 @@ class CNF(Layer):
 
     inverse_tolerance = 1e-6
 
-    def __init__(self, dim: int, *, hidden: list[int] = [32, 32], activation: str = "tanh", T: float = 1.0,
-                 learn_T: bool = True,
-                 solver: Literal["dopri5", "dopri8", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"] = "dopri5",
-                 atol: float = 1e-5, rtol: float = 1e-5, steps: int = 20, eval_tolerance: float = 1e-8,
-                 trace: Literal["auto", "exact", "hutchinson"] = "auto", exact_max_dim: int = 10) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hidden: list[int] = [32, 32],
+        activation: str = "tanh",
+        T: float = 1.0,
+        learn_T: bool = True,
+        solver: Literal["dopri5", "dopri8", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"] = "dopri5",
+        atol: float = 1e-5,
+        rtol: float = 1e-5,
+        steps: int = 20,
+        eval_tolerance: float = 1e-8,
+        trace: Literal["auto", "exact", "hutchinson"] = "auto",
+        exact_max_dim: int = 10,
+    ) -> None:
         super().__init__()
         check(len(hidden) >= 1 and all(h > 0 for h in hidden), "hidden", "needs at least one positive width")
         check(activation in ACTIVATIONS_WITH_SLOPE, "activation", f"must be one of {', '.join(ACTIVATIONS_WITH_SLOPE)}")

@@ -64,8 +64,15 @@ class AdditiveCoupling(_Coupling):
 
     n_params = 1
 
-    def __init__(self, dim: int, *, hidden: list[int] = [64, 64], activation: str = "relu",
-                 mask: Literal["alternate", "half"] = "alternate", index: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hidden: list[int] = [64, 64],
+        activation: str = "relu",
+        mask: Literal["alternate", "half"] = "alternate",
+        index: int = 0,
+    ) -> None:
         super().__init__(dim, hidden, activation, mask, index)
 
     def _transform(self, x_b: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
@@ -90,9 +97,16 @@ class AffineCoupling(_Coupling):
 
     n_params = 2
 
-    def __init__(self, dim: int, *, hidden: list[int] = [64, 64], activation: str = "relu",
-                 mask: Literal["alternate", "half"] = "alternate", scale_bound: float = 5.0,
-                 index: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hidden: list[int] = [64, 64],
+        activation: str = "relu",
+        mask: Literal["alternate", "half"] = "alternate",
+        scale_bound: float = 5.0,
+        index: int = 0,
+    ) -> None:
         check(scale_bound > 0, "scale_bound", "must be > 0")
         super().__init__(dim, hidden, activation, mask, index)
         self.scale_bound = scale_bound

@@ -26,13 +26,13 @@ class LULinear(Layer):
         super().__init__()
         if init == "orthogonal":
             q, _ = torch.linalg.qr(torch.randn(dim, dim, dtype=torch.float64))
-            p, l, u = torch.linalg.lu(q)
+            p, lower, u = torch.linalg.lu(q)
         else:
-            p = l = u = torch.eye(dim, dtype=torch.float64)
+            p = lower = u = torch.eye(dim, dtype=torch.float64)
         diag = torch.diagonal(u)
         self.register_buffer("perm", p.to(torch.get_default_dtype()))
         self.register_buffer("sign", torch.sign(diag).to(torch.get_default_dtype()))
-        self.lower = nn.Parameter(torch.tril(l, -1).to(torch.get_default_dtype()))
+        self.lower = nn.Parameter(torch.tril(lower, -1).to(torch.get_default_dtype()))
         self.upper = nn.Parameter(torch.triu(u, 1).to(torch.get_default_dtype()))
         self.log_s = nn.Parameter(diag.abs().log().to(torch.get_default_dtype()))
         self.bias = nn.Parameter(torch.zeros(dim))

@@ -49,8 +49,9 @@ ACTIVATIONS_WITH_SLOPE = {"lipswish": _lipswish, "tanh": _tanh, "elu": _elu, "so
 class JacobianMLP(nn.Module):
     """MLP ``n_in -> hidden -> n_out`` with forward Jacobian products; the last layer starts at zero."""
 
-    def __init__(self, n_in: int, hidden: list[int], n_out: int, activation: str = "tanh",
-                 lipschitz: float | None = None) -> None:
+    def __init__(
+        self, n_in: int, hidden: list[int], n_out: int, activation: str = "tanh", lipschitz: float | None = None
+    ) -> None:
         super().__init__()
         sizes = [n_in, *hidden, n_out]
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
@@ -63,15 +64,17 @@ class JacobianMLP(nn.Module):
         """The weight matrices as used: spectrally normalized to norm <= ``lipschitz`` when it is set."""
         if self.lipschitz is None:
             return [lin.weight for lin in self.linears]
-        return [w / torch.clamp(torch.linalg.matrix_norm(w, 2) / self.lipschitz, min=1)
-                for w in (lin.weight for lin in self.linears)]
+        return [
+            w / torch.clamp(torch.linalg.matrix_norm(w, 2) / self.lipschitz, min=1)
+            for w in (lin.weight for lin in self.linears)
+        ]
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Output, the weights used, and the activation slopes of each hidden layer (for ``jvp``)."""
         weights = self.weights()
         slopes: list[Tensor] = []
         h = x
-        for w, lin in zip(weights[:-1], self.linears[:-1]):
+        for w, lin in zip(weights[:-1], self.linears[:-1], strict=False):
             h, slope = self.activation(nn.functional.linear(h, w, lin.bias))
             slopes.append(slope)
         return nn.functional.linear(h, weights[-1], self.linears[-1].bias), weights, slopes
@@ -85,7 +88,7 @@ class JacobianMLP(nn.Module):
         """
         extra = v.dim() - 2
         h = v @ weights[0][:, : v.shape[-1]].T
-        for w, slope in zip(weights[1:], slopes):
+        for w, slope in zip(weights[1:], slopes, strict=False):
             h = (h * slope.view(slope.shape[0], *([1] * extra), slope.shape[1])) @ w.T
         return h
 

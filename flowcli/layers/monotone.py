@@ -20,8 +20,9 @@ from .nets import MADE
 MonotoneFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
-def expand_bracket(fn: MonotoneFn, target: Tensor, lo: Tensor, hi: Tensor,
-                   max_doublings: int = 64) -> tuple[Tensor, Tensor]:
+def expand_bracket(
+    fn: MonotoneFn, target: Tensor, lo: Tensor, hi: Tensor, max_doublings: int = 64
+) -> tuple[Tensor, Tensor]:
     """Widen [lo, hi] (lo < 0 < hi) by doubling each end until F(lo) <= target <= F(hi) everywhere."""
     for _ in range(max_doublings):
         low_bad = fn(lo)[0] > target
@@ -34,8 +35,9 @@ def expand_bracket(fn: MonotoneFn, target: Tensor, lo: Tensor, hi: Tensor,
 
 
 @torch.no_grad()
-def solve_monotone(fn: MonotoneFn, target: Tensor, lo: Tensor, hi: Tensor, x0: Tensor, tol: float,
-                   max_iter: int = 100) -> Tensor:
+def solve_monotone(
+    fn: MonotoneFn, target: Tensor, lo: Tensor, hi: Tensor, x0: Tensor, tol: float, max_iter: int = 100
+) -> Tensor:
     """Solve F(x) = target for an increasing F, given a bracket F(lo) <= target <= F(hi).
 
     Safeguarded Newton (as ``rtsafe`` in Numerical Recipes): a Newton step is taken when it lands inside

@@ -57,10 +57,20 @@ class Residual(Layer):
 
     inverse_tolerance = 1e-9
 
-    def __init__(self, dim: int, *, hidden: list[int] = [64, 64], activation: str = "lipswish",
-                 lipschitz: float = 0.9, estimator: Literal["roulette", "truncated"] = "roulette",
-                 terms: int = 4, roulette_stop: float = 0.5, exact_max_dim: int = 64, eval_terms: int = 30,
-                 max_iterations: int = 2000) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hidden: list[int] = [64, 64],
+        activation: str = "lipswish",
+        lipschitz: float = 0.9,
+        estimator: Literal["roulette", "truncated"] = "roulette",
+        terms: int = 4,
+        roulette_stop: float = 0.5,
+        exact_max_dim: int = 64,
+        eval_terms: int = 30,
+        max_iterations: int = 2000,
+    ) -> None:
         super().__init__()
         check(len(hidden) >= 1 and all(h > 0 for h in hidden), "hidden", "needs at least one positive width")
         check(activation in ACTIVATIONS_WITH_SLOPE, "activation", f"must be one of {', '.join(ACTIVATIONS_WITH_SLOPE)}")
@@ -85,8 +95,14 @@ class Residual(Layer):
             parts.append(torch.linalg.slogdet(eye + JacobianMLP.jacobian(weights, block, self.dim))[1])
         return torch.cat(parts)
 
-    def _series_log_det(self, weights: list[Tensor], slopes: list[Tensor], n_terms: int, roulette: bool,
-                        generator: torch.Generator | None) -> Tensor:
+    def _series_log_det(
+        self,
+        weights: list[Tensor],
+        slopes: list[Tensor],
+        n_terms: int,
+        roulette: bool,
+        generator: torch.Generator | None,
+    ) -> Tensor:
         """Σ_{k<=N} (-1)^(k+1)/k · vᵀJᵏv / P(N >= k), v ~ N(0, I); N = n_terms, plus a geometric tail if roulette."""
         n = slopes[0].shape[0]
         ref = slopes[0]

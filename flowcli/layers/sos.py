@@ -44,9 +44,18 @@ class SOS(MonotoneAutoregressive):
 
     inverse_tolerance = 1e-9
 
-    def __init__(self, dim: int, *, hidden: list[int] = [64, 64], degree: int = 3, polynomials: int = 3,
-                 activation: str = "relu", order: Literal["alternate", "random"] = "alternate",
-                 scale_bound: float = 5.0, index: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hidden: list[int] = [64, 64],
+        degree: int = 3,
+        polynomials: int = 3,
+        activation: str = "relu",
+        order: Literal["alternate", "random"] = "alternate",
+        scale_bound: float = 5.0,
+        index: int = 0,
+    ) -> None:
         super().__init__()
         check(all(h > 0 for h in hidden), "hidden", "layer widths must be positive integers")
         check(0 <= degree <= 10, "degree", "must be an integer between 0 and 10")
@@ -62,7 +71,7 @@ class SOS(MonotoneAutoregressive):
         self.coefficient_offset = nn.Parameter(0.1 * torch.randn(n_coef))
         # product[i, j, m] = 1 when i + j == m: squares polynomial coefficients by one contraction.
         r = torch.arange(degree + 1)
-        product = (r[:, None, None] + r[None, :, None] == torch.arange(2 * degree + 1)[None, None, :])
+        product = r[:, None, None] + r[None, :, None] == torch.arange(2 * degree + 1)[None, None, :]
         self.register_buffer("product", product.float(), persistent=False)
 
     def _parts(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -70,8 +70,9 @@ def rational_quadratic(v: Tensor, params: Tensor, bound: float, inverse: bool = 
     # multiplication (a differentiable cumsum + gather costs two flips, a cumsum and a scatter).
     below = (k < index).unsqueeze(-2).to(soft.dtype)  # (..., 1, bins)
     left = ((soft * below).sum(-1) * share + index * MIN_BIN) * (2 * bound) - bound  # (..., 2): x0, y0
-    size = (torch.gather(soft, -1, index.unsqueeze(-2).expand(*soft.shape[:-1], 1)).squeeze(-1) * share
-            + MIN_BIN) * (2 * bound)  # (..., 2): width, height
+    size = (torch.gather(soft, -1, index.unsqueeze(-2).expand(*soft.shape[:-1], 1)).squeeze(-1) * share + MIN_BIN) * (
+        2 * bound
+    )  # (..., 2): width, height
     x0, y0 = left[..., 0], left[..., 1]
     width, height = size[..., 0], size[..., 1]
     # The derivatives at the bin's two knots: gather the raw values first, so the softplus runs on two
@@ -128,8 +129,17 @@ class SplineCoupling(_Coupling):
       mask: ``alternate`` (every other dimension) or ``half``; flips with the position in the stack.
     """
 
-    def __init__(self, dim: int, *, bins: int = 8, bound: float = 5.0, hidden: list[int] = [64, 64],
-                 activation: str = "relu", mask: Literal["alternate", "half"] = "alternate", index: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        bins: int = 8,
+        bound: float = 5.0,
+        hidden: list[int] = [64, 64],
+        activation: str = "relu",
+        mask: Literal["alternate", "half"] = "alternate",
+        index: int = 0,
+    ) -> None:
         _check_spline_options(bins, bound, hidden, activation)
         self.n_params = spline_param_count(bins)  # read by _Coupling to size the conditioner
         super().__init__(dim, hidden, activation, mask, index)
@@ -162,8 +172,17 @@ class SplineAutoregressive(Layer):
       order: ``alternate`` (natural, then reversed, by position in the stack) or ``random``.
     """
 
-    def __init__(self, dim: int, *, bins: int = 8, bound: float = 5.0, hidden: list[int] = [128, 128],
-                 activation: str = "relu", order: Literal["alternate", "random"] = "alternate", index: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        bins: int = 8,
+        bound: float = 5.0,
+        hidden: list[int] = [128, 128],
+        activation: str = "relu",
+        order: Literal["alternate", "random"] = "alternate",
+        index: int = 0,
+    ) -> None:
         super().__init__()
         _check_spline_options(bins, bound, hidden, activation)
         self.bound = bound

@@ -53,10 +53,19 @@ class UMNN(MonotoneAutoregressive):
 
     inverse_tolerance = 1e-9
 
-    def __init__(self, dim: int, *, hidden: list[int] = [64, 64], embedding: int = 8,
-                 integrand_hidden: list[int] = [32, 32], integrand_activation: str = "silu",
-                 activation: str = "relu", steps: int = 32,
-                 order: Literal["alternate", "random"] = "alternate", index: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hidden: list[int] = [64, 64],
+        embedding: int = 8,
+        integrand_hidden: list[int] = [32, 32],
+        integrand_activation: str = "silu",
+        activation: str = "relu",
+        steps: int = 32,
+        order: Literal["alternate", "random"] = "alternate",
+        index: int = 0,
+    ) -> None:
         super().__init__()
         check(all(h > 0 for h in hidden), "hidden", "layer widths must be positive integers")
         check(all(h > 0 for h in integrand_hidden), "integrand_hidden", "layer widths must be positive integers")
