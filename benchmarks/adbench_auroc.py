@@ -71,7 +71,7 @@ def main() -> None:
     import torch
 
     from flowcli.config import load_config
-    from flowcli.train import fit
+    from flowcli.fitting import fit
 
     torch.set_num_threads(args.threads)
     baselines = read_baselines(DATA / "BASELINES.md")

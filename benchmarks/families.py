@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flowcli.config import load_config  # noqa: E402  (after the sys.path line above)
-from flowcli.train import fit  # noqa: E402
+from flowcli.fitting import fit  # noqa: E402
 
 PRESETS = ROOT / "flowcli" / "presets"
 

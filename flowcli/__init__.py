@@ -1,6 +1,8 @@
 """flowcli: learn the density of a table with a normalizing flow, then sample, score, encode, decode.
 
     import flowcli
+    model = flowcli.fit(df, epochs=20, seed=0)   # or flowcli.fit("sales.parquet", "nsf", output="sales.flow")
+    model.save("sales.flow")
     model = flowcli.load("sales.flow")
     model.log_prob(df); model.sample(10); model.encode(df); model.decode(latent_df)
 
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .fitting import fit
     from .model import Model
 
 
@@ -25,11 +28,16 @@ def load(path: str, device: str = "cpu") -> Model:
 
 
 def __getattr__(name: str) -> Any:
+    # Imported on first use: torch is heavy, and ``flowcli --help`` should not wait for it.
     if name == "Model":
         from .model import Model
 
         return Model
+    if name == "fit":
+        from .fitting import fit
+
+        return fit
     raise AttributeError(name)
 
 
-__all__ = ["Model", "__version__", "load"]
+__all__ = ["Model", "__version__", "fit", "load"]

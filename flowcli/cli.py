@@ -8,13 +8,11 @@ traceback.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,10 +82,12 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .errors import FlowcliError
+        from .errors import FlowcliError, ReportedFailure
 
         try:
             return command(*args, **kwargs)
+        except ReportedFailure as exc:  # already on stderr, from the process that failed
+            raise typer.Exit(exc.exit_code) from None
         except FlowcliError as exc:
             _fail(str(exc).replace("\n", " "))
             raise typer.Exit(1) from None
@@ -112,22 +112,11 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _resolve_config(config: str | None) -> Any:
-    """A config path, or the name of a packaged preset (``-c nsf``); None means the default preset."""
-    from .config import default_config_path, load_config
-
-    if config is not None and not Path(config).exists():
-        preset = default_config_path().parent / f"{config}.yaml"
-        if "/" not in config and preset.exists():
-            config = str(preset)
-    return load_config(config)
-
-
 def _load(checkpoint: str, device: str, precision: str = "float64") -> Any:
     import torch
 
+    from .devices import resolve_device
     from .model import load_model
-    from .train import resolve_device
 
     dtypes = {"float64": torch.float64, "float32": torch.float32}
     if precision not in dtypes:
@@ -197,218 +186,34 @@ def fit(
 
     Example: flowcli fit data-samples/wine.csv -c configs/maf.yaml -o wine.flow --epochs 100
     """
-    import random
-
-    from .distributed import is_secondary_rank, launched_by_torchrun
-    from .errors import DataError, TrainingError
-    from .files import AtomicTextFile, check_writable
-    from .io import read_table
+    from .distributed import is_secondary_rank
+    from .fitting import fit as fit_table
     from .progress import Reporter
+    from .train import Interrupted
 
     reporter = Reporter(quiet=quiet or is_secondary_rank())
-    point = None
-    if resume is not None:
-        from .trainstate import load_resume_point
-
-        if config is not None or seed is not None:
-            raise DataError("--resume continues with the config and seed stored in the checkpoint; drop -c/--seed")
-        point = load_resume_point(resume, epochs)
-        cfg, seed = point.config, point.info.get("seed")
-    else:
-        cfg = _resolve_config(config)
-        if epochs is not None:
-            cfg.training.epochs = epochs
-    check_writable(output)
-    # ---- distributed / streaming hook (see distributed.py, datasource.py) ----
-    sharded = nproc is not None or launched_by_torchrun() or stream or (data != "-" and Path(data).is_dir())
-    if sharded and resume is not None:
-        raise DataError(
-            "--resume: only for a table fitted in memory by one process (not --nproc, torchrun or streaming)"
+    try:
+        fit_table(
+            data,
+            config,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+            output=output,
+            metrics=metrics,
+            resume=resume,
+            stream=stream,
+            nproc=nproc,
+            reporter=reporter,
         )
-    if nproc is not None and not launched_by_torchrun():
-        if data == "-":
-            raise DataError("--nproc: the worker processes cannot share stdin; give the data as a file or directory")
-        if not Path(data).exists():
-            raise DataError(f"{data}: file not found")
-        from .distributed import launch
-
-        seed = random.SystemRandom().randrange(2**31) if seed is None else seed  # one seed for every rank
-        args = [data, "-o", output, "--device", device, "--seed", str(seed)]
-        args += (["-c", config] if config else []) + (["--epochs", str(epochs)] if epochs else [])
-        args += (
-            (["--metrics", metrics] if metrics else [])
-            + (["--quiet"] if quiet else [])
-            + (["--stream"] if stream else [])
-        )
-        raise typer.Exit(launch(nproc, args))
-    if sharded:
-        _fit_sharded(data, output, cfg, device, seed, metrics, reporter, stream or Path(data).is_dir())
-        return
-    # ---- end of hook ----
-    frame = read_table(data)
-
-    from .model import save_model
-    from .schema import Schema
-    from .train import Diverged, Interrupted, resolve_device, write_metrics_path
-    from .train import fit as fit_model
-
-    dev = resolve_device(device)
-    if seed is None:
-        seed = random.SystemRandom().randrange(2**31)
-    metrics_path = Path(metrics) if metrics else write_metrics_path(output)
-    check_writable(metrics_path)
-    if metrics_path.resolve() == Path(output).resolve():
-        raise DataError(f"--metrics {metrics}: the same file as the checkpoint -o {output}")
-    schema = point.schema if point is not None else Schema.infer(frame, cfg.columns)
-    reporter.table(
-        "columns",
-        ["column", "role", "encoding", "why"],
-        [[c.name, c.role, c.describe(), c.reason] for c in schema.columns],
-    )
-    start = f"resuming {resume} after epoch {point.state.epoch}: " if point is not None else "fitting "
-    reporter.message(f"{start}{len(frame)} rows x {frame.shape[1]} columns on {dev} (seed {seed})")
-    outcome: BaseException | None = None
-    # Metrics stream to a temporary file (watchable while training) renamed into place at the end,
-    # together with the checkpoint, also when Ctrl-C or a diverged loss stops the run.
-    with AtomicTextFile(metrics_path) as metrics_file:
-        for line in point.state.history if point is not None else []:
-            metrics_file.write(json.dumps(line) + "\n")
-        reporter.start(cfg.training.epochs, "fit")
-        try:
-            with terminate_as_interrupt() as terminated:
-                model = fit_model(
-                    frame,
-                    cfg,
-                    device=dev,
-                    seed=seed,
-                    metrics_file=metrics_file,
-                    on_epoch=reporter.epoch,
-                    schema=schema,
-                    resume=point,
-                )
-        except (Interrupted, Diverged) as exc:
-            if exc.model is None:
-                if isinstance(exc, Interrupted):
-                    reporter.stop()
-                    _fail(f"{terminated.why} before the first epoch ended; nothing saved")
-                    raise typer.Exit(terminated.exit_code) from None
-                raise
-            model, outcome = exc.model, exc
-        finally:
-            reporter.stop()
-        # The file holds exactly the epochs of the saved state (an interrupt may cut an epoch short).
-        metrics_file.seek(0)
-        metrics_file.truncate()
-        metrics_file.writelines(json.dumps(line) + "\n" for line in model.info["metrics"])
-        save_model(model, output)
-    info = model.info
-    summary = (
-        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
-        f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s); saved {output}"
-    )
-    if isinstance(outcome, Diverged):
-        raise TrainingError(f"{outcome}; kept the {summary}")
-    if isinstance(outcome, Interrupted):
-        _fail(f"{terminated.why}; {summary}; continue with --resume {output}")
-        raise typer.Exit(terminated.exit_code)
-    reporter.message(summary)
-
-
-class _Stop:
-    """How a fit was stopped from outside: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143)."""
-
-    why, exit_code = "interrupted", 130
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[_Stop]:
-    """Treat SIGTERM like Ctrl-C while the block runs: batch schedulers (Slurm, Kubernetes, systemd)
-    stop jobs with SIGTERM, and a fit stopped that way should keep its best model and be resumable too."""
-    stop = _Stop()
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread (e.g. an embedding application): leave SIGTERM alone
-        yield stop
-        return
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _fit_sharded(
-    data: str, output: str, cfg: Any, device: str, seed: int | None, metrics: str | None, reporter: Any, streaming: bool
-) -> None:
-    """fit under torchrun (each rank reads its shard) and/or streaming Parquet from disk; rank 0 writes."""
-    import contextlib
-    import random
-
-    import torch
-
-    from . import distributed
-    from .datasource import StreamingData, load_shard
-    from .errors import DataError
-    from .files import AtomicTextFile
-    from .model import save_model
-    from .train import fit as fit_model
-    from .train import write_metrics_path
-
-    if data == "-":
-        raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
-    tc = cfg.training
-    if streaming and cfg.columns:
-        raise DataError("columns: role overrides are not supported when streaming (streamed columns are continuous)")
-    if streaming and tc.max_rows:
-        raise DataError("training.max_rows: not supported when streaming; fit on a subset of the files instead")
-    dist = distributed.init(device)
-    try:
-        seed = dist.broadcast(random.SystemRandom().randrange(2**31) if seed is None else seed)
-        batch = dist.local_batch(tc.batch_size)
-        if streaming:
-            source = StreamingData(data, tc, dist, batch, tc.shuffle_buffer)
+    except Interrupted as stop:
+        if stop.model is None:
+            _fail(f"{stop.why} before the first epoch ended; nothing saved")
         else:
-            source = load_shard(
-                data, tc, dist, torch.Generator().manual_seed(seed + 7919 * dist.rank), batch, cfg.columns
-            )
-        rows = int(sum(dist.sum(source.n_train, source.n_val)))
-        where = f"{dist.world} processes ({dist.backend}, {dist.device.type})" if dist.active else str(dist.device)
-        how = "streaming " if streaming else ""
-        reporter.message(f"fitting {how}{rows} rows x {len(source.schema.columns)} columns on {where} (seed {seed})")
-        metrics_path = Path(metrics) if metrics else write_metrics_path(output)
-        # Rank 0 alone writes the metrics and the checkpoint; the others train in silence.
-        metrics_ctx: Any = AtomicTextFile(metrics_path) if dist.is_main else contextlib.nullcontext(None)
-        with metrics_ctx as metrics_file:
-            reporter.start(tc.epochs, "fit")
-            try:
-                model = fit_model(
-                    None,
-                    cfg,
-                    device=dist.device,
-                    seed=seed,
-                    metrics_file=metrics_file,
-                    on_epoch=reporter.epoch,
-                    data=source,
-                    dist=dist,
-                )
-            finally:
-                reporter.stop()
-            if dist.is_main:
-                save_model(model, output)
-        dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
-    finally:
-        # Also when a rank fails: a process group left alive at exit can abort the interpreter's
-        # shutdown ("terminate called without an active exception"), a second line after the Error.
-        dist.close()
-    info = model.info
-    reporter.message(
-        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
-        f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s); saved {output}"
-    )
+            from .fitting import summary
+
+            _fail(f"{stop.why}; {summary(stop.model, output)}; continue with --resume {output}")
+        raise typer.Exit(stop.exit_code) from None
 
 
 @app.command()
@@ -670,7 +475,6 @@ def inspect_checkpoint(
 
     Example: flowcli inspect wine.flow --json | jq .training
     """
-    import json
 
     from .describe import describe, render
 

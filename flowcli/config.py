@@ -282,3 +282,17 @@ def load_config(path: str | Path | None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     return parse_config(load_yaml_text(text, str(path)))
+
+
+def resolve_config(config: Config | dict[str, Any] | str | Path | None) -> Config:
+    """A config as the fit API and ``fit -c`` accept it: a ``Config``, a mapping as in YAML, a YAML
+    path, or the name of a packaged preset (``nsf``); None is the packaged default."""
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config)
+    if config is not None and not Path(config).exists():
+        preset = default_config_path().parent / f"{config}.yaml"
+        if "/" not in str(config) and preset.exists():
+            config = preset
+    return load_config(config)

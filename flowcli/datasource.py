@@ -41,6 +41,7 @@ from .distributed import DistContext
 from .errors import DataError
 from .moments import Moments, common_dtype, merge_all, schema_from_moments
 from .schema import Schema
+from .trainstate import data_fingerprint
 
 CHUNK_ROWS = 65536
 PARQUET_EXTENSIONS = (".parquet", ".pq")
@@ -247,9 +248,10 @@ def _to_device(batch: np.ndarray, device: torch.device) -> Tensor:
 class InMemoryData:
     """Training and validation rows held as tensors on the device; each epoch a random permutation."""
 
-    def __init__(self, schema: Schema, train: Tensor, val: Tensor, batch_size: int) -> None:
+    def __init__(self, schema: Schema, train: Tensor, val: Tensor, batch_size: int, fingerprint: str = "") -> None:
         self.schema, self.train, self.val, self.batch_size = schema, train, val, batch_size
         self.n_train, self.n_val = len(train), len(val)
+        self.fingerprint = fingerprint  # SHA-256 of the training matrix (see ``data_fingerprint``)
 
     def init_batch(self, n: int) -> Tensor:
         return self.train[:n]
@@ -267,25 +269,44 @@ class InMemoryData:
             yield self.val[start : start + batch]
 
 
-def load_shard(
-    path: str, tc: Any, dist: DistContext, generator: torch.Generator, batch_size: int, overrides: dict | None = None
+def split_rows(n: int, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random train/validation row indices; validation is empty when the fraction or the table is too small."""
+    order = torch.randperm(n, generator=generator)
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and n >= 10:
+        n_val = max(n_val, 1)
+    else:
+        n_val = 0
+    return order[n_val:], order[:n_val]
+
+
+def in_memory_source(
+    table: pd.DataFrame | str,
+    tc: Any,
+    dist: DistContext,
+    generator: torch.Generator,
+    schema: Schema | None = None,
+    overrides: dict | None = None,
 ) -> InMemoryData:
     """This rank's rows (i % world == rank) of a table that fits in memory, split at random into training
-    and validation rows. Every rank reads the whole table and infers the schema from it, so the schema
-    (column roles, categories, statistics) is exactly the one a single-process fit would build."""
+    and validation rows; with one process, the whole table. Every rank reads the whole table (a frame,
+    or a path to read) and infers the schema from it (unless ``schema`` is given, as when resuming), so
+    the schema is exactly the one a single-process fit builds. The training matrix is fingerprinted
+    for ``--resume``, which checks it is given the same data."""
     from .io import read_table
-    from .train import split_rows
 
-    frame = dist.agree(lambda: read_table(path))
-    schema = dist.agree(lambda: Schema.infer(frame, overrides))
+    frame = dist.agree(lambda: read_table(table)) if isinstance(table, str) else table
+    schema = schema or dist.agree(lambda: Schema.infer(frame, overrides))
     mine = frame.iloc[dist.rank :: dist.world] if dist.active else frame
     matrix = dist.agree(lambda: schema.to_features(mine)[0])
+    fingerprint = data_fingerprint(matrix)
     max_rows = -(-tc.max_rows // dist.world) if tc.max_rows else 0
     if max_rows and len(matrix) > max_rows:
         matrix = matrix[torch.randperm(len(matrix), generator=generator)[:max_rows].numpy()]
     rows = torch.as_tensor(matrix, dtype=torch.get_default_dtype())
     train_idx, val_idx = split_rows(len(rows), tc.val_fraction, generator)
-    return InMemoryData(schema, rows[train_idx].to(dist.device), rows[val_idx].to(dist.device), batch_size)
+    train, val = rows[train_idx].to(dist.device), rows[val_idx].to(dist.device)
+    return InMemoryData(schema, train, val, dist.local_batch(tc.batch_size), fingerprint)
 
 
 class StreamingData:
@@ -300,6 +321,7 @@ class StreamingData:
         if not self.shard.is_parquet:
             raise DataError(f"{path}: streaming reads Parquet files; load CSV whole or convert it to Parquet")
         self.schema, self.n_train, self.n_val = dist.agree(self._scan)
+        self.fingerprint = ""  # streamed data is not fingerprinted: a streamed fit cannot be resumed
         self.columns = [self.shard.names.index(c.name) for c in self.schema.modelled]
 
     def _scan(self) -> tuple[Schema, int, int]:

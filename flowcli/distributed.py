@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from .devices import resolve_device
 from .errors import DataError, FlowcliError
 
 T = TypeVar("T")
@@ -158,11 +159,9 @@ class DistContext:
             torch.distributed.destroy_process_group()
 
 
-def init(device_name: str) -> DistContext:
+def init(device_name: str | torch.device) -> DistContext:
     """The context of this process: a process group when started by torchrun with WORLD_SIZE > 1
     (NCCL on the GPU of LOCAL_RANK, or gloo on CPU), else a single-process context."""
-    from .train import resolve_device
-
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
         return DistContext(device=resolve_device(device_name))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

@@ -22,3 +22,12 @@ class CheckpointError(FlowcliError):
 
 class TrainingError(FlowcliError):
     """Training failed in a way the user can act on (e.g. the loss diverged)."""
+
+
+class ReportedFailure(FlowcliError):
+    """A failure already reported on stderr by another process (a worker of a distributed fit): the
+    CLI exits with ``exit_code`` and prints nothing more."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(f"a worker process failed (exit code {exit_code})")
+        self.exit_code = exit_code

@@ -7,6 +7,7 @@ DataFrames, in batches so memory stays bounded whatever the table size.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,11 @@ class Model:
     def to(self, device: torch.device | str) -> Model:
         self.flow.to(device)
         return self
+
+    def save(self, path: str | Path) -> None:
+        """Write the model to a checkpoint (atomically; safetensors + JSON, never pickle), which
+        ``flowcli.load`` and every command read."""
+        save_model(self, str(path))
 
     def _tensor(self, matrix: np.ndarray) -> Tensor:
         return torch.as_tensor(matrix, dtype=self.dtype).to(self.device)

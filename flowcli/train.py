@@ -1,5 +1,11 @@
-"""The fit loop: validation split, Adam with a schedule, gradient clipping, early stopping on the
-validation NLL with the best weights kept, per-epoch metrics as JSON lines."""
+"""The training loop: Adam with a schedule, gradient clipping, undo-and-halve after a non-finite step,
+a weight average, early stopping on the validation NLL with the best weights kept, per-epoch metrics.
+
+``Trainer`` is one run. Its bookkeeping is a ``TrainState`` (trainstate.py), the dataclass a checkpoint
+packs for ``fit --resume``; the data come from a source of datasource.py, and the other processes of a
+distributed run are reached through a ``DistContext`` (distributed.py), which for a single process is
+a context of one rank whose collectives do nothing: one code path for every case.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +17,22 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import pandas as pd
 import torch
+from torch import Tensor
 
 from .accel import mixed_precision, training_step
 from .averaging import WeightAverage
 from .config import Config
-from .datasource import InMemoryData
 from .distributed import DistContext, LogProb
-from .errors import DataError, TrainingError
+from .errors import TrainingError
 from .model import Flow, Model, complete_weights, load_weights
-from .schema import Schema
-from .trainstate import LearningRate, ResumePoint, TrainState, data_fingerprint
+from .trainstate import LearningRate, ResumePoint, TrainState
 
 VAL_BATCH = 8192
+MAX_FAILURES = 5  # consecutive non-finite steps before a run is declared diverged
 
 
 @dataclass
@@ -52,48 +56,23 @@ class EpochReport:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: CUDA is not available on this machine (use --device auto or cpu)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise DataError(f"--device {name}: unknown device; allowed: auto, cpu, cuda, cuda:N") from None
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a fit. ``model`` holds the best weights so far and the training state at the end
+    of the last completed epoch (None if no epoch completed), so the run can be saved and resumed."""
+
+    def __init__(self, model: Model | None) -> None:
+        super().__init__()
+        self.model = model
+        # How the fit was stopped (set by ``fitting.fit``): Ctrl-C exits 130, SIGTERM 143.
+        self.why, self.exit_code = "interrupted", 130
 
 
-def split_rows(n: int, val_fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random train/validation row indices; validation is empty when the fraction or the table is too small."""
-    order = torch.randperm(n, generator=generator)
-    n_val = round(n * val_fraction)
-    if val_fraction > 0 and n >= 10:
-        n_val = max(n_val, 1)
-    else:
-        n_val = 0
-    return order[n_val:], order[:n_val]
+class Diverged(TrainingError):
+    """The loss stayed non-finite after repeated undo-and-halve attempts. ``model`` as for Interrupted."""
 
-
-@torch.no_grad()
-def mean_nll(flow: Flow, data: torch.Tensor) -> float:
-    flow.eval()
-    total = 0.0
-    for start in range(0, len(data), VAL_BATCH):
-        total += -flow.log_prob(data[start : start + VAL_BATCH]).double().sum().item()
-    return total / max(len(data), 1)
-
-
-@torch.no_grad()
-def validation_nll(flow: Flow, data: Any, dist: DistContext) -> tuple[float, float]:
-    """Summed NLL and row count of the validation rows of every rank (sums all-reduced)."""
-    flow.eval()
-    total, count = 0.0, 0
-    for batch in data.validation(VAL_BATCH):
-        total += -flow.log_prob(batch).double().sum().item()
-        count += len(batch)
-    total, count = dist.sum(total, count)
-    return total, count
+    def __init__(self, message: str, model: Model | None) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 def make_optimizer(flow: Flow, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -105,34 +84,14 @@ def make_optimizer(flow: Flow, lr: float, weight_decay: float) -> torch.optim.Op
         return torch.optim.Adam(flow.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-MAX_FAILURES = 5  # consecutive non-finite steps before a run is declared diverged
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during ``fit``. ``model`` holds the best weights so far and the training state at the end
-    of the last completed epoch (None if no epoch completed), so the run can be saved and resumed."""
-
-    def __init__(self, model: Model | None) -> None:
-        super().__init__()
-        self.model = model
-
-
-class Diverged(TrainingError):
-    """The loss stayed non-finite after repeated undo-and-halve attempts. ``model`` as for Interrupted."""
-
-    def __init__(self, message: str, model: Model | None) -> None:
-        super().__init__(message)
-        self.model = model
-
-
 class StepGuard:
     """Copies of the weights and optimizer state from before the latest optimizer step, so a step
     that produced non-finite values can be undone. Buffers are reused: a copy per step, no allocation."""
 
-    def __init__(self, params: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self, params: list[Tensor], optimizer: torch.optim.Optimizer) -> None:
         self.params, self.optimizer = params, optimizer
         self.saved_params = [p.detach().clone() for p in params]
-        self.saved_state: list[dict[str, torch.Tensor] | None] = [None] * len(params)
+        self.saved_state: list[dict[str, Tensor] | None] = [None] * len(params)
         self.saved_step = 0
 
     @torch.no_grad()
@@ -163,19 +122,19 @@ class StepGuard:
         return self.saved_step
 
 
-def _clone_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[int, dict[str, torch.Tensor]]:
+def _clone_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[int, dict[str, Tensor]]:
     return {
         int(i): {k: torch.as_tensor(v).detach().clone() for k, v in values.items()}
         for i, values in optimizer.state_dict()["state"].items()
     }
 
 
-def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, torch.Tensor]]) -> None:
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, Tensor]]) -> None:
     groups = optimizer.state_dict()["param_groups"]
     optimizer.load_state_dict({"state": {i: dict(v) for i, v in state.items()}, "param_groups": groups})
 
 
-def reference_rows(data: Any, limit: int = 200_000) -> tuple[torch.Tensor, str]:
+def reference_rows(data: Any, limit: int = 200_000) -> tuple[Tensor, str]:
     """Rows for the anomaly thresholds: held-out rows, which are the honest reference (training rows
     score too well); training rows only when nothing was held out. At most ``limit`` rows."""
     parts, n = [], 0
@@ -189,208 +148,210 @@ def reference_rows(data: Any, limit: int = 200_000) -> tuple[torch.Tensor, str]:
     return data.init_batch(limit), "training"
 
 
-def fit(
-    frame: pd.DataFrame,
-    config: Config,
-    *,
-    device: torch.device,
-    seed: int | None = None,
-    metrics_file: IO[str] | None = None,
-    on_epoch: Callable[[EpochReport], None] | None = None,
-    schema: Schema | None = None,
-    resume: ResumePoint | None = None,
-    data: Any = None,
-    dist: DistContext | None = None,
-) -> Model:
-    """Fit a flow to ``frame`` as ``config`` says; returns the model with its best validation weights.
+class Trainer:
+    """One training run of a flow on a data source (in memory, streamed, or a rank's shard).
 
-    The returned model carries ``train_state`` (the state at the end of the last epoch), which
-    ``save_model`` stores so that ``resume=load_resume_point(path)`` continues the run; with the same
-    data, config and seed on CPU the result is bit-identical to an uninterrupted run. A non-finite loss
+    ``state`` is the run's bookkeeping (epoch, learning-rate law, early stopping, failures, history);
+    ``saved`` is the state captured at the end of the last completed epoch, with the tensors that a
+    resume needs, and ``best_weights`` the weights of the best validation NLL so far. A non-finite loss
     or gradient undoes the last step (weights and Adam state), halves the learning rate and goes on;
-    after ``MAX_FAILURES`` in a row ``Diverged`` is raised. Ctrl-C raises ``Interrupted``. Both carry
-    the best model so far (or None before the first epoch ended).
-
-    ``data`` (a source from ``datasource.py``: a rank's shard, or Parquet streamed from disk) replaces
-    ``frame``; ``dist`` is the process group (``distributed.py``) when several processes train one model.
+    after ``MAX_FAILURES`` in a row ``Diverged`` is raised. Ctrl-C raises ``Interrupted``. Both carry the
+    best model so far (or None before the first epoch ended).
     """
-    dist = dist or DistContext(device=device)
-    if resume is not None and data is not None:
-        raise DataError("resume: only for a table fitted in memory by one process (not streamed or distributed)")
-    if resume is not None:
-        seed, schema = resume.info.get("seed"), resume.schema
-    if seed is not None:
-        torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
-    if dist.active:
-        generator.manual_seed(generator.initial_seed() + 7919 * dist.rank)  # ranks shuffle differently
-    tc = config.training
-    dtype = torch.get_default_dtype()
-    fingerprint = ""  # streamed or sharded data is not fingerprinted (no resume for those)
-    if data is None:
-        schema = schema or Schema.infer(frame, config.columns)
-        matrix, _ = schema.to_features(frame)
-        fingerprint = data_fingerprint(matrix)
-        if resume is not None and resume.state.data_sha256 != fingerprint:
-            raise DataError(
-                f"the data differs from the table the run in {resume.path} was trained on; resume needs the same table"
-            )
-        if tc.max_rows and len(matrix) > tc.max_rows:
-            matrix = matrix[torch.randperm(len(matrix), generator=generator)[: tc.max_rows].numpy()]
-        rows = torch.as_tensor(matrix, dtype=dtype)
-        train_idx, val_idx = split_rows(len(rows), tc.val_fraction, generator)
-        data = InMemoryData(
-            schema, rows[train_idx].to(device), rows[val_idx].to(device), dist.local_batch(tc.batch_size)
-        )
-    schema = data.schema
-    n_train, n_val = (int(n) for n in dist.sum(data.n_train, data.n_val))
 
-    flow = Flow(schema, config).to(device=device, dtype=dtype)
-    flow.initialize(data.init_batch(4096))
-    # After initialize: DDP broadcasts rank 0's (data-initialized) weights to every rank when built.
-    step_module = training_step(dist.wrap(LogProb(flow)), tc.compile)
-    optimizer = make_optimizer(flow, tc.lr, tc.weight_decay)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    guard = StepGuard(params, optimizer)
-    steps_per_epoch = int(dist.min(data.steps_per_epoch()))
-    lr = LearningRate(tc.lr, tc.schedule, tc.epochs * steps_per_epoch, max(1, tc.patience // 3))
-    average = WeightAverage(params, tc.ema) if tc.ema > 0 else None
+    def __init__(self, data: Any, config: Config, dist: DistContext, seed: int, generator: torch.Generator) -> None:
+        self.data, self.config, self.dist, self.seed, self.generator = data, config, dist, seed, generator
+        tc = config.training
+        self.flow = Flow(data.schema, config).to(device=dist.device, dtype=torch.get_default_dtype())
+        self.flow.initialize(data.init_batch(4096))
+        # After initialize: DDP broadcasts rank 0's (data-initialized) weights to every rank when built.
+        self.step_module = training_step(dist.wrap(LogProb(self.flow)), tc.compile)
+        self.optimizer = make_optimizer(self.flow, tc.lr, tc.weight_decay)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.guard = StepGuard(self.params, self.optimizer)
+        self.average = WeightAverage(self.params, tc.ema) if tc.ema > 0 else None
+        self.steps_per_epoch = int(dist.min(data.steps_per_epoch()))
+        lr = LearningRate(tc.lr, tc.schedule, tc.epochs * self.steps_per_epoch, max(1, tc.patience // 3))
+        self.state = TrainState(lr=lr, data_sha256=data.fingerprint)
+        self.saved: TrainState | None = None
+        self.best_weights = copy.deepcopy(self.flow.state_dict())
+        self.n_train, self.n_val = (int(n) for n in dist.sum(data.n_train, data.n_val))
 
-    best_val, best_state, best_epoch = math.inf, copy.deepcopy(flow.state_dict()), 0
-    history: list[dict[str, Any]] = []
-    failures, seconds_before, first_epoch = 0, 0.0, 1
-    snapshot: TrainState | None = None
-    if resume is not None:
-        st = resume.state
-        load_weights(flow, st.weights, resume.path)
-        _load_optimizer_state(optimizer, st.optimizer)
-        if average is not None:
+    def restore(self, point: ResumePoint) -> None:
+        """Continue the run saved in ``point`` (the same data, config and seed)."""
+        saved = point.state
+        load_weights(self.flow, saved.weights, point.path)
+        _load_optimizer_state(self.optimizer, saved.optimizer)
+        if self.average is not None:
             # A run saved by a flowcli without averaging starts its average from the current weights.
-            average.load(st.average if st.average else [p.detach() for p in params])
+            self.average.load(saved.average if saved.average else [p.detach() for p in self.params])
+        torch.set_rng_state(saved.torch_rng)
+        self.generator.set_state(saved.shuffle_rng)
+        best = complete_weights(self.flow, point.best_weights)
+        self.best_weights = {k: v.to(device=self.dist.device) for k, v in best.items()}
         # The learning-rate law continues; only its horizon follows the (possibly longer) plan.
-        lr = dataclasses.replace(st.lr, total_steps=tc.epochs * steps_per_epoch)
-        torch.set_rng_state(st.torch_rng)
-        generator.set_state(st.shuffle_rng)
-        best_val, best_epoch, failures, seconds_before = st.best_val, st.best_epoch, st.failures, st.seconds
-        best_state = {k: v.to(device=device) for k, v in complete_weights(flow, resume.best_weights).items()}
-        history, first_epoch, snapshot = list(st.history), st.epoch + 1, st
+        total_steps = self.config.training.epochs * self.steps_per_epoch
+        lr = dataclasses.replace(saved.lr, total_steps=total_steps)
+        self.state = dataclasses.replace(saved, lr=lr, history=list(saved.history))
+        self.saved = saved
 
-    started = time.perf_counter()
-
-    def finish(stopped: str) -> Model | None:
-        """The best model so far with the state at the end of the last completed epoch (None if no
-        epoch ended, or if no step ever succeeded: an untrained model is not worth saving)."""
-        if snapshot is None or snapshot.lr.step == 0 or not math.isfinite(snapshot.best_val):
+    def step(self, batch: Tensor, amp: Any) -> float | None:
+        """One optimizer step; the batch's summed NLL, or None when the step was undone."""
+        with amp.step():
+            loss = -self.step_module(batch).mean()
+        # Every rank must take the same branch (backward runs DDP's all-reduce); the gradient norm
+        # below is computed from all-reduced gradients, so it agrees by itself.
+        finite = self.dist.all_true(torch.isfinite(loss))
+        if finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.config.training.grad_clip)
+            finite = bool(torch.isfinite(norm))
+        lr = self.state.lr
+        if not finite:
+            self._undo_and_halve()
             return None
-        flow.load_state_dict(best_state)
-        info = {
-            "epochs_run": len(snapshot.history),
-            "best_epoch": snapshot.best_epoch,
-            "best_val_nll": snapshot.best_val,
-            "fit_seconds": round(snapshot.seconds, 3),
-            "n_train": n_train,
-            "n_val": n_val,
-            "world_size": dist.world,
-            "seed": seed,
-            "device": str(device),
-            "stopped": stopped,
-            "metrics": snapshot.history,
-        }
-        model = Model(schema, config, flow.to(torch.float64), info)
-        model.train_state = snapshot
-        reference, source = reference_rows(data)
-        info["logprob_quantiles"] = logprob_quantiles(model.log_prob_features(reference.double().cpu().numpy()), source)
+        self.state.failures = 0
+        self.guard.save(lr.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr.value()
+        self.optimizer.step()
+        lr.step += 1
+        if self.average is not None:
+            self.average.update(lr.step)
+        return loss.item() * len(batch)
+
+    def _undo_and_halve(self) -> None:
+        """Non-finite values mean the last step went too far: undo it and halve the rate."""
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.state.lr
+        lr.step = self.guard.restore()
+        lr.nan_scale *= 0.5
+        self.state.failures += 1
+        if self.state.failures >= MAX_FAILURES:
+            raise Diverged(
+                f"epoch {self.state.epoch + 1}: the loss was non-finite {self.state.failures} times in a row, even "
+                f"after halving the learning rate each time (now {lr.value():.3g}); check the data or lower "
+                "training.lr",
+                None,
+            )
+
+    def train_epoch(self, amp: Any) -> float:
+        """One pass over the training rows; their mean NLL (over the steps that were kept)."""
+        self.flow.train()
+        total, count = 0.0, 0
+        for batch in self.dist.lockstep(self.data.epoch(self.generator)):
+            summed = self.step(batch, amp)
+            if summed is not None:
+                total += summed
+                count += len(batch)
+        total, count = self.dist.sum(total, count)
+        return total / count if count else math.inf
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        """Summed NLL and row count of the validation rows of every rank (sums all-reduced)."""
+        self.flow.eval()
+        total, count = 0.0, 0
+        for batch in self.data.validation(VAL_BATCH):
+            total += -self.flow.log_prob(batch).double().sum().item()
+            count += len(batch)
+        total, count = self.dist.sum(total, count)
+        return total, count
+
+    def run_epoch(self, amp: Any, started: float, seconds_before: float) -> EpochReport:
+        """Train one epoch, validate, keep the best weights; the state captured at its end is ``saved``."""
+        t0 = time.perf_counter()
+        epoch, state = self.state.epoch + 1, self.state
+        train_nll = self.train_epoch(amp)
+        with self.average.swapped() if self.average is not None else contextlib.nullcontext():
+            # Validated, and kept as the best model, with the averaged weights when averaging is on.
+            val_total, val_count = self.validate()
+            val_nll = val_total / val_count if val_count else train_nll
+            if val_nll < state.best_val:
+                state.best_val, state.best_epoch = val_nll, epoch
+                self.best_weights = copy.deepcopy(self.flow.state_dict())
+        state.lr.end_epoch(val_nll)
+        report = EpochReport(
+            epoch,
+            self.config.training.epochs,
+            train_nll,
+            val_nll,
+            state.best_val,
+            time.perf_counter() - t0,
+            state.lr.value(),
+        )
+        state.epoch, state.seconds = epoch, seconds_before + time.perf_counter() - started
+        state.history.append(report.to_dict())
+        # One assignment, so an interrupt sees either the previous epoch's state or this one's.
+        self.saved = self._capture()
+        return report
+
+    def _capture(self) -> TrainState:
+        """A copy of the state with the tensors that resuming needs, taken at the end of an epoch."""
+        return dataclasses.replace(
+            self.state,
+            lr=dataclasses.replace(self.state.lr),
+            history=list(self.state.history),
+            weights={k: v.detach().clone() for k, v in self.flow.state_dict().items()},
+            optimizer=_clone_optimizer_state(self.optimizer),
+            average=[a.detach().clone() for a in self.average.average] if self.average is not None else [],
+            torch_rng=torch.get_rng_state(),
+            shuffle_rng=self.generator.get_state(),
+        )
+
+    def run(self, metrics_file: IO[str] | None = None, on_epoch: Callable[[EpochReport], None] | None = None) -> Model:
+        """Train until the planned epochs or early stopping; the model with the best validation weights."""
+        tc = self.config.training
+        started, seconds_before = time.perf_counter(), self.state.seconds
+        stopped = "completed"
+        try:
+            with mixed_precision(self.flow, tc.amp, self.dist.device) as amp:
+                while self.state.epoch < tc.epochs:
+                    report = self.run_epoch(amp, started, seconds_before)
+                    if metrics_file is not None:
+                        metrics_file.write(json.dumps(report.to_dict()) + "\n")
+                        metrics_file.flush()
+                    if on_epoch is not None:
+                        on_epoch(report)
+                    if report.epoch - self.state.best_epoch >= tc.patience:
+                        stopped = "early_stopping"
+                        break
+        except KeyboardInterrupt:
+            raise Interrupted(self.result("interrupted")) from None
+        except Diverged as exc:
+            raise Diverged(str(exc), self.result("diverged")) from None
+        model = self.result(stopped)
+        if model is None:
+            raise TrainingError("training never reached a finite validation loss; check the data or lower training.lr")
         return model
 
-    amp = mixed_precision(flow, tc.amp, device)
-    amp.__enter__()  # left in the `finally` below
-    try:
-        stopped = "completed"
-        for epoch in range(first_epoch, tc.epochs + 1):
-            t0 = time.perf_counter()
-            flow.train()
-            total, count = 0.0, 0
-            for batch in dist.lockstep(data.epoch(generator)):
-                with amp.step():
-                    loss = -step_module(batch).mean()
-                # Every rank must take the same branch (backward runs DDP's all-reduce); the gradient
-                # norm below is computed from all-reduced gradients, so it agrees by itself.
-                finite = dist.all_true(torch.isfinite(loss))
-                if finite:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(flow.parameters(), tc.grad_clip)))
-                if not finite:
-                    # Non-finite values mean the last step went too far: undo it, halve the rate, go on.
-                    optimizer.zero_grad(set_to_none=True)
-                    lr.step = guard.restore()
-                    lr.nan_scale *= 0.5
-                    failures += 1
-                    if failures >= MAX_FAILURES:
-                        raise Diverged(
-                            f"epoch {epoch}: the loss was non-finite {failures} times in a row, even after "
-                            f"halving the learning rate each time (now {lr.value():.3g}); check the data or lower "
-                            "training.lr",
-                            None,
-                        )
-                    continue
-                failures = 0
-                guard.save(lr.step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr.value()
-                optimizer.step()
-                lr.step += 1
-                if average is not None:
-                    average.update(lr.step)
-                total += loss.item() * len(batch)
-                count += len(batch)
-            total, count = dist.sum(total, count)
-            train_nll = total / count if count else math.inf
-            with average.swapped() if average is not None else contextlib.nullcontext():
-                # Validated, and kept as the best model, with the averaged weights when averaging is on.
-                val_total, val_count = validation_nll(flow, data, dist)
-                val_nll = val_total / val_count if val_count else train_nll
-                if val_nll < best_val:
-                    best_val, best_epoch = val_nll, epoch
-                    best_state = copy.deepcopy(flow.state_dict())
-            lr.end_epoch(val_nll)
-            report = EpochReport(epoch, tc.epochs, train_nll, val_nll, best_val, time.perf_counter() - t0, lr.value())
-            # One assignment, so an interrupt sees either the previous epoch's state or this one's.
-            snapshot = TrainState(
-                epoch=epoch,
-                weights={k: v.detach().clone() for k, v in flow.state_dict().items()},
-                optimizer=_clone_optimizer_state(optimizer),
-                lr=dataclasses.replace(lr),
-                average=[a.detach().clone() for a in average.average] if average is not None else [],
-                torch_rng=torch.get_rng_state(),
-                shuffle_rng=generator.get_state(),
-                best_val=best_val,
-                best_epoch=best_epoch,
-                failures=failures,
-                seconds=seconds_before + time.perf_counter() - started,
-                data_sha256=fingerprint,
-                history=[*history, report.to_dict()],
-            )
-            history = snapshot.history
-            if metrics_file is not None:
-                metrics_file.write(json.dumps(report.to_dict()) + "\n")
-                metrics_file.flush()
-            if on_epoch is not None:
-                on_epoch(report)
-            if epoch - best_epoch >= tc.patience:
-                stopped = "early_stopping"
-                break
-    except KeyboardInterrupt:
-        raise Interrupted(finish("interrupted")) from None
-    except Diverged as exc:
-        raise Diverged(str(exc), finish("diverged")) from None
-    finally:
-        amp.__exit__(None, None, None)
-
-    model = finish(stopped)
-    if model is None:
-        raise TrainingError("training never reached a finite validation loss; check the data or lower training.lr")
-    return model
+    def result(self, stopped: str) -> Model | None:
+        """The best model so far with the state at the end of the last completed epoch (None if no
+        epoch ended, or if no step ever succeeded: an untrained model is not worth saving)."""
+        saved = self.saved
+        if saved is None or saved.lr.step == 0 or not math.isfinite(saved.best_val):
+            return None
+        self.flow.load_state_dict(self.best_weights)
+        info = {
+            "epochs_run": len(saved.history),
+            "best_epoch": saved.best_epoch,
+            "best_val_nll": saved.best_val,
+            "fit_seconds": round(saved.seconds, 3),
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "world_size": self.dist.world,
+            "seed": self.seed,
+            "device": str(self.dist.device),
+            "stopped": stopped,
+            "metrics": saved.history,
+        }
+        model = Model(self.data.schema, self.config, self.flow.to(torch.float64), info)
+        model.train_state = saved
+        reference, source = reference_rows(self.data)
+        scores = model.log_prob_features(reference.double().cpu().numpy())
+        info["logprob_quantiles"] = logprob_quantiles(scores, source)
+        return model
 
 
 # Quantile levels kept in the checkpoint: every percent, plus fine ones in both tails (anomaly
@@ -411,9 +372,3 @@ def logprob_quantiles(values: np.ndarray, source: str) -> dict[str, Any]:
         "levels": QUANTILE_LEVELS,
         "values": np.quantile(finite, QUANTILE_LEVELS).tolist() if len(finite) else [],
     }
-
-
-def write_metrics_path(ckpt: str | Path) -> Path:
-    """Default metrics file beside the checkpoint: ``model.flow`` -> ``model.metrics.jsonl``."""
-    ckpt = Path(ckpt)
-    return ckpt.with_name(ckpt.stem + ".metrics.jsonl") if ckpt.suffix else ckpt.with_name(ckpt.name + ".metrics.jsonl")

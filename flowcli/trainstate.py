@@ -65,21 +65,25 @@ class LearningRate:
 
 @dataclass
 class TrainState:
-    """Everything a run needs to continue bit for bit from the end of epoch ``epoch``."""
+    """Everything a run needs to continue bit for bit from the end of epoch ``epoch``.
 
-    epoch: int
-    weights: dict[str, Tensor]  # the current weights (the checkpoint's model holds the best ones)
-    optimizer: dict[int, dict[str, Tensor]]  # per-parameter optimizer state (Adam: step, moments)
+    The trainer (``train.Trainer``) keeps its bookkeeping in one of these while it runs; at the end of
+    each epoch it captures the tensors below into a copy, which is what a checkpoint packs."""
+
     lr: LearningRate
-    torch_rng: Tensor
-    shuffle_rng: Tensor
-    best_val: float
-    best_epoch: int
-    failures: int  # consecutive non-finite steps so far
-    seconds: float
-    data_sha256: str
+    epoch: int = 0  # epochs completed
+    best_val: float = math.inf
+    best_epoch: int = 0
+    failures: int = 0  # consecutive non-finite steps so far
+    seconds: float = 0.0
+    data_sha256: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Captured at the end of an epoch (empty in the live state of a running trainer):
+    weights: dict[str, Tensor] = field(default_factory=dict)  # current weights (the model holds the best ones)
+    optimizer: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # per parameter (Adam: step, moments)
     average: list[Tensor] = field(default_factory=list)  # the weight average (training.ema), by parameter
+    torch_rng: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))
+    shuffle_rng: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))
 
     def pack(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """(JSON-able header part, tensors with the ``train_state/`` prefix) for the checkpoint."""

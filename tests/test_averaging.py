@@ -9,7 +9,7 @@ import torch
 
 from flowcli.averaging import WeightAverage
 from flowcli.config import parse_config
-from flowcli.train import fit
+from flowcli.fitting import fit
 
 
 def test_rate_warms_up_then_stays_at_one_minus_decay() -> None:

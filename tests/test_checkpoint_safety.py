@@ -24,7 +24,7 @@ from flowcli.cli import app
 from flowcli.config import parse_config
 from flowcli.errors import CheckpointError, FlowcliError
 from flowcli.model import load_model, save_model
-from flowcli.train import fit
+from flowcli.fitting import fit
 from flowcli.trainstate import load_resume_point
 
 runner = CliRunner()

@@ -21,7 +21,8 @@ from flowcli.distributed import DistContext
 from flowcli.model import load_model, save_model
 from flowcli.moments import Moments, merge_all, schema_from_moments
 from flowcli.schema import Schema
-from flowcli.train import fit
+from flowcli.fitting import fit
+from flowcli.train import Trainer
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -149,7 +150,8 @@ def test_streaming_fit_matches_in_memory_fit(parquet_dir: tuple[Path, pd.DataFra
         str(path), cfg.training, dist, cfg.training.batch_size, cfg.training.shuffle_buffer, chunk_rows=128
     )
     assert source.n_train + source.n_val == len(frame) and 200 < source.n_val < 400
-    streamed = fit(None, cfg, device=CPU, seed=0, data=source, dist=dist)
+    torch.manual_seed(0)
+    streamed = Trainer(source, cfg, dist, seed=0, generator=torch.Generator().manual_seed(0)).run()
     in_memory = fit(frame, cfg, device=CPU, seed=0)
     assert [c.role for c in streamed.schema.columns] == ["continuous", "continuous", "constant"]
     test = banana(2000, seed=4).assign(constant=7)

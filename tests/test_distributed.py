@@ -15,7 +15,7 @@ from conftest import SMALL_CONFIG, banana
 
 from flowcli.config import parse_config
 from flowcli.model import load_model
-from flowcli.train import fit
+from flowcli.fitting import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 6, "batch_size": 256}}

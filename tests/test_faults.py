@@ -28,7 +28,8 @@ from flowcli import checkpoint
 from flowcli.cli import app
 from flowcli.config import parse_config
 from flowcli.model import Flow, load_model, save_model
-from flowcli.train import MAX_FAILURES, Diverged, Interrupted, StepGuard, fit
+from flowcli.fitting import fit
+from flowcli.train import MAX_FAILURES, Diverged, Interrupted, StepGuard
 from flowcli.trainstate import load_resume_point
 
 ROOT = Path(__file__).parents[1]
@@ -109,12 +110,7 @@ def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(
     assert stopped.value.model is not None and stopped.value.model.info["epochs_run"] == 3
     path = tmp_path / "half.flow"
     save_model(stopped.value.model, str(path))
-    resumed = fit(
-        table,
-        parse_config(tiny_config("cosine", epochs=5, layers=layers)),
-        device=CPU,
-        resume=load_resume_point(str(path)),
-    )
+    resumed = fit(table, device=CPU, resume=load_resume_point(str(path)))  # its config and seed are stored
 
     assert_identical(straight.flow.state_dict(), resumed.flow.state_dict())  # best weights
     a, b = straight.train_state, resumed.train_state

@@ -9,7 +9,7 @@ import torch
 
 from flowcli.config import parse_config
 from flowcli.model import Model, load_model
-from flowcli.train import fit
+from flowcli.fitting import fit
 
 
 def grid_integral(model: Model, frame: pd.DataFrame, points: int = 200, margin: float = 0.6) -> float:

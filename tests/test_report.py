@@ -19,7 +19,7 @@ from flowcli.compare import compare_tables, ks_statistic, total_variation
 from flowcli.config import parse_config
 from flowcli.model import Model, save_model
 from flowcli.report import build_report, stored_thresholds
-from flowcli.train import fit
+from flowcli.fitting import fit
 
 matplotlib = pytest.importorskip("matplotlib")
 from conftest import assert_clean_error  # noqa: E402  (after the importorskip above)

@@ -20,7 +20,7 @@ from flowcli.config import parse_config
 from flowcli.errors import ConfigError, DataError
 from flowcli.model import Model, load_model, save_model
 from flowcli.schema import Schema
-from flowcli.train import fit
+from flowcli.fitting import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 PENGUINS = ROOT / "data-samples" / "penguins.csv"

@@ -1,0 +1,329 @@
+"""``flowcli.fit``: everything ``flowcli fit`` does, as one library call.
+
+A table in memory (a DataFrame, a CSV/Parquet file or ``-``), Parquet streamed from disk, a run resumed
+from a checkpoint and a run on several processes all take the same path: the process group of
+``distributed.init`` (one rank when not started by torchrun), a data source from datasource.py, and a
+``Trainer``. With ``output`` the checkpoint and its metrics file are written atomically, also when
+Ctrl-C, SIGTERM or a diverged loss stops the run (the best model so far is kept).
+
+    import flowcli
+    model = flowcli.fit(df, epochs=20, seed=0)
+    model.save("table.flow")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import torch
+import yaml
+
+from . import distributed
+from .config import Config, resolve_config
+from .datasource import StreamingData, in_memory_source
+from .errors import DataError, ReportedFailure
+from .files import AtomicTextFile, check_writable
+from .model import Model, load_model, save_model
+from .progress import Reporter
+from .train import Diverged, EpochReport, Interrupted, Trainer
+from .trainstate import ResumePoint, load_resume_point
+
+Table = pd.DataFrame | str | Path
+ConfigLike = Config | dict[str, Any] | str | Path | None
+
+
+@dataclass
+class FitPlan:
+    """What a fit was asked to do, checked before any data is read."""
+
+    data: pd.DataFrame | str
+    config: Config
+    seed: int | None
+    output: str | None
+    metrics: Path | None
+    resume: ResumePoint | None
+    stream: bool
+
+
+def fit(
+    data: Table,
+    config: ConfigLike = None,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str | torch.device = "auto",
+    output: str | Path | None = None,
+    metrics: str | Path | None = None,
+    resume: str | Path | ResumePoint | None = None,
+    stream: bool = False,
+    nproc: int | None = None,
+    reporter: Reporter | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> Model:
+    """Fit a flow to a table and return the model with its best validation weights.
+
+    ``data``: a DataFrame, a .csv/.parquet path, ``-`` (CSV on stdin) or a directory of Parquet files
+    (always streamed). ``config``: a ``Config``, a mapping, a YAML path or a preset name; None is the
+    default. ``epochs`` overrides ``training.epochs`` (with ``resume``: the total of the continued run).
+    ``seed``: the same seed on CPU gives the same model; None draws one (kept in ``model.info``).
+    ``output``: also save the checkpoint there, and the per-epoch metrics (``metrics``, default beside
+    it: ``model.flow`` -> ``model.metrics.jsonl``). ``resume``: continue the run in this checkpoint
+    (same data; its config and seed). ``stream``: read a Parquet file in chunks instead of loading it.
+    ``nproc``: train on N processes of this machine (torch.distributed; needs ``data`` as a file and
+    ``output``). ``reporter`` shows progress and messages on stderr (None: silent); ``on_epoch`` is
+    called with each epoch's report.
+
+    Ctrl-C or SIGTERM raise ``Interrupted`` and a diverged loss ``Diverged``; both carry the best model
+    so far in ``.model`` (None before the first epoch ended), already saved when ``output`` was given.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    plan = _plan(data, config, epochs, seed, output, metrics, resume, stream)
+    if nproc is not None and not distributed.launched_by_torchrun():
+        return _launch(plan, config, epochs, device, nproc, reporter)
+    dist = distributed.init(device)
+    try:
+        return _fit(plan, dist, reporter, on_epoch)
+    finally:
+        # Also when a rank fails: a process group left alive at exit can abort the interpreter's
+        # shutdown ("terminate called without an active exception"), a second line after the Error.
+        dist.close()
+
+
+def _plan(
+    data: Table,
+    config: ConfigLike,
+    epochs: int | None,
+    seed: int | None,
+    output: str | Path | None,
+    metrics: str | Path | None,
+    resume: str | Path | ResumePoint | None,
+    stream: bool,
+) -> FitPlan:
+    """Resolve the config (or the resumed run's), check the output paths and the combination of options."""
+    point = None
+    if resume is not None:
+        if config is not None or seed is not None:
+            raise DataError("--resume continues with the config and seed stored in the checkpoint; drop -c/--seed")
+        point = resume if isinstance(resume, ResumePoint) else load_resume_point(str(resume), epochs)
+        cfg, seed = point.config, point.info.get("seed")
+    else:
+        cfg = resolve_config(config)
+        if epochs is not None:
+            cfg.training.epochs = epochs
+    out = None if output is None else str(output)
+    if out is not None:
+        check_writable(out)
+    table = data if isinstance(data, pd.DataFrame) else str(data)
+    stream = stream or (isinstance(table, str) and table != "-" and Path(table).is_dir())
+    if point is not None and (stream or distributed.launched_by_torchrun()):
+        raise DataError(
+            "--resume: only for a table fitted in memory by one process (not --nproc, torchrun or streaming)"
+        )
+    metrics_path = Path(metrics) if metrics else default_metrics_path(out) if out is not None else None
+    if metrics_path is not None:
+        check_writable(metrics_path)
+        if out is not None and metrics_path.resolve() == Path(out).resolve():
+            raise DataError(f"--metrics {metrics}: the same file as the checkpoint -o {out}")
+    return FitPlan(table, cfg, seed, out, metrics_path, point, stream)
+
+
+def _fit(
+    plan: FitPlan, dist: distributed.DistContext, reporter: Reporter, on_epoch: Callable[[EpochReport], None] | None
+) -> Model:
+    """The fit of one rank (of one or many): data source, trainer, metrics and checkpoint (rank 0)."""
+    if dist.active and isinstance(plan.data, str) and plan.data == "-":
+        raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
+    seed = dist.broadcast(random.SystemRandom().randrange(2**31) if plan.seed is None else plan.seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + 7919 * dist.rank)  # ranks shuffle differently
+    source = _source(plan, dist, generator)
+    trainer = Trainer(source, plan.config, dist, seed, generator)
+    if plan.resume is not None:
+        if plan.resume.state.data_sha256 != source.fingerprint:
+            raise DataError(
+                f"the data differs from the table the run in {plan.resume.path} was trained on; resume needs the same table"
+            )
+        trainer.restore(plan.resume)
+    _announce(plan, source, trainer, dist, seed, reporter)
+    writing = dist.is_main and plan.metrics is not None
+    metrics_ctx: Any = AtomicTextFile(plan.metrics) if writing else contextlib.nullcontext(None)
+    # Metrics stream to a temporary file (watchable while training) renamed into place at the end,
+    # together with the checkpoint, also when Ctrl-C or a diverged loss stops the run.
+    with metrics_ctx as metrics_file:
+        stopped = _train(trainer, plan, metrics_file, reporter, on_epoch)
+        model = stopped.model if isinstance(stopped, (Interrupted, Diverged)) else stopped
+        assert model is not None  # _train re-raises a stop that has no model
+        if metrics_file is not None:
+            # The file holds exactly the epochs of the saved state (an interrupt may cut an epoch short).
+            metrics_file.seek(0)
+            metrics_file.truncate()
+            metrics_file.writelines(json.dumps(line) + "\n" for line in model.info["metrics"])
+        if dist.is_main and plan.output is not None:
+            save_model(model, plan.output)
+    if isinstance(stopped, Diverged):
+        raise Diverged(f"{stopped}; kept the {summary(model, plan.output)}", model)
+    if isinstance(stopped, Interrupted):
+        raise stopped
+    dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
+    reporter.message(summary(model, plan.output))
+    return model
+
+
+def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Generator) -> Any:
+    """The rows to train on: this rank's share of a table in memory, or Parquet streamed from disk."""
+    tc = plan.config.training
+    if not plan.stream:
+        schema = plan.resume.schema if plan.resume is not None else None
+        return in_memory_source(plan.data, tc, dist, generator, schema, plan.config.columns)
+    if not isinstance(plan.data, str) or plan.data == "-":
+        raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
+    if plan.config.columns:
+        raise DataError("columns: role overrides are not supported when streaming (streamed columns are continuous)")
+    if tc.max_rows:
+        raise DataError("training.max_rows: not supported when streaming; fit on a subset of the files instead")
+    return StreamingData(plan.data, tc, dist, dist.local_batch(tc.batch_size), tc.shuffle_buffer)
+
+
+def _announce(
+    plan: FitPlan, source: Any, trainer: Trainer, dist: distributed.DistContext, seed: int, reporter: Reporter
+) -> None:
+    """The columns table and the one-line start message (rank 0's reporter; the others are quiet)."""
+    schema = source.schema
+    if not plan.stream:
+        rows = [[c.name, c.role, c.describe(), c.reason] for c in schema.columns]
+        reporter.table("columns", ["column", "role", "encoding", "why"], rows)
+    where = f"{dist.world} processes ({dist.backend}, {dist.device.type})" if dist.active else str(dist.device)
+    n_rows = trainer.n_train + trainer.n_val
+    start = "fitting streaming " if plan.stream else "fitting "
+    if plan.resume is not None:
+        start = f"resuming {plan.resume.path} after epoch {plan.resume.state.epoch}: "
+    reporter.message(f"{start}{n_rows} rows x {len(schema.columns)} columns on {where} (seed {seed})")
+
+
+def _train(
+    trainer: Trainer,
+    plan: FitPlan,
+    metrics_file: IO[str] | None,
+    reporter: Reporter,
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> Model | Interrupted | Diverged:
+    """Run the trainer; a stop that still has a model to keep is returned (so it is saved), not raised."""
+    if plan.resume is not None and metrics_file is not None:
+        metrics_file.writelines(json.dumps(line) + "\n" for line in plan.resume.state.history)
+
+    def each_epoch(report: EpochReport) -> None:
+        reporter.epoch(report)
+        if on_epoch is not None:
+            on_epoch(report)
+
+    reporter.start(plan.config.training.epochs, "fit")
+    try:
+        with terminate_as_interrupt() as stop:
+            return trainer.run(metrics_file, each_epoch)
+    except Interrupted as exc:
+        exc.why, exc.exit_code = stop.why, stop.exit_code
+        if exc.model is None:
+            raise
+        return exc
+    except Diverged as exc:
+        if exc.model is None:
+            raise
+        return exc
+    finally:
+        reporter.stop()
+
+
+def summary(model: Model, output: str | None) -> str:
+    """The line that ends a fit: best validation NLL, epochs, time, and where the checkpoint went."""
+    info = model.info
+    saved = f"; saved {output}" if output is not None else ""
+    return (
+        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
+        f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s){saved}"
+    )
+
+
+def default_metrics_path(checkpoint: str | Path) -> Path:
+    """Default metrics file beside the checkpoint: ``model.flow`` -> ``model.metrics.jsonl``."""
+    path = Path(checkpoint)
+    return path.with_name((path.stem if path.suffix else path.name) + ".metrics.jsonl")
+
+
+@dataclass
+class _Stop:
+    """How a fit was stopped from outside: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143)."""
+
+    why: str = "interrupted"
+    exit_code: int = 130
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[_Stop]:
+    """Treat SIGTERM like Ctrl-C while the block runs: batch schedulers (Slurm, Kubernetes, systemd)
+    stop jobs with SIGTERM, and a fit stopped that way should keep its best model and be resumable too."""
+    stop = _Stop()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (e.g. an embedding application): leave SIGTERM alone
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _launch(
+    plan: FitPlan, config: ConfigLike, epochs: int | None, device: str | torch.device, nproc: int, reporter: Reporter
+) -> Model:
+    """``nproc`` worker processes under torch.distributed.run, each running this fit as ``flowcli fit``;
+    rank 0 writes the checkpoint, which is then loaded here."""
+    if not isinstance(plan.data, str):
+        raise DataError("--nproc: the worker processes read the data themselves; give it as a file or directory")
+    if plan.data == "-":
+        raise DataError("--nproc: the worker processes cannot share stdin; give the data as a file or directory")
+    if not Path(plan.data).exists():
+        raise DataError(f"{plan.data}: file not found")
+    if plan.output is None:
+        raise DataError("--nproc: the workers write the model to a checkpoint; give an output path")
+    if plan.resume is not None:
+        raise DataError(
+            "--resume: only for a table fitted in memory by one process (not --nproc, torchrun or streaming)"
+        )
+    seed = random.SystemRandom().randrange(2**31) if plan.seed is None else plan.seed  # one seed for every rank
+    with contextlib.ExitStack() as stack:
+        args = [plan.data, "-o", plan.output, "--device", str(device), "--seed", str(seed)]
+        args += ["-c", _config_arg(config, plan.config, stack)] if config is not None else []
+        args += ["--epochs", str(epochs)] if epochs else []
+        args += ["--metrics", str(plan.metrics)] if plan.metrics is not None else []
+        args += ["--quiet"] if reporter.quiet else []
+        args += ["--stream"] if plan.stream else []
+        code = distributed.launch(nproc, args)
+    if code != 0:
+        raise ReportedFailure(code)  # rank 0 has printed the one-line error
+    return load_model(plan.output)
+
+
+def _config_arg(given: ConfigLike, config: Config, stack: contextlib.ExitStack) -> str:
+    """The ``-c`` argument for the workers: the path or preset name given, or a temporary YAML file
+    holding a config given as an object."""
+    if isinstance(given, (str, Path)):
+        return str(given)
+    handle = stack.enter_context(tempfile.NamedTemporaryFile("w", suffix=".yaml", encoding="utf-8"))
+    yaml.safe_dump(config.to_dict(), handle)
+    handle.flush()
+    return handle.name
