@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from flowcli.config import parse_config
-from flowcli.model import Model, save_model
 from flowcli.fitting import fit
+from flowcli.model import Model, save_model
 
 SMALL_CONFIG = {
     "layers": [{"type": "affine_coupling", "hidden": [32]}, {"type": "permute"}, {"type": "maf", "hidden": [32]}],

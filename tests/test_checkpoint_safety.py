@@ -23,8 +23,8 @@ from flowcli import checkpoint
 from flowcli.cli import app
 from flowcli.config import parse_config
 from flowcli.errors import CheckpointError, FlowcliError
-from flowcli.model import load_model, save_model
 from flowcli.fitting import fit
+from flowcli.model import load_model, save_model
 from flowcli.trainstate import load_resume_point
 
 runner = CliRunner()

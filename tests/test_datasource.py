@@ -18,10 +18,10 @@ from flowcli.cli import app
 from flowcli.config import parse_config
 from flowcli.datasource import Shard, StreamingData, row_groups, shard_groups, shuffle_batches, validation_mask
 from flowcli.distributed import DistContext
+from flowcli.fitting import fit
 from flowcli.model import load_model, save_model
 from flowcli.moments import Moments, merge_all, schema_from_moments
 from flowcli.schema import Schema
-from flowcli.fitting import fit
 from flowcli.train import Trainer
 
 runner = CliRunner()

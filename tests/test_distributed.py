@@ -14,8 +14,8 @@ import yaml
 from conftest import SMALL_CONFIG, banana
 
 from flowcli.config import parse_config
-from flowcli.model import load_model
 from flowcli.fitting import fit
+from flowcli.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 6, "batch_size": 256}}

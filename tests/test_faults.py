@@ -27,8 +27,8 @@ from typer.testing import CliRunner
 from flowcli import checkpoint
 from flowcli.cli import app
 from flowcli.config import parse_config
-from flowcli.model import Flow, load_model, save_model
 from flowcli.fitting import fit
+from flowcli.model import Flow, load_model, save_model
 from flowcli.train import MAX_FAILURES, Diverged, Interrupted, StepGuard
 from flowcli.trainstate import load_resume_point
 

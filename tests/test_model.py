@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from flowcli.config import parse_config
-from flowcli.model import Model, load_model
 from flowcli.fitting import fit
+from flowcli.model import Model, load_model
 
 
 def grid_integral(model: Model, frame: pd.DataFrame, points: int = 200, margin: float = 0.6) -> float:

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from flowcli.cli import app
 from flowcli.compare import compare_tables, ks_statistic, total_variation
 from flowcli.config import parse_config
+from flowcli.fitting import fit
 from flowcli.model import Model, save_model
 from flowcli.report import build_report, stored_thresholds
-from flowcli.fitting import fit
 
 matplotlib = pytest.importorskip("matplotlib")
 from conftest import assert_clean_error  # noqa: E402  (after the importorskip above)

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from flowcli.cli import app
 from flowcli.config import parse_config
 from flowcli.errors import ConfigError, DataError
+from flowcli.fitting import fit
 from flowcli.model import Model, load_model, save_model
 from flowcli.schema import Schema
-from flowcli.fitting import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 PENGUINS = ROOT / "data-samples" / "penguins.csv"
