@@ -144,7 +144,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-def class_options(cls: type) -> dict[str, tuple[Any, Any]]:
+def class_options(cls: type[Any]) -> dict[str, tuple[Any, Any]]:
     """The YAML options of a layer or base class: ``{name: (type hint, default)}`` of keyword-only args."""
     hints = typing.get_type_hints(cls.__init__)
     params = inspect.signature(cls.__init__).parameters

@@ -17,13 +17,16 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from .devices import resolve_device
 from .errors import DataError, FlowcliError
+
+if TYPE_CHECKING:
+    from .model import Flow
 
 T = TypeVar("T")
 
@@ -147,7 +150,9 @@ class DistContext:
         import inspect
 
         params = inspect.signature(DistributedDataParallel.__init__).parameters
-        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+        no_sync: dict[str, Any] = (
+            {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+        )
         return DistributedDataParallel(module, device_ids=device_ids, **no_sync)
 
     def barrier(self) -> None:
@@ -185,7 +190,7 @@ def init(device_name: str | torch.device) -> DistContext:
 class LogProb(nn.Module):
     """``flow.log_prob`` as a module's ``forward``, the call DDP intercepts to synchronize gradients."""
 
-    def __init__(self, flow: nn.Module) -> None:
+    def __init__(self, flow: Flow) -> None:
         super().__init__()
         self.flow = flow
 

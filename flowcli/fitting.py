@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import pandas as pd
 import torch
@@ -37,8 +37,8 @@ from .progress import Reporter
 from .train import Diverged, EpochReport, Interrupted, Trainer
 from .trainstate import ResumePoint, load_resume_point
 
-Table = pd.DataFrame | str | Path
-ConfigLike = Config | dict[str, Any] | str | Path | None
+Table: TypeAlias = "pd.DataFrame | str | Path"
+ConfigLike: TypeAlias = "Config | dict[str, Any] | str | Path | None"
 
 
 @dataclass
@@ -154,8 +154,7 @@ def _fit(
             )
         trainer.restore(plan.resume)
     _announce(plan, source, trainer, dist, seed, reporter)
-    writing = dist.is_main and plan.metrics is not None
-    metrics_ctx: Any = AtomicTextFile(plan.metrics) if writing else contextlib.nullcontext(None)
+    metrics_ctx: Any = AtomicTextFile(plan.metrics) if dist.is_main and plan.metrics else contextlib.nullcontext()
     # Metrics stream to a temporary file (watchable while training) renamed into place at the end,
     # together with the checkpoint, also when Ctrl-C or a diverged loss stops the run.
     with metrics_ctx as metrics_file:

@@ -6,9 +6,9 @@ DataFrames, in batches so memory stays bounded whatever the table size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -55,16 +55,21 @@ class Flow(nn.Module):
             layers.append(bridge)
         self.layers = nn.ModuleList(layers)
 
+    @property
+    def steps(self) -> Sequence[Layer]:
+        """The layers in order, typed: iterating ``self.layers`` gives plain ``nn.Module``s."""
+        return cast("Sequence[Layer]", self.layers)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z, ladj = self.preprocess(x)
-        for layer in self.layers:
+        for layer in self.steps:
             z, step = layer(z)
             ladj = ladj + step
         return z, ladj
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         ladj = z.new_zeros(z.shape[0])
-        for layer in reversed(self.layers):
+        for layer in reversed(self.steps):
             z, step = layer.inverse(z)
             ladj = ladj + step
         x, step = self.preprocess.inverse(z)
@@ -78,7 +83,7 @@ class Flow(nn.Module):
     def initialize(self, x: Tensor) -> None:
         """Run the data-dependent initialization of each layer on the batch as it reaches that layer."""
         z, _ = self.preprocess(x)
-        for layer in self.layers:
+        for layer in self.steps:
             layer.initialize(z)
             z, _ = layer(z)
 

@@ -245,8 +245,8 @@ class Trainer:
             if summed is not None:
                 total += summed
                 count += len(batch)
-        total, count = self.dist.sum(total, count)
-        return total / count if count else math.inf
+        all_total, all_count = self.dist.sum(total, count)
+        return all_total / all_count if all_count else math.inf
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
@@ -256,8 +256,8 @@ class Trainer:
         for batch in self.data.validation(VAL_BATCH):
             total += -self.flow.log_prob(batch).double().sum().item()
             count += len(batch)
-        total, count = self.dist.sum(total, count)
-        return total, count
+        all_total, all_count = self.dist.sum(total, count)
+        return all_total, all_count
 
     def run_epoch(self, amp: Any, started: float, seconds_before: float) -> EpochReport:
         """Train one epoch, validate, keep the best weights; the state captured at its end is ``saved``."""
