@@ -124,60 +124,70 @@ def _load(checkpoint: str, device: str, precision: str = "float64") -> Any:
     return load_model(checkpoint, resolve_device(device), dtypes[precision])
 
 
+# The options of fit, defined here so that its signature reads as a list.
+CkptOutputOpt = Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write (conventionally .flow).")]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "-c", "--config", help="YAML config, or a preset name (e.g. nsf). Default: the packaged default.yaml."
+    ),
+]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        min=1,
+        help="Override training.epochs of the config. With --resume: the total number of epochs of the continued run.",
+    ),
+]
+FitSeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Random seed; the same seed on CPU gives the same model.")
+]
+MetricsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics", help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl)."
+    ),
+]
+ResumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        help="Continue the run saved in this checkpoint (same DATA; its config and seed are used).",
+        metavar="CKPT",
+    ),
+]
+NprocOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Train one model on N processes of this machine with torch.distributed (gloo on CPU, one GPU each on CUDA); runs torch.distributed.run.",
+    ),
+]
+StreamOpt = Annotated[
+    bool,
+    typer.Option(
+        "--stream",
+        help="Stream a Parquet file from disk through a shuffle buffer instead of loading it (a directory of Parquet files is always streamed).",
+    ),
+]
+
+
 @app.command()
 @handle_errors
 def fit(
     data: InputArg,
-    output: Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write (conventionally .flow).")],
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "-c", "--config", help="YAML config, or a preset name (e.g. nsf). Default: the packaged default.yaml."
-        ),
-    ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            "--epochs",
-            min=1,
-            help="Override training.epochs of the config. With --resume: the total number of epochs of the continued run.",
-        ),
-    ] = None,
+    output: CkptOutputOpt,
+    config: ConfigOpt = None,
+    epochs: EpochsOpt = None,
     device: DeviceOpt = "auto",
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Random seed; the same seed on CPU gives the same model.")
-    ] = None,
-    metrics: Annotated[
-        str | None,
-        typer.Option(
-            "--metrics",
-            help="Per-epoch JSON lines (default: beside the checkpoint, model.flow -> model.metrics.jsonl).",
-        ),
-    ] = None,
-    resume: Annotated[
-        str | None,
-        typer.Option(
-            "--resume",
-            help="Continue the run saved in this checkpoint (same DATA; its config and seed are used).",
-            metavar="CKPT",
-        ),
-    ] = None,
+    seed: FitSeedOpt = None,
+    metrics: MetricsOpt = None,
+    resume: ResumeOpt = None,
     quiet: QuietOpt = False,
-    nproc: Annotated[
-        int | None,
-        typer.Option(
-            "--nproc",
-            min=1,
-            help="Train one model on N processes of this machine with torch.distributed (gloo on CPU, one GPU each on CUDA); runs torch.distributed.run.",
-        ),
-    ] = None,
-    stream: Annotated[
-        bool,
-        typer.Option(
-            "--stream",
-            help="Stream a Parquet file from disk through a shuffle buffer instead of loading it (a directory of Parquet files is always streamed).",
-        ),
-    ] = False,
+    nproc: NprocOpt = None,
+    stream: StreamOpt = False,
 ) -> None:
     """Learn the density of a table and save it as a checkpoint.
 
