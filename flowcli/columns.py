@@ -52,11 +52,14 @@ from .roles import (
     FeatureSpec,
     Role,
     inference_order,
+    overridable_roles,
     parse_numbers,
 )
 
+# The built-in roles as registered on import (the override parser reads the registry itself, so a role
+# registered later is accepted too).
 ROLES = tuple(ROLE_REGISTRY)
-OVERRIDABLE = tuple(name for name, role in ROLE_REGISTRY.items() if role.overridable)
+OVERRIDABLE = overridable_roles()
 # datasource.py parses streamed chunks with the same parser, under its former private name here.
 _parse_numbers = parse_numbers
 
@@ -67,18 +70,19 @@ def parse_column_overrides(raw: Any) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"columns: expected a mapping of column name to role, got {raw!r}")
+    roles = overridable_roles()
     out: dict[str, dict[str, Any]] = {}
     for name, spec in raw.items():
         where = f"columns.{name}"
         if isinstance(spec, str):
             spec = {"role": spec}
         if not isinstance(spec, dict) or "role" not in spec:
-            raise ConfigError(f"{where}: expected a role ({', '.join(OVERRIDABLE)}) or a mapping with a 'role' key")
+            raise ConfigError(f"{where}: expected a role ({', '.join(roles)}) or a mapping with a 'role' key")
         role = spec["role"]
-        if role not in OVERRIDABLE:
-            close = difflib.get_close_matches(str(role), OVERRIDABLE, n=1)
+        if role not in roles:
+            close = difflib.get_close_matches(str(role), roles, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}.role: unknown role {role!r}{hint}; allowed: {', '.join(OVERRIDABLE)}")
+            raise ConfigError(f"{where}.role: unknown role {role!r}{hint}; allowed: {', '.join(roles)}")
         rules = ROLE_REGISTRY[role]
         allowed = {"role", *rules.options}
         for key in spec:

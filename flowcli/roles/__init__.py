@@ -20,6 +20,7 @@ from .base import (
     Role,
     Transform,
     inference_order,
+    overridable_roles,
     parse_numbers,
     register_role,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "Role",
     "Transform",
     "inference_order",
+    "overridable_roles",
     "parse_numbers",
     "register_role",
 ]

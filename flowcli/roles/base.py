@@ -189,6 +189,11 @@ def register_role(name: str) -> Callable[[type[Role]], type[Role]]:
     return decorate
 
 
+def overridable_roles() -> tuple[str, ...]:
+    """The names of the roles the config may set, in registration order."""
+    return tuple(name for name, role in ROLE_REGISTRY.items() if role.overridable)
+
+
 def inference_order() -> list[Role]:
     """The roles inference may pick, in the order they are asked."""
     ranked = [r for r in ROLE_REGISTRY.values() if r.inference_rank is not None]
