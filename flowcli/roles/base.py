@@ -247,7 +247,7 @@ def restore(values: np.ndarray, dtype_name: str, integer: bool = False) -> pd.Se
         if has_missing and np.dtype(dtype_name).kind in "iu":
             return series.astype("Int64")
         return series.astype(dtype_name)
-    except (TypeError, ValueError):  # a pandas extension dtype name (Int64, str, ...) numpy does not know
+    except (TypeError, ValueError):  # a dtype numpy does not know (Int64, str, ...), or values that do not fit it
         try:
             return series.astype(dtype_name)
         except (TypeError, ValueError):
