@@ -70,6 +70,8 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
     """The schema ``Schema.infer`` would build from the whole table, from its merged moments."""
     if moments.count < 2:
         raise DataError(f"the table has {moments.count} data row(s); at least 2 are needed to fit")
+    # Streamed data is modelled with continuous (or constant) columns only: the other roles' inference
+    # rules need the whole table (distinct values, labels, missing values), which moments do not keep.
     columns = []
     for i, (name, dtype) in enumerate(zip(names, dtypes, strict=False)):
         std = float(moments.std[i])
@@ -81,7 +83,7 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
             columns.append(Column(name, "constant", dtype, value=mean, reason="a single value"))
         else:
             columns.append(Column(name, "continuous", dtype, mean, std, fill=mean, reason="numbers (streamed)"))
-    if all(c.role == "constant" for c in columns):
+    if not any(c.modelled for c in columns):
         raise DataError("every column is constant; there is no density to learn")
     return Schema(columns)
 

@@ -4,7 +4,7 @@ The schema turns a DataFrame into the feature matrix the flow sees (``to_feature
 for missing values), back again (``to_frame``), and builds the preprocessing layer whose log|det| (and
 dequantization / imputation terms) make ``logprob`` a density in the units of the user's columns times
 the probability of its discrete values. Columns are matched by name, never by position. How each column
-is inferred and encoded lives in ``columns.py``.
+is inferred and encoded lives in ``columns.py`` and its role in ``roles/``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .columns import AFFINE, LOG, LOGIT, Column, columns_from_dicts, infer_column
+from .columns import Column, columns_from_dicts, infer_column
 from .errors import DataError
 from .layers.base import Layer
+from .roles import FeatureSpec, Transform
 
 OnInvalid = Literal["error", "neg-inf"]
 
@@ -69,7 +70,7 @@ class Schema:
         """The flow's features of ``frame`` (matched by name) and a per-row log-probability term that the
         features cannot carry (-inf for a value outside a column's support or, with ``on_invalid='neg-inf'``,
         an unparseable value or unseen category; else 0)."""
-        needed = [c.name for c in self.columns if c.role != "ignore"]
+        needed = [c.name for c in self.columns if c.rules.reads_values]
         absent = [name for name in needed if name not in frame.columns]
         if absent:
             raise DataError(f"missing column {absent[0]!r}; the model needs: {', '.join(needed)}")
@@ -77,7 +78,7 @@ class Schema:
         features: list[np.ndarray] = []
         log_mass = np.zeros(n)
         for col in self.columns:
-            if col.role == "ignore":
+            if not col.rules.reads_values:
                 continue
             values, mass, invalid = col.encode(frame[col.name], row_offset)
             if invalid:
@@ -85,7 +86,7 @@ class Schema:
                     raise DataError(min(invalid)[1])
                 rows = [p for p, _ in invalid]
                 mass[rows] = -np.inf
-                values = [np.where(np.isin(np.arange(n), rows), _cell_centre(v, col), v) for v in values]
+                values = [np.where(np.isin(np.arange(n), rows), col.stand_in(), v) for v in values]
             features += values
             log_mass += mass
         matrix = np.column_stack(features) if features else np.zeros((n, 0))
@@ -115,16 +116,12 @@ class Schema:
         return cls(columns_from_dicts(raw))
 
 
-def _cell_centre(values: np.ndarray, col: Column) -> np.ndarray:
-    """A harmless stand-in for an invalid entry (its row scores -inf anyway)."""
-    return np.full(len(values), 0.5 if col.role == "categorical" else col.fill)
-
-
 class Preprocess(Layer):
     """Per-feature encoding of data units into the flow's standardized space, with its log|det|.
 
-    For each feature: t = x (affine), log x (positive) or logit((x - low) / (high - low)) (bounded);
-    then y = (t - shift) / scale. log|det| sums log|dt/dx| - log scale, so densities are in the units of
+    For each feature: t = f(x), the ``Transform`` its column's role chose in the feature spec (the identity,
+    log x for positive, logit((x - low) / (high - low)) for bounded: see ``roles/``); then
+    y = (t - shift) / scale. log|det| sums log|dt/dx| - log scale, so densities are in the units of
     the user's data.
 
     Dequantized features (integers, categories, missingness indicators) arrive at the centre of their
@@ -142,43 +139,72 @@ class Preprocess(Layer):
     The statistics live in the schema JSON, not in the weights, so the buffers are not persistent.
     """
 
-    def __init__(self, specs: list[dict[str, Any]]) -> None:
+    # Per feature (class-level annotations so type checkers know these buffers are tensors).
+    shift: Tensor
+    scale: Tensor
+    low: Tensor
+    high: Tensor
+    fill: Tensor
+    width: Tensor
+    dequant: Tensor
+    integrate: Tensor
+    kind: Tensor  # the index in ``transforms`` of the feature's transform
+
+    def __init__(self, specs: list[FeatureSpec]) -> None:
         super().__init__()
 
         def buffer(name: str, values: list[Any], dtype: torch.dtype | None = None) -> None:
             self.register_buffer(name, torch.tensor(values, dtype=dtype or torch.get_default_dtype()), persistent=False)
 
-        buffer("shift", [s["shift"] for s in specs])
-        buffer("scale", [s["scale"] for s in specs])
-        buffer("low", [s["low"] for s in specs])
-        buffer("high", [s["high"] for s in specs])
-        buffer("fill", [s["fill"] for s in specs])
-        buffer("is_log", [s["kind"] == LOG for s in specs], torch.bool)
-        buffer("is_logit", [s["kind"] == LOGIT for s in specs], torch.bool)
-        buffer("width", [s["width"] for s in specs])
-        dequantized = [s["width"] > 0 for s in specs]
-        buffer("dequant", dequantized, torch.bool)
+        buffer("shift", [s.shift for s in specs])
+        buffer("scale", [s.scale for s in specs])
+        buffer("low", [s.low for s in specs])
+        buffer("high", [s.high for s in specs])
+        buffer("fill", [s.fill for s in specs])
+        # The distinct transforms of the features, in order of first use; identity features need no work.
+        by_name: dict[str, Transform] = {}
+        for s in specs:
+            by_name.setdefault(s.transform.name, s.transform)
+        names = list(by_name)
+        self.transforms: list[tuple[int, Transform]] = [
+            (i, t) for i, t in enumerate(by_name.values()) if not t.identity
+        ]
+        buffer("kind", [names.index(s.transform.name) for s in specs], torch.long)
+        buffer("width", [s.width for s in specs])
+        buffer("dequant", [s.width > 0 for s in specs], torch.bool)
         # Categories and missingness indicators are scored by integrating over their cell (Model.log_prob_features).
-        buffer("integrate", [bool(s.get("integrate", False)) for s in specs], torch.bool)
+        buffer("integrate", [s.integrate for s in specs], torch.bool)
         # The log(width) of the dequantized features, a constant of every row.
-        self.log_width = float(sum(math.log(s["width"]) for s in specs if s["width"] > 0))
-        self.log_width_integrated = float(sum(math.log(s["width"]) for s in specs if s.get("integrate", False)))
-        assert all(s["kind"] in (AFFINE, LOG, LOGIT) for s in specs)
+        self.log_width = float(sum(math.log(s.width) for s in specs if s.width > 0))
+        self.log_width_integrated = float(sum(math.log(s.width) for s in specs if s.integrate))
+
+    def _transform(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """t = f(x) per feature and log|dt/dx|. Each transform runs on the whole matrix (other features
+        replaced by an input safe for it) and is kept where it applies: no inf or NaN reaches a gradient."""
+        t, ladj = x, torch.zeros_like(x)
+        for index, transform in self.transforms:
+            mine = self.kind == index
+            t_own, ladj_own = transform.forward(
+                torch.where(mine, x, transform.safe_input(x, self.low, self.high)), self.low, self.high
+            )
+            t, ladj = torch.where(mine, t_own, t), torch.where(mine, ladj_own, ladj)
+        return t, ladj
+
+    def _untransform(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """x = f^-1(t) per feature and log|dx/dt|."""
+        x, ladj = t, torch.zeros_like(t)
+        for index, transform in self.transforms:
+            mine = self.kind == index
+            x_own, ladj_own = transform.inverse(t, self.low, self.high)
+            x, ladj = torch.where(mine, x_own, x), torch.where(mine, ladj_own, ladj)
+        return x, ladj
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         missing = torch.isnan(x)
         x = torch.where(missing, self.fill, x)
         if self.training:
             x = x + (torch.rand_like(x) - 0.5) * self.width
-        width = self.high - self.low
-        u = torch.where(self.is_logit, (x - self.low) / width, torch.full_like(x, 0.5))
-        pos = torch.where(self.is_log, x, torch.ones_like(x))
-        t = torch.where(self.is_logit, torch.log(u) - torch.log1p(-u), torch.where(self.is_log, torch.log(pos), x))
-        ladj = torch.where(
-            self.is_logit,
-            -torch.log(width) - torch.log(u) - torch.log1p(-u),
-            torch.where(self.is_log, -torch.log(pos), torch.zeros_like(x)),
-        )
+        t, ladj = self._transform(x)
         y = (t - self.shift) / self.scale
         ladj = ladj - torch.log(self.scale)
         if missing.any():
@@ -188,12 +214,5 @@ class Preprocess(Layer):
         return y, ladj.sum(-1) + self.log_width
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        t = y * self.scale + self.shift
-        width = self.high - self.low
-        x = torch.where(self.is_logit, self.low + width * torch.sigmoid(t), torch.where(self.is_log, torch.exp(t), t))
-        ladj = torch.where(
-            self.is_logit,
-            torch.log(width) + torch.nn.functional.logsigmoid(t) + torch.nn.functional.logsigmoid(-t),
-            torch.where(self.is_log, t, torch.zeros_like(t)),
-        )
+        x, ladj = self._untransform(y * self.scale + self.shift)
         return x, (ladj + torch.log(self.scale)).sum(-1) - self.log_width

@@ -1,0 +1,254 @@
+"""The contract every column role follows, the registry that maps role names to roles, and shared helpers.
+
+A role is everything flowcli knows about one kind of column: when inference picks it, which keys it
+accepts in the config's ``columns:`` section, how it checks and summarizes the training values, the
+features it gives the flow (and their preprocessing), how it encodes a column for the flow and decodes
+features back, and its one-line description for the table printed at fit time.
+
+A new role is one module in ``flowcli/roles/`` with a ``Role`` subclass decorated with
+``@register_role("name")``, imported from ``roles/__init__.py``. Roles are stateless: the statistics of a
+column live in its ``Column`` (columns.py), which is what the checkpoint stores; a role is the set of
+methods over it. A role whose features need a transform other than the identity (log, logit) defines a
+``Transform`` next to it; ``schema.Preprocess`` applies whatever transforms the feature specs name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..columns import Column
+
+MAX_INTEGER_LEVELS = 10  # numeric columns with at most this many distinct values are categorical
+# Categories are dequantized over the middle half of their unit cell, not all of it. The gap between
+# neighbouring categories lets a smooth flow drop its density between them instead of having to draw a
+# cliff at the cell boundary, which it cannot, and which otherwise leaks much of a common category's mass
+# into a rare neighbour (a 0.6% missing rate came out as 16% in samples of penguins.csv with full cells).
+CATEGORY_WIDTH = 0.5
+SET_IN_CONFIG = "set in the config"  # the reason of a role chosen in the config's columns: section
+
+# One encoded column: its features in data units (NaN = missing), the per-row log of the probability
+# factor the features cannot express (0, or -inf outside the support), and the invalid entries as
+# (position, message).
+Encoded = tuple[list[np.ndarray], np.ndarray, list[tuple[int, str]]]
+
+
+# ---------------------------------------------------------------------------------------- transforms
+
+
+class Transform:
+    """An elementwise bijection t = f(x) of one feature in data units, applied before standardizing.
+
+    ``low``/``high`` are the feature's bounds (0 and 1 where it has none). ``Preprocess`` evaluates a
+    transform on the whole feature matrix and keeps its result only where the feature uses it, so the
+    other entries are first replaced by ``safe_input`` (no inf or NaN, which would poison gradients)."""
+
+    name: ClassVar[str] = "identity"
+    identity: ClassVar[bool] = True  # Preprocess leaves identity features as they are, at no cost
+
+    def forward(self, x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        """t = f(x) and log|dt/dx|, elementwise."""
+        return x, torch.zeros_like(x)
+
+    def inverse(self, t: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        """x = f^-1(t) and log|dx/dt|, elementwise."""
+        return t, torch.zeros_like(t)
+
+    def safe_input(self, x: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        """A value inside the transform's domain for every entry (broadcastable to ``x``)."""
+        return x
+
+    def numpy(self, x: np.ndarray, low: float, high: float) -> np.ndarray:
+        """f(x) on training values, for the standardizing statistics."""
+        return x
+
+
+IDENTITY = Transform()
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The parameters of one feature in the preprocessing layer: y = (f(x) - shift) / scale.
+
+    ``width`` > 0 dequantizes the feature over that much of its unit cell (integers, categories,
+    missingness indicators); ``integrate`` marks the features whose probability ``logprob`` integrates
+    over their cell; ``fill`` is an in-domain stand-in, in data units, for a missing value."""
+
+    transform: Transform
+    shift: float
+    scale: float
+    width: float
+    fill: float
+    low: float = 0.0
+    high: float = 1.0
+    integrate: bool = False
+
+
+def indicator_spec() -> FeatureSpec:
+    """The missingness indicator of a numeric column: a two-level category (0.5 present, 1.5 missing)."""
+    return FeatureSpec(IDENTITY, 1.0, 1.0, CATEGORY_WIDTH, 0.5, integrate=True)
+
+
+# ---------------------------------------------------------------------------------------- roles
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What inference read from a training column, computed once and shared by every role's rule."""
+
+    series: pd.Series
+    isna: np.ndarray  # per row: the value is missing
+    present: pd.Series  # the values that are not missing
+    is_bool: bool
+    numbers: np.ndarray | None  # the present values as float64; None for text and booleans
+    distinct: int  # distinct present values
+
+    @property
+    def name(self) -> str:
+        return str(self.series.name)
+
+    def row_of(self, bad: np.ndarray) -> int:
+        """The position in the column of the first present value flagged in ``bad`` (a mask over ``present``)."""
+        return int(np.flatnonzero(~self.isna)[np.argmax(bad)])
+
+
+class Role:
+    """One kind of column. Subclasses set the class attributes and override the methods that differ."""
+
+    name: ClassVar[str] = ""  # set by ``register_role``
+    # Position in the order in which inference asks roles to claim a column (lowest first); None: the
+    # role is only ever set in the config.
+    inference_rank: ClassVar[int | None] = None
+    overridable: ClassVar[bool] = True  # may be set in the config's columns: section
+    options: ClassVar[tuple[str, ...]] = ()  # the keys it accepts there besides 'role'
+    modelled: ClassVar[bool] = True  # False: the column gives the flow no features
+    # False: the role never looks at the values, so a column set to it is not parsed at fit time and may
+    # be absent when scoring.
+    reads_values: ClassVar[bool] = True
+    needs_numbers: ClassVar[bool] = True  # set in the config, a text column must parse as numbers
+    # True: a missing value is a level of the column itself; False: numeric columns get an indicator.
+    missing_level: ClassVar[bool] = False
+
+    def parse_options(self, spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """The validated options of an override (keys already checked against ``options``)."""
+        return {}
+
+    def claims(self, evidence: Evidence) -> str | None:
+        """Inference: the reason this role fits a column nobody configured, or None."""
+        return None
+
+    def fit(self, column: Column, evidence: Evidence, override: Mapping[str, Any]) -> Column:
+        """Check the training values and return ``column`` with this role's statistics filled in."""
+        return column
+
+    def has_indicator(self, column: Column) -> bool:
+        """The column's missing values get an indicator feature of their own."""
+        return column.missing and not self.missing_level
+
+    def feature_specs(self, column: Column) -> list[FeatureSpec]:
+        """The column's features for the preprocessing layer, in feature order."""
+        return []
+
+    def encode(self, column: Column, series: pd.Series, row_offset: int) -> Encoded:
+        """Features of a column in data units (see ``Encoded``)."""
+        return [], np.zeros(len(series)), []
+
+    def decode(self, column: Column, features: list[np.ndarray], n: int) -> pd.Series | None:
+        """Features back to a column with the training labels and dtype; None if not modelled."""
+        return None
+
+    def describe(self, column: Column) -> str:
+        """A short summary of the encoding (without the missing-value note, which ``Column`` adds)."""
+        raise NotImplementedError
+
+    def stand_in(self, column: Column) -> float:
+        """A harmless feature value for an invalid entry (its row scores -inf anyway)."""
+        return column.fill
+
+
+ROLE_REGISTRY: dict[str, Role] = {}
+
+
+def register_role(name: str) -> Callable[[type[Role]], type[Role]]:
+    """Class decorator that makes a role available by name (in the config and in checkpoints)."""
+
+    def decorate(cls: type[Role]) -> type[Role]:
+        if name in ROLE_REGISTRY:
+            raise RuntimeError(f"column role {name!r} registered twice")
+        cls.name = name
+        ROLE_REGISTRY[name] = cls()
+        return cls
+
+    return decorate
+
+
+def overridable_roles() -> tuple[str, ...]:
+    """The names of the roles the config may set, in registration order."""
+    return tuple(name for name, role in ROLE_REGISTRY.items() if role.overridable)
+
+
+def inference_order() -> list[Role]:
+    """The roles inference may pick, in the order they are asked."""
+    ranked = [r for r in ROLE_REGISTRY.values() if r.inference_rank is not None]
+    return sorted(ranked, key=lambda r: r.inference_rank or 0)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def plain(value: Any) -> Any:
+    """A label as a JSON-able Python scalar (numpy ints, floats and bools become Python ones)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def parse_numbers(series: pd.Series, name: str, row_offset: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """A column as float64 (NaN where missing), and the entries that are not numbers."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        bad = np.zeros(len(values), dtype=bool)
+    else:
+        converted = pd.to_numeric(series, errors="coerce")
+        values = converted.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        bad = np.isnan(values) & series.notna().to_numpy()
+    infinite = np.isinf(values)
+    invalid = [
+        (int(p), f"column {name!r}, row {row_offset + p + 1}: {series.iloc[p]!r} is not a number")
+        for p in np.flatnonzero(bad)
+    ]
+    invalid += [
+        (int(p), f"column {name!r}, row {row_offset + p + 1}: {values[p]} is not a finite number")
+        for p in np.flatnonzero(infinite)
+    ]
+    values[bad | infinite] = np.nan
+    return values, invalid
+
+
+def restore(values: np.ndarray, dtype_name: str, integer: bool = False) -> pd.Series:
+    """Values (an object or float array, None/NaN = missing) as a Series of the training dtype.
+
+    Integer columns that had missing values come back as pandas' nullable ``Int64``, so whole numbers
+    stay whole numbers; booleans with missing values as nullable ``boolean``."""
+    series = pd.Series(values)
+    has_missing = bool(series.isna().any())
+    try:
+        if integer and (has_missing or np.dtype(dtype_name).kind not in "iu"):
+            return series.astype("Int64" if has_missing or np.dtype(dtype_name).kind == "f" else dtype_name)
+        if dtype_name == "bool" and has_missing:
+            return series.astype("boolean")
+        if has_missing and np.dtype(dtype_name).kind in "iu":
+            return series.astype("Int64")
+        return series.astype(dtype_name)
+    except (TypeError, ValueError):  # a dtype numpy does not know (Int64, str, ...), or values that do not fit it
+        try:
+            return series.astype(dtype_name)
+        except (TypeError, ValueError):
+            return series

@@ -1,0 +1,111 @@
+"""categorical: labels, one feature: the category index k of K levels as k + 1/2 + u, u ~ U(-1/4, 1/4) in
+training and u = 0 at scoring, the middle half of unit cell k (see ``CATEGORY_WIDTH``), centred and scaled
+by K, not by the data (standardizing a rare level would put it many deviations out). Missing values are a
+level of their own, the last.
+
+Inferred for booleans, text, and numbers with at most ``MAX_INTEGER_LEVELS`` distinct values: a density
+would put spikes of unbounded height on so few values. A label not seen in training has probability 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .base import (
+    CATEGORY_WIDTH,
+    IDENTITY,
+    MAX_INTEGER_LEVELS,
+    Encoded,
+    Evidence,
+    FeatureSpec,
+    Role,
+    plain,
+    register_role,
+    restore,
+)
+
+if TYPE_CHECKING:
+    from ..columns import Column
+
+
+@register_role("categorical")
+class Categorical(Role):
+    """A column of labels, each a unit cell of one feature."""
+
+    inference_rank = 30  # after ignore, which takes identifiers among the text columns
+    needs_numbers = False  # set in the config, a text column stays text
+    missing_level = True
+
+    def claims(self, evidence: Evidence) -> str | None:
+        if evidence.numbers is None:
+            return "booleans" if evidence.is_bool else "text"
+        if evidence.distinct <= MAX_INTEGER_LEVELS:
+            return f"numbers with {evidence.distinct} <= {MAX_INTEGER_LEVELS} distinct values"
+        return None
+
+    def fit(self, column: Column, evidence: Evidence, override: Mapping[str, Any]) -> Column:
+        counts = evidence.present.value_counts(sort=False)
+        try:
+            labels = sorted(counts.index.tolist())
+        except TypeError:  # mixed label types: keep the order of first appearance
+            labels = counts.index.tolist()
+        column = replace(column, categories=[plain(v) for v in labels])
+        if column.levels < 2:
+            raise DataError(f"column {column.name!r}: a categorical column needs at least two levels")
+        return column
+
+    def feature_specs(self, column: Column) -> list[FeatureSpec]:
+        k = column.levels  # cells [0, k) centred on 0, scaled so many levels do not span a huge range
+        return [FeatureSpec(IDENTITY, k / 2, max(1.0, k / 4), CATEGORY_WIDTH, 0.5, integrate=True)]
+
+    def encode(self, column: Column, series: pd.Series, row_offset: int) -> Encoded:
+        codes, invalid = _codes(column, series, row_offset)
+        return [codes + 0.5], np.zeros(len(series)), invalid
+
+    def decode(self, column: Column, features: list[np.ndarray], n: int) -> pd.Series | None:
+        (x,) = features
+        codes = np.clip(np.floor(x), 0, column.levels - 1).astype(np.int64)
+        labels = np.array(list(column.categories or []) + [None], dtype=object)
+        return restore(labels[codes], column.dtype)
+
+    def describe(self, column: Column) -> str:
+        categories = column.categories or []
+        shown = ", ".join(str(c) for c in categories[:6])
+        more = ", ..." if len(categories) > 6 else ""
+        return f"{len(categories)} levels: {shown}{more}"
+
+    def stand_in(self, column: Column) -> float:
+        return 0.5  # the centre of the first cell
+
+
+def _codes(column: Column, series: pd.Series, row_offset: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """The category index of each value (the missing level for missing values), and the invalid entries."""
+    labels = list(column.categories or [])
+    lookup = {label: i for i, label in enumerate(labels)}
+    values = series
+    if (
+        labels
+        and all(isinstance(c, str) for c in labels)
+        and not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series))
+    ):
+        # A chunk of a text column may have been parsed as numbers: compare as text.
+        values = series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
+    codes = pd.Series(values, dtype=object).map(lookup).to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    isna = series.isna().to_numpy()
+    if column.missing:
+        codes[isna] = len(labels)
+    invalid = []
+    for p in np.flatnonzero(np.isnan(codes)):
+        if isna[p]:
+            message = "missing value (the training data had none in this column)"
+        else:
+            known = ", ".join(repr(c) for c in labels[:8]) + (", ..." if len(labels) > 8 else "")
+            message = f"unseen category {plain(series.iloc[p])!r} (known: {known})"
+        invalid.append((int(p), f"column {column.name!r}, row {row_offset + p + 1}: {message}"))
+    return np.nan_to_num(codes, nan=0.0), invalid

@@ -1,0 +1,110 @@
+"""What the number-valued roles (continuous, positive, bounded, integer) share.
+
+Such a column is one feature, its value in data units, mapped by the role's ``transform`` and then
+standardized by the mean and standard deviation of the transformed training values. A column with
+missing values gets a missingness indicator first (a two-level category), and its missing values are
+imputed by ``Preprocess``. A value outside the role's support scores -inf (density 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .base import IDENTITY, Encoded, Evidence, FeatureSpec, Role, Transform, indicator_spec, parse_numbers, restore
+
+if TYPE_CHECKING:
+    from ..columns import Column
+
+
+class NumericRole(Role):
+    """A role whose column is a number: one value feature, plus an indicator if values are missing."""
+
+    transform: ClassVar[Transform] = IDENTITY
+    dequantize: ClassVar[float] = 0.0  # the dequantization width of the value feature (0: continuous)
+    whole: ClassVar[bool] = False  # decoded values are whole numbers: restore an integer dtype
+
+    def check(self, column: Column, evidence: Evidence, numbers: np.ndarray, override: Mapping[str, Any]) -> None:
+        """Raise a DataError at the first training value outside the role's support. Default: none."""
+
+    def bounds(self, numbers: np.ndarray, override: Mapping[str, Any]) -> tuple[float | None, float | None]:
+        """The ``low``/``high`` stored in the column. Default: none."""
+        return None, None
+
+    def transform_bounds(self, column: Column) -> tuple[float, float]:
+        """The ``low``/``high`` the transform sees. Default: (0, 1), unused by transforms without bounds."""
+        return 0.0, 1.0
+
+    def outside(self, column: Column, values: np.ndarray) -> np.ndarray:
+        """Per value: outside the support, so its density is 0. Default: nothing is."""
+        return np.zeros(len(values), dtype=bool)
+
+    def invalid(self, column: Column, values: np.ndarray, row_offset: int) -> list[tuple[int, str]]:
+        """Values this role refuses when scoring, as (position, message). Default: none."""
+        return []
+
+    def fit(self, column: Column, evidence: Evidence, override: Mapping[str, Any]) -> Column:
+        numbers = evidence.numbers
+        if numbers is None:  # only booleans reach here without numbers: text was parsed or refused
+            raise DataError(f"column {column.name!r}: true/false values cannot be {self.name}; make it categorical")
+        if numbers.size == 0:
+            raise DataError(f"column {column.name!r}: every value is missing; it cannot be {self.name}")
+        self.check(column, evidence, numbers, override)
+        low, high = self.bounds(numbers, override)
+        encoded = self.transform.numpy(numbers, 0.0 if low is None else low, 1.0 if high is None else high)
+        std = float(encoded.std())
+        return replace(
+            column,
+            mean=float(encoded.mean()),
+            std=std if std > 0 else 1.0,
+            low=low,
+            high=high,
+            fill=float(np.median(numbers)),
+        )
+
+    def feature_specs(self, column: Column) -> list[FeatureSpec]:
+        low, high = self.transform_bounds(column)
+        value = FeatureSpec(self.transform, column.mean, column.std, self.dequantize, column.fill, low, high)
+        return [indicator_spec(), value] if self.has_indicator(column) else [value]
+
+    def encode(self, column: Column, series: pd.Series, row_offset: int) -> Encoded:
+        n = len(series)
+        log_mass = np.zeros(n)
+        values, invalid = parse_numbers(series, column.name, row_offset)
+        missing = np.isnan(values)
+        bad = {p for p, _ in invalid}
+        if missing.any() and not column.missing:
+            invalid += [
+                (
+                    int(p),
+                    f"column {column.name!r}, row {row_offset + p + 1}: missing value (the training data had none in this column)",
+                )
+                for p in np.flatnonzero(missing)
+                if p not in bad
+            ]
+        invalid += self.invalid(column, values, row_offset)
+        outside = ~missing & self.outside(column, values)
+        log_mass[outside] = -np.inf  # a value outside the support has density 0
+        values = np.where(outside, column.fill, values)
+        features = [values]
+        if self.has_indicator(column):
+            features.insert(0, np.where(missing, 1.5, 0.5))
+        return features, log_mass, invalid
+
+    def round(self, column: Column, values: np.ndarray) -> np.ndarray:
+        """Decoded values onto the role's support before missing values are put back. Default: as they are."""
+        return values
+
+    def decode(self, column: Column, features: list[np.ndarray], n: int) -> pd.Series | None:
+        values = self.round(column, features[-1])
+        if self.has_indicator(column):
+            values = np.where(np.floor(features[0]) >= 1, np.nan, values)
+        return restore(values, column.dtype, integer=self.whole)
+
+    def describe(self, column: Column) -> str:
+        return f"mean {column.mean:.4g}, sd {column.std:.4g}"
