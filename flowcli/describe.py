@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import nn
 
+from .quantiles import INFO_KEY, StoredQuantiles
+
 TRAINING_KEYS = ("epochs_run", "best_epoch", "best_val_nll", "fit_seconds", "n_train", "n_val", "seed", "device")
 
 
@@ -151,12 +153,10 @@ def render(description: dict[str, Any], console: Any) -> None:
     for key, label in labels.items():
         _row(training, label, _text(t.get(key)) or "n/a")
     for key, value in d["info"].items():
-        if key == "logprob_quantiles":  # a grid of ~120 levels: show the usual anomaly thresholds
-            from .report import stored_source, stored_thresholds
-
-            pairs = stored_thresholds(d["info"], (0.001, 0.01, 0.05))
-            shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in pairs) or "malformed"
-            _row(training, "logprob quantiles (nats)", f"{shown} (from {stored_source(d['info'])})")
+        if key == INFO_KEY:  # a grid of ~120 levels: show the usual anomaly thresholds
+            stored = StoredQuantiles.from_info(d["info"])
+            shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in stored.at((0.001, 0.01, 0.05))) or "malformed"
+            _row(training, "logprob quantiles (nats)", f"{shown} (from {stored.source})")
             continue
         _row(training, key, _text(value))
     console.print(training)
