@@ -13,8 +13,6 @@ import html
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ import torch
 
 from .compare import TableComparison, compare_tables, ks_statistic, strongest_pairs
 from .errors import DataError
+from .files import Staged
 from .model import Model
 from .quantiles import StoredQuantiles
 
@@ -66,26 +65,16 @@ def check_output_dir(path: str) -> Path:
 def staged_directory(out: Path) -> Iterator[Path]:
     """A temporary directory beside ``out``; on success its files replace those of ``out`` (created if
     needed), ``index.html`` last; on failure it is removed and ``out`` is untouched."""
-    parent = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    try:
-        yield tmp
+    with Staged(out, directory=True) as staged:
+        yield staged.path
         if not out.exists():
-            os.chmod(tmp, 0o777 & ~_umask())
-            os.replace(tmp, out)
+            staged.commit()
             return
-        names = sorted(p.name for p in tmp.iterdir())
+        # The figures first, the page last: a reader never sees a page that refers to a missing figure.
+        names = sorted(p.name for p in staged.path.iterdir())
         names.sort(key=lambda n: n == "index.html")
         for name in names:
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+            os.replace(staged.path / name, out / name)
 
 
 def _finite(value: Any) -> Any:
