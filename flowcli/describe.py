@@ -127,8 +127,8 @@ def render(description: dict[str, Any], console: Any) -> None:
     console.print(columns)
 
     layers = Table(title="Layers", title_justify="left")
-    for heading, justify in (("#", "right"), ("type", "left"), ("options", "left"), ("parameters", "right")):
-        layers.add_column(heading, justify=justify)
+    for heading in ("#", "type", "options", "parameters"):
+        layers.add_column(heading, justify="right" if heading in ("#", "parameters") else "left")
     for row in p["layers"]:
         _row(layers, str(row["index"]), row["type"], _text(row["options"]), f"{row['parameters']:,}")
     _row(layers, "", "total", "", f"{p['total']:,}", style="bold")
