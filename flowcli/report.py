@@ -358,10 +358,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
-    """A self-contained page (inline CSS, no scripts); figures by relative path; all text escaped."""
-    e = html.escape
+def _overview_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of the table at the top of the page."""
     src = summary.get("sources", {})
+    thresholds = summary["thresholds"]
     rows = [
         ("checkpoint", src.get("checkpoint", "")),
         ("data", f"{src.get('data', '')} ({summary['rows']} rows)"),
@@ -375,25 +375,21 @@ def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
         ("KS within sampling noise below (5% level)", _fmt(summary["ks_noise_level"], 3)),
         ("max |correlation difference|", _fmt(summary["max_abs_corr_difference"], 3)),
     ]
-    for q, v in summary["thresholds"]["data_quantiles"].items():
+    for q, v in thresholds["data_quantiles"].items():
         rows.append((f"anomaly threshold: {float(q):.0%} quantile of log p(x) on DATA", f"{_fmt(v, 3)} nats"))
-    for q, v in summary["thresholds"]["stored_quantiles"].items():
-        rows.append(
-            (
-                f"anomaly threshold: {float(q):.0%} quantile of {summary['thresholds']['stored_source']} (stored at fit)",
-                f"{_fmt(v, 3)} nats",
-            )
-        )
+    for q, v in thresholds["stored_quantiles"].items():
+        label = f"anomaly threshold: {float(q):.0%} quantile of {thresholds['stored_source']} (stored at fit)"
+        rows.append((label, f"{_fmt(v, 3)} nats"))
     if not any(c["missing_real"] or c["missing_synthetic"] for c in summary["columns"]):
         rows.append(("missing values", "none, in DATA or in the synthetic rows"))
     if summary["nonfinite_logprob_rows"]:
         rows.append(("rows with a non-finite log p(x)", str(summary["nonfinite_logprob_rows"])))
-    overview = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
-    column_rows = "\n".join(
-        f"<tr><td>{e(c['name'])}</td><td>{e(c['kind'])}</td><td>{e(c['metric'].upper())}</td><td>{e(_fmt(c['distance'], 3))}</td>"
-        f"<td>{c['missing_real']:.1%}</td><td>{c['missing_synthetic']:.1%}</td></tr>"
-        for c in summary["columns"]
-    )
+    return rows
+
+
+def _figure_sections(figures: list[Plot]) -> list[str]:
+    """One <section> per part of the report that has figures, in the order of ``SECTIONS``."""
+    e = html.escape
     parts = []
     for key, title, text in SECTIONS:
         files = [f.file for f in figures if f.section == key]
@@ -404,6 +400,20 @@ def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
             for f in files
         )
         parts.append(f'<section id="{e(key, quote=True)}"><h2>{e(title)}</h2><p>{e(text)}</p>\n{images}</section>')
+    return parts
+
+
+def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
+    """A self-contained page (inline CSS, no scripts); figures by relative path; all text escaped."""
+    e = html.escape
+    src = summary.get("sources", {})
+    overview = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _overview_rows(summary))
+    column_rows = "\n".join(
+        f"<tr><td>{e(c['name'])}</td><td>{e(c['kind'])}</td><td>{e(c['metric'].upper())}</td><td>{e(_fmt(c['distance'], 3))}</td>"
+        f"<td>{c['missing_real']:.1%}</td><td>{c['missing_synthetic']:.1%}</td></tr>"
+        for c in summary["columns"]
+    )
+    sections = "\n".join(_figure_sections(figures))
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -429,7 +439,7 @@ section {{ margin-top: 2.5em; }}
 {column_rows}
 </table>
 <p>Every number on this page, and more (correlation matrices, latent statistics), is in <a href="summary.json">summary.json</a>.</p>
-{chr(10).join(parts)}
+{sections}
 </body>
 </html>
 """
