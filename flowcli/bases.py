@@ -9,29 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers.base import Layer, check
-
-BASES: dict[str, type[Base]] = {}
-
-
-def register_base(name: str) -> Callable[[type[Base]], type[Base]]:
-    def decorate(cls: type[Base]) -> type[Base]:
-        if name in BASES:
-            raise RuntimeError(f"base type {name!r} registered twice")
-        BASES[name] = cls
-        cls.type_name = name
-        return cls
-
-    return decorate
+from .registry import Registry
 
 
 class Base(nn.Module):
     """A distribution over the latent space R^dim (or a subset, with a bridge layer)."""
+
+    type_name: ClassVar[str]  # set by ``register_base``
+    _anchor: Tensor  # a buffer: declared so the type checker knows it is a tensor, not a submodule
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -48,6 +40,14 @@ class Base(nn.Module):
     def bridge(self) -> Layer | None:
         """A layer mapping R^dim onto the base's support, appended after the flow; None for R^dim."""
         return None
+
+
+BASES: Registry[Base] = Registry("base")
+
+
+def register_base(name: str) -> Callable[[type[Base]], type[Base]]:
+    """Class decorator that makes a base available as ``base: {type: <name>}`` in the YAML config."""
+    return BASES.register(name)
 
 
 @register_base("normal")
@@ -180,5 +180,5 @@ class GaussianMixture(Base):
         return self.means[component] + torch.exp(self.log_scales[component]) * noise
 
 
-def build_base(type_name: str, dim: int, options: dict) -> Base:
+def build_base(type_name: str, dim: int, options: dict[str, Any]) -> Base:
     return BASES[type_name](dim, **options)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .registry import Registry
 
 DEFAULT_CONFIG_NAME = "default.yaml"
 
@@ -155,21 +156,15 @@ def class_options(cls: type[Any]) -> dict[str, tuple[Any, Any]]:
     }
 
 
-def _parse_spec(raw: Any, where: str, registry: dict[str, type], what: str) -> Spec:
+def _parse_spec(raw: Any, where: str, registry: Registry[Any]) -> Spec:
     if isinstance(raw, str):  # shorthand: "- maf"
         raw = {"type": raw}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {raw!r}")
     if "type" not in raw:
-        raise ConfigError(f"{where}.type: missing; allowed {what} types: {', '.join(sorted(registry))}")
+        raise registry.missing(where)
     type_name = raw["type"]
-    if not isinstance(type_name, str) or type_name not in registry:
-        close = difflib.get_close_matches(str(type_name), list(registry), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"{where}.type: unknown {what} type {type_name!r}{hint}; allowed: {', '.join(sorted(registry))}"
-        )
-    allowed = class_options(registry[type_name])
+    allowed = class_options(registry.lookup(type_name, where))
     options: dict[str, Any] = {}
     for key, value in raw.items():
         if key == "type":
@@ -194,7 +189,7 @@ def parse_config(raw: Any) -> Config:
         if key not in top:
             raise _unknown_key(str(key), "", top)
 
-    base = _parse_spec(raw.get("base", {"type": "normal"}), "base", BASES, "base")
+    base = _parse_spec(raw.get("base", {"type": "normal"}), "base", BASES)
 
     raw_layers = raw.get("layers")
     if not isinstance(raw_layers, list) or not raw_layers:
@@ -207,7 +202,7 @@ def parse_config(raw: Any) -> Config:
             repeat = item.pop("repeat")
             if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
                 raise ConfigError(f"layers[{i}].repeat: expected an integer >= 1, got {repeat!r}")
-        spec = _parse_spec(item, f"layers[{i}]", LAYERS, "layer")
+        spec = _parse_spec(item, f"layers[{i}]", LAYERS)
         layers += [Spec(spec.type, dict(spec.options)) for _ in range(repeat)]
 
     raw_training = raw.get("training") or {}

@@ -39,12 +39,12 @@ from torch import Tensor
 from .columns import _parse_numbers
 from .distributed import DistContext
 from .errors import DataError
+from .io import is_format, table_files
 from .moments import Moments, common_dtype, merge_all, schema_from_moments
 from .schema import Schema
 from .trainstate import data_fingerprint
 
 CHUNK_ROWS = 65536
-PARQUET_EXTENSIONS = (".parquet", ".pq")
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -65,14 +65,10 @@ def parquet_files(path: str) -> list[str]:
     if not p.exists():
         raise DataError(f"{path}: file not found")
     if p.is_file():
-        if p.suffix.lower() not in PARQUET_EXTENSIONS:
+        if not is_format(p, "parquet"):
             raise DataError(f"{path}: streaming reads Parquet files (.parquet or .pq)")
         return [str(p)]
-    files = sorted(
-        str(f)
-        for f in p.iterdir()
-        if f.is_file() and f.suffix.lower() in PARQUET_EXTENSIONS and not f.name.startswith((".", "_"))
-    )
+    files = [str(f) for f in table_files(p, "parquet")]
     if not files:
         raise DataError(
             f"{path}: is a directory with no .parquet files (fit reads a .csv or .parquet file, "
@@ -178,7 +174,7 @@ class Shard:
 
     def __init__(self, path: str, dist: DistContext, chunk_rows: int = CHUNK_ROWS) -> None:
         self.path, self.dist, self.chunk_rows = path, dist, chunk_rows
-        self.is_parquet = Path(path).is_dir() or Path(path).suffix.lower() in PARQUET_EXTENSIONS
+        self.is_parquet = Path(path).is_dir() or is_format(path, "parquet")
         if self.is_parquet:
             groups, self.names = row_groups(parquet_files(path))
             self.groups, self.filter_rows = shard_groups(groups, dist)

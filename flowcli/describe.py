@@ -8,9 +8,15 @@ column carries (mean/std today; categories, bounds or missing rates as the schem
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
+
+from .quantiles import INFO_KEY, StoredQuantiles
+
+if TYPE_CHECKING:  # rich is imported when a table is drawn, not when the module is
+    from rich.table import Table
+    from rich.text import Text
 
 TRAINING_KEYS = ("epochs_run", "best_epoch", "best_val_nll", "fit_seconds", "n_train", "n_val", "seed", "device")
 
@@ -92,28 +98,53 @@ def _row(table: Any, *cells: str, **options: Any) -> None:
     table.add_row(*(Text(str(c)) for c in cells), **options)
 
 
+TRAINING_LABELS = {
+    "epochs_run": "epochs run",
+    "max_epochs": "max epochs (config)",
+    "best_epoch": "best epoch (weights kept)",
+    "best_val_nll": "best validation NLL (nats/row)",
+    "final_train_nll": "last training NLL (nats/row)",
+    "fit_seconds": "fit time (s)",
+    "n_train": "training rows",
+    "n_val": "validation rows",
+    "seed": "seed",
+    "device": "device",
+}
+
+
 def render(description: dict[str, Any], console: Any) -> None:
     """Print the description as rich tables on ``console`` (stdout: it is the command's data)."""
+    for table in (_overview, _columns, _layers, _training, _versions):
+        console.print(table(description))
+
+
+def _key_value_table(title: str | Text) -> Table:
     from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    return table
+
+
+def _overview(d: dict[str, Any]) -> Table:
     from rich.text import Text
 
-    d = description
-    overview = Table(title=Text(f"flowcli checkpoint {d['checkpoint']}"), show_header=False, title_justify="left")
-    overview.add_column("key", style="bold")
-    overview.add_column("value")
+    overview = _key_value_table(Text(f"flowcli checkpoint {d['checkpoint']}"))
     p = d["parameters"]
-    _row(
-        overview,
-        "parameters",
-        f"{p['total']:,} (layers {sum(r['parameters'] for r in p['layers']):,}, base {p['base']:,})",
-    )
+    layers = sum(r["parameters"] for r in p["layers"])
+    _row(overview, "parameters", f"{p['total']:,} (layers {layers:,}, base {p['base']:,})")
     _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
     _row(overview, "base", _text(d["config"]["base"]))
     _row(overview, "training config", _text(d["config"]["training"]))
     if d["config"].get("columns"):
         _row(overview, "column settings", _text(d["config"]["columns"]))
     _row(overview, "format version", _text(d["format_version"]))
-    console.print(overview)
+    return overview
+
+
+def _columns(d: dict[str, Any]) -> Table:
+    from rich.table import Table
 
     columns = Table(title="Columns", title_justify="left")
     with_reason = any(col.get("reason") for col in d["columns"])
@@ -122,50 +153,43 @@ def render(description: dict[str, Any], console: Any) -> None:
     for col in d["columns"]:
         cells = [str(col.get("name")), str(col.get("role")), str(col.get("dtype")), _text(_preprocessing(col))]
         _row(columns, *cells, *([_text(col.get("reason"))] if with_reason else []))
-    console.print(columns)
+    return columns
 
+
+def _layers(d: dict[str, Any]) -> Table:
+    from rich.table import Table
+
+    p = d["parameters"]
     layers = Table(title="Layers", title_justify="left")
-    for heading, justify in (("#", "right"), ("type", "left"), ("options", "left"), ("parameters", "right")):
-        layers.add_column(heading, justify=justify)
+    for heading in ("#", "type", "options", "parameters"):
+        layers.add_column(heading, justify="right" if heading in ("#", "parameters") else "left")
     for row in p["layers"]:
         _row(layers, str(row["index"]), row["type"], _text(row["options"]), f"{row['parameters']:,}")
     _row(layers, "", "total", "", f"{p['total']:,}", style="bold")
-    console.print(layers)
+    return layers
 
-    t = d["training"]
-    training = Table(title="Training", show_header=False, title_justify="left")
-    training.add_column("key", style="bold")
-    training.add_column("value")
-    labels = {
-        "epochs_run": "epochs run",
-        "max_epochs": "max epochs (config)",
-        "best_epoch": "best epoch (weights kept)",
-        "best_val_nll": "best validation NLL (nats/row)",
-        "final_train_nll": "last training NLL (nats/row)",
-        "fit_seconds": "fit time (s)",
-        "n_train": "training rows",
-        "n_val": "validation rows",
-        "seed": "seed",
-        "device": "device",
-    }
-    for key, label in labels.items():
-        _row(training, label, _text(t.get(key)) or "n/a")
+
+def _training(d: dict[str, Any]) -> Table:
+    training = _key_value_table("Training")
+    for key, label in TRAINING_LABELS.items():
+        _row(training, label, _text(d["training"].get(key)) or "n/a")
     for key, value in d["info"].items():
-        if key == "logprob_quantiles":  # a grid of ~120 levels: show the usual anomaly thresholds
-            from .report import stored_source, stored_thresholds
+        if key == INFO_KEY:  # a grid of ~120 levels: show the usual anomaly thresholds
+            stored = StoredQuantiles.from_info(d["info"])
+            shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in stored.at((0.001, 0.01, 0.05))) or "malformed"
+            _row(training, "logprob quantiles (nats)", f"{shown} (from {stored.source})")
+        else:
+            _row(training, key, _text(value))
+    return training
 
-            pairs = stored_thresholds(d["info"], (0.001, 0.01, 0.05))
-            shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in pairs) or "malformed"
-            _row(training, "logprob quantiles (nats)", f"{shown} (from {stored_source(d['info'])})")
-            continue
-        _row(training, key, _text(value))
-    console.print(training)
+
+def _versions(d: dict[str, Any]) -> Table:
+    from rich.table import Table
 
     versions = Table(title="Versions", title_justify="left")
-    versions.add_column("package")
-    versions.add_column("fitted with")
-    versions.add_column("running")
+    for heading in ("package", "fitted with", "running"):
+        versions.add_column(heading)
     fitted, running = d["versions"]["fitted_with"], d["versions"]["running"]
     for name in dict.fromkeys([*running, *fitted]):
         _row(versions, name, fitted.get(name, "n/a"), running.get(name, ""))
-    console.print(versions)
+    return versions

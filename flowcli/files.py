@@ -1,30 +1,80 @@
-"""Atomic file writes: readers see either the old file or the complete new one, never a partial one.
+"""Atomic writes: readers see either the old file or the complete new one, never a partial one.
 
-Everything is written to a temporary file in the target's directory and moved into place with
-``os.replace`` only on success; on failure the temporary file is removed and the target untouched.
+One mechanism, ``Staged``: a temporary file or directory created beside the target (same directory,
+so the same filesystem and ``os.replace`` is atomic; named ``.<target>.<random>.tmp`` so directory
+listings skip it), moved onto the target with ``os.replace`` only on success and removed otherwise.
+``AtomicBytesFile``/``AtomicTextFile`` wrap it as a file to write; the report stages a directory.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Any, ClassVar
 
 from .errors import DataError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def set_default_permissions(path: str | Path) -> None:
-    """mkstemp creates files readable by the owner only; give them the usual umask-based mode instead."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    """mkstemp/mkdtemp create files and directories for the owner only; give them the usual
+    umask-based mode instead (what ``open``/``mkdir`` would have made)."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())
+
+
+def _parent(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+class Staged:
+    """A new, empty temporary file (or directory) beside ``target``.
+
+    ``commit()`` moves it onto ``target``; ``discard()`` (also on leaving a ``with`` block) removes
+    whatever is left of it, which is nothing after a commit. Creating it raises ``OSError`` when the
+    directory does not take new files.
+    """
+
+    def __init__(self, target: str | Path, *, directory: bool = False) -> None:
+        self.target, self.directory = Path(target), directory
+        prefix, parent = f".{self.target.name}.", _parent(self.target)
+        if directory:
+            self.path = Path(tempfile.mkdtemp(suffix=".tmp", prefix=prefix, dir=parent))
+        else:
+            fd, name = tempfile.mkstemp(suffix=".tmp", prefix=prefix, dir=parent)
+            os.close(fd)
+            self.path = Path(name)
+
+    def commit(self) -> None:
+        """Give the staged file the usual permissions and move it onto the target, atomically."""
+        set_default_permissions(self.path)
+        os.replace(self.path, self.target)
+
+    def discard(self) -> None:
+        if self.directory:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.discard()
 
 
 def output_directory(path: str | Path) -> Path:
     """The directory a new file at ``path`` goes in, or a DataError saying why no file can go there."""
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
+    directory = _parent(path)
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file name")
     if not directory.exists():
@@ -34,59 +84,84 @@ def output_directory(path: str | Path) -> Path:
     return directory
 
 
+def stage_output(path: str | Path) -> Staged:
+    """``Staged(path)`` for a file the user named: every reason it cannot be made is a DataError naming ``path``."""
+    output_directory(path)
+    try:
+        return Staged(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write here ({exc.strerror})") from None
+
+
 def check_writable(path: str | Path) -> None:
     """Fail early, with a DataError naming ``path``, if a file cannot be created there, before hours of
     work are spent on a result that could not be saved. Probes with a real temporary file because
     permission bits lie for root and on some network filesystems."""
-    path = Path(path)
-    directory = output_directory(path)
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write here ({exc.strerror})") from None
-    os.close(fd)
-    os.unlink(probe)
+    stage_output(path).discard()
+
+
+class _AtomicFile:
+    """A file written through a ``Staged`` temporary file, moved onto ``path`` only if the ``with`` block
+    succeeds (flushed to disk first with ``fsync=True``); on failure it is removed and ``path`` is untouched.
+
+    ``stage`` makes the temporary file: ``Staged`` (an ``OSError`` if it cannot) or ``stage_output``
+    (a DataError naming the path, for files the user named).
+    """
+
+    mode: ClassVar[str]
+    encoding: ClassVar[str | None] = None
+
+    def __init__(self, path: str | Path, *, fsync: bool = False, stage: Callable[[Path], Staged] = Staged) -> None:
+        self.path = Path(path)
+        self._fsync = fsync
+        self._stage = stage
+
+    def _open(self) -> IO[Any]:
+        self._staged = self._stage(self.path)
+        try:
+            self._file: IO[Any] = open(self._staged.path, self.mode, encoding=self.encoding)
+        except BaseException:
+            self._staged.discard()
+            raise
+        return self._file
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc_type is None:
+                if self._fsync:  # the data on disk before the rename, so a crash cannot leave an empty file
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
+                self._file.close()
+                self._staged.commit()
+        finally:
+            self._file.close()
+            self._staged.discard()
+
+
+class AtomicBytesFile(_AtomicFile):
+    mode = "wb"
+
+    def __enter__(self) -> IO[bytes]:
+        return self._open()
+
+
+class AtomicTextFile(_AtomicFile):
+    """A UTF-8 text file the user named (creation errors are DataErrors), written atomically."""
+
+    mode = "w"
+    encoding = "utf-8"
+
+    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+        super().__init__(path, fsync=fsync, stage=stage_output)
+
+    def __enter__(self) -> IO[str]:
+        return self._open()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        set_default_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class AtomicTextFile:
-    """A text file written through a temporary file in the same directory, renamed onto ``path`` only
-    if the ``with`` block succeeds; on failure the temporary file is removed and ``path`` is untouched."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def __enter__(self) -> IO[str]:
-        directory = self.path.parent if str(self.path.parent) else Path(".")
-        if not directory.is_dir():
-            raise DataError(f"{self.path}: directory {str(directory)!r} does not exist")
-        try:
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
-        except OSError as exc:
-            raise DataError(f"{self.path}: cannot write here ({exc.strerror})") from None
-        self._file = os.fdopen(fd, "w", encoding="utf-8")
-        return self._file
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._file.close()
-        if exc_type is None:
-            set_default_permissions(self._tmp)
-            os.replace(self._tmp, self.path)
-        elif os.path.exists(self._tmp):
-            os.unlink(self._tmp)
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one, also
+    after a crash (fsynced). Errors are ``OSError``s, for the caller to word."""
+    with AtomicBytesFile(path, fsync=True) as f:
+        f.write(data)

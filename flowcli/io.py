@@ -1,5 +1,9 @@
 """Tables in and out: CSV, Parquet, and ``-`` for stdin/stdout, as whole frames or streams of chunks.
 
+The one place that knows table formats: ``FORMATS`` lists them, each a ``TableFormat`` with its name,
+its file extensions, its readers and its writer; adding a format is one class added there. Other
+modules ask ``format_of``/``is_format``/``table_files`` rather than look at extensions themselves.
+
 Readers turn every way a file can be wrong into a one-line ``DataError``. Streaming readers yield
 chunks as soon as rows arrive (so ``tail -f | flowcli logprob`` works) and hold at most one chunk in
 memory. Writers to files go through a temporary file renamed into place on success, so a failure never
@@ -12,34 +16,21 @@ import io
 import os
 import select
 import sys
-import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import ExitStack, closing
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Any, ClassVar, Protocol
 
 import pandas as pd
 
 from .errors import DataError
-from .files import output_directory, set_default_permissions
+from .files import AtomicBytesFile, stage_output
 
-CSV_EXTENSIONS = (".csv",)
-PARQUET_EXTENSIONS = (".parquet", ".pq")
+STDIO = "-"  # stdin or stdout, always CSV
 DEFAULT_CHUNK_ROWS = 65536
 _READ_BYTES = 1 << 20
-
-
-def table_format(path: str) -> str:
-    """``csv`` or ``parquet`` from the extension; ``-`` (stdin/stdout) is CSV."""
-    if path == "-":
-        return "csv"
-    suffix = Path(path).suffix.lower()
-    if suffix in CSV_EXTENSIONS:
-        return "csv"
-    if suffix in PARQUET_EXTENSIONS:
-        return "parquet"
-    raise DataError(
-        f"{path}: unknown table format {suffix or '(no extension)'!r}; use .csv, .parquet, or - for CSV on stdin/stdout"
-    )
 
 
 def _check_readable(path: str) -> None:
@@ -47,7 +38,7 @@ def _check_readable(path: str) -> None:
     if not p.exists():
         raise DataError(f"{path}: file not found")
     if p.is_dir():
-        raise DataError(f"{path}: is a directory, expected a .csv or .parquet file")
+        raise DataError(f"{path}: is a directory, expected a {extension_list()} file")
     if not os.access(p, os.R_OK):
         raise DataError(f"{path}: permission denied")
 
@@ -86,28 +77,6 @@ def _check_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return frame
 
 
-def _read_parquet(path: str) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-    return table.to_pandas()
-
-
-def read_table(path: str, stdin: IO[bytes] | None = None) -> pd.DataFrame:
-    """Read a whole table (for fitting). ``-`` reads CSV from stdin."""
-    fmt = table_format(path)
-    if path == "-":
-        frame = _parse_csv((stdin or sys.stdin.buffer).read(), "stdin")
-        return _check_frame(frame, "stdin")
-    _check_readable(path)
-    frame = _parse_csv(path, path) if fmt == "csv" else _read_parquet(path)
-    return _check_frame(frame, path)
-
-
 def _has_pending_input(stream: IO[bytes]) -> bool:
     """True if more bytes can be read without blocking (or if we cannot tell, e.g. an in-memory stream)."""
     try:
@@ -134,6 +103,7 @@ def iter_csv(stream: IO[bytes], source: str, chunk_rows: int = DEFAULT_CHUNK_ROW
 
     def emit() -> pd.DataFrame:
         nonlocal pending, pending_lines
+        assert header is not None  # rows are only pending once the header has been read
         frame = _parse_csv(header + b"".join(pending), source)
         pending, pending_lines = [], 0
         return frame
@@ -174,32 +144,6 @@ def iter_csv(stream: IO[bytes], source: str, chunk_rows: int = DEFAULT_CHUNK_ROW
         _check_frame(_parse_csv(header, source), source)
 
 
-def iter_table(
-    path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, stdin: IO[bytes] | None = None
-) -> Iterator[pd.DataFrame]:
-    """Stream a table in chunks: CSV from a file or stdin, Parquet by record batches."""
-    fmt = table_format(path)
-    if path == "-":
-        yield from _checked(iter_csv(stdin or sys.stdin.buffer, "stdin", chunk_rows), "stdin")
-        return
-    _check_readable(path)
-    if fmt == "csv":
-        with open(path, "rb") as f:
-            yield from _checked(iter_csv(f, path, chunk_rows), path)
-        return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-    if parquet.metadata.num_rows == 0:
-        raise DataError(f"{path}: the table has no data rows")
-    for batch in parquet.iter_batches(batch_size=chunk_rows):
-        yield batch.to_pandas()
-
-
 def _checked(frames: Iterator[pd.DataFrame], source: str) -> Iterator[pd.DataFrame]:
     for frame in frames:
         yield _check_frame(frame, source)
@@ -221,8 +165,214 @@ def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
     return head + sink.getvalue()
 
 
+# ------------------------------------------------------------------------------------------ formats
+
+
+class FrameWriter(Protocol):
+    """Writes DataFrames one after another to one open binary file; ``close`` finishes the file (not
+    the file object, which its owner closes)."""
+
+    def write(self, frame: pd.DataFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class TableFormat(ABC):
+    """A table file format: its name, the file extensions that select it, its readers and its writer.
+
+    Readers get a path that exists and is readable, and raise a one-line DataError naming it for
+    anything else wrong with the file.
+    """
+
+    name: ClassVar[str]
+    extensions: ClassVar[tuple[str, ...]]  # lower case, with the dot; the first is the one to suggest
+
+    @abstractmethod
+    def read(self, path: str) -> pd.DataFrame:
+        """The whole table, checked (columns named and unique, at least one row)."""
+
+    @abstractmethod
+    def chunks(self, path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+        """The table in frames of at most about ``chunk_rows`` rows."""
+
+    @abstractmethod
+    def writer(self, file: IO[bytes]) -> FrameWriter:
+        """A writer of frames into ``file``."""
+
+
+class Csv(TableFormat):
+    """Comma-separated text with a header line; also what ``-`` (stdin/stdout) carries."""
+
+    name = "csv"
+    extensions = (".csv",)
+
+    def read(self, path: str) -> pd.DataFrame:
+        return _check_frame(_parse_csv(path, path), path)
+
+    def read_stream(self, stream: IO[bytes], source: str) -> pd.DataFrame:
+        return _check_frame(_parse_csv(stream.read(), source), source)
+
+    def chunks(self, path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+        with open(path, "rb") as f:
+            yield from self.stream_chunks(f, path, chunk_rows)
+
+    def stream_chunks(self, stream: IO[bytes], source: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+        yield from _checked(iter_csv(stream, source, chunk_rows), source)
+
+    def writer(self, file: IO[bytes]) -> FrameWriter:
+        return _CsvWriter(file)
+
+
+class _CsvWriter:
+    """The header before the first chunk; each chunk flushed, so a reader of stdout gets rows as they come."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._wrote_header = False
+
+    def write(self, frame: pd.DataFrame) -> None:
+        self._file.write(_csv_bytes(frame, header=not self._wrote_header))
+        self._file.flush()
+        self._wrote_header = True
+
+    def close(self) -> None:
+        pass
+
+
+class Parquet(TableFormat):
+    """Apache Parquet, read whole or by record batches."""
+
+    name = "parquet"
+    extensions = (".parquet", ".pq")
+
+    def read(self, path: str) -> pd.DataFrame:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        return _check_frame(table.to_pandas(), path)
+
+    def chunks(self, path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        if parquet.metadata.num_rows == 0:
+            raise DataError(f"{path}: the table has no data rows")
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+
+    def writer(self, file: IO[bytes]) -> FrameWriter:
+        return _ParquetWriter(file)
+
+
+class _ParquetWriter:
+    """One Parquet file whose schema is the first chunk's; later chunks are cast to it."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._writer: Any = None  # a pyarrow.parquet.ParquetWriter, made with the first chunk's schema
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._file, table.schema)
+        else:
+            table = table.cast(self._writer.schema)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+FORMATS: tuple[TableFormat, ...] = (Csv(), Parquet())
+STDIO_FORMAT = Csv()
+
+
+def format_of(path: str | Path) -> TableFormat | None:
+    """The format that the extension of ``path`` names, or None (``-`` is not a file name: see ``STDIO``)."""
+    suffix = Path(path).suffix.lower()
+    return next((f for f in FORMATS if suffix in f.extensions), None)
+
+
+def is_format(path: str | Path, name: str) -> bool:
+    """True if the extension of ``path`` names the format called ``name`` (e.g. ``"parquet"``)."""
+    found = format_of(path)
+    return found is not None and found.name == name
+
+
+def extension_list() -> str:
+    """The formats' main extensions for messages: ``.csv or .parquet``."""
+    main = [f.extensions[0] for f in FORMATS]
+    return " or ".join([", ".join(main[:-1]), main[-1]] if len(main) > 1 else main)
+
+
+def table_files(directory: Path, name: str | None = None) -> list[Path]:
+    """The table files of ``directory`` (of format ``name`` only, if given) in name order. Names starting
+    with ``.`` or ``_`` are skipped: temporary files (ours are ``.<name>.*.tmp``) and markers like ``_SUCCESS``."""
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file()
+        and (is_format(p, name) if name else format_of(p) is not None)
+        and not p.name.startswith((".", "_"))
+    )
+
+
+def _format(path: str) -> TableFormat:
+    if path == STDIO:
+        return STDIO_FORMAT
+    found = format_of(path)
+    if found is None:
+        suffix = Path(path).suffix.lower()
+        main = ", ".join(f.extensions[0] for f in FORMATS)
+        raise DataError(
+            f"{path}: unknown table format {suffix or '(no extension)'!r}; use {main}, or - for CSV on stdin/stdout"
+        )
+    return found
+
+
+def table_format(path: str) -> str:
+    """The name of the format of ``path`` (``-``, stdin/stdout, is CSV); a DataError for an unknown extension."""
+    return _format(path).name
+
+
+# ------------------------------------------------------------------------------------ reading, writing
+
+
+def read_table(path: str, stdin: IO[bytes] | None = None) -> pd.DataFrame:
+    """Read a whole table (for fitting). ``-`` reads CSV from stdin."""
+    fmt = _format(path)
+    if path == STDIO:
+        return STDIO_FORMAT.read_stream(stdin or sys.stdin.buffer, "stdin")
+    _check_readable(path)
+    return fmt.read(path)
+
+
+def iter_table(
+    path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, stdin: IO[bytes] | None = None
+) -> Iterator[pd.DataFrame]:
+    """Stream a table in chunks: CSV from a file or stdin, Parquet by record batches."""
+    fmt = _format(path)
+    if path == STDIO:
+        yield from STDIO_FORMAT.stream_chunks(stdin or sys.stdin.buffer, "stdin", chunk_rows)
+        return
+    _check_readable(path)
+    yield from fmt.chunks(path, chunk_rows)
+
+
 class TableWriter:
-    """Write DataFrames chunk by chunk to CSV/Parquet (atomically for files) or CSV on stdout.
+    """Write DataFrames chunk by chunk to a table file (atomically) or as CSV to stdout.
 
     Use as a context manager: on success the temporary file is renamed onto ``path``; on any error it
     is removed and an existing file at ``path`` is left untouched.
@@ -230,54 +380,26 @@ class TableWriter:
 
     def __init__(self, path: str, stdout: IO[bytes] | None = None) -> None:
         self.path = path
-        self.format = table_format(path)
+        self._format = _format(path)
+        self.format = self._format.name
         self._stdout = stdout
-        self._tmp: str | None = None
-        self._file: IO[bytes] | None = None
-        self._parquet = None
-        self._wrote_header = False
+        self._stack = ExitStack()
 
     def __enter__(self) -> TableWriter:
-        if self.path == "-":
-            self._file = self._stdout or sys.stdout.buffer
-            return self
-        target = Path(self.path)
-        directory = output_directory(target)
-        try:
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-        except OSError as exc:
-            raise DataError(f"{self.path}: cannot write here ({exc.strerror})") from None
-        self._file = os.fdopen(fd, "wb")
+        with ExitStack() as stack:  # unwinds what was opened if making the writer fails
+            if self.path == STDIO:
+                file = self._stdout or sys.stdout.buffer  # not ours to close
+            else:
+                file = stack.enter_context(AtomicBytesFile(self.path, stage=stage_output))
+            self._writer = stack.enter_context(closing(self._format.writer(file)))
+            self._stack = stack.pop_all()
         return self
 
     def write(self, frame: pd.DataFrame) -> None:
-        assert self._file is not None
-        if self.format == "csv":
-            self._file.write(_csv_bytes(frame, header=not self._wrote_header))
-            self._file.flush()
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+        self._writer.write(frame)
 
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self._file, table.schema)
-            else:
-                table = table.cast(self._parquet.schema)
-            self._parquet.write_table(table)
-        self._wrote_header = True
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self.path == "-":
-            return
-        assert self._file is not None
-        try:
-            if self._parquet is not None:
-                self._parquet.close()
-            self._file.close()
-            if exc_type is None:
-                set_default_permissions(self._tmp)
-                os.replace(self._tmp, self.path)
-        finally:
-            if self._tmp and os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # The writer finishes the file, then the atomic file is moved into place (or removed on error).
+        self._stack.__exit__(exc_type, exc, tb)

@@ -20,6 +20,7 @@ from .columns import Column
 from .config import Config
 from .errors import ConfigError, DataError
 from .layers import Layer, build_layer
+from .quantiles import StoredQuantiles
 from .schema import OnInvalid, Schema
 
 SCORING_BATCH = 65536
@@ -196,25 +197,13 @@ class Model:
         safe = np.where(np.isfinite(top), top, 0.0)
         return safe + np.log(np.exp(scores - safe).mean(axis=0))
 
-    def _quantiles(self) -> tuple[np.ndarray, np.ndarray]:
-        from .errors import CheckpointError
-
-        table = self.info.get("logprob_quantiles") or {}
-        if not table.get("values"):
-            raise CheckpointError(
-                "this checkpoint holds no logprob quantiles of held-out rows; refit it with this flowcli"
-            )
-        return np.asarray(table["levels"], dtype=np.float64), np.asarray(table["values"], dtype=np.float64)
-
     def logprob_threshold(self, level: float) -> float:
         """The ``level``-quantile of ``logprob`` over the held-out training rows (interpolated)."""
-        levels, values = self._quantiles()
-        return float(np.interp(level, levels, values))
+        return StoredQuantiles.from_info(self.info).threshold(level)
 
     def logprob_percentile(self, logprob: np.ndarray) -> np.ndarray:
         """Percentile (0-100) of each ``logprob`` among the held-out training rows (interpolated)."""
-        levels, values = self._quantiles()
-        return 100.0 * np.interp(logprob, values, levels, left=0.0, right=1.0)
+        return StoredQuantiles.from_info(self.info).percentile(logprob)
 
     def encode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
         """Rows -> latent columns ``z0..z{k-1}`` (the base distribution's space). Discrete values map

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import DataError
-from .io import CSV_EXTENSIONS, PARQUET_EXTENSIONS
+from .io import extension_list, table_files
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -28,13 +28,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def input_files(directory: Path) -> list[Path]:
     """The tables of a directory in name order; hidden and ``_``-prefixed files (``_SUCCESS``) are skipped."""
-    files = sorted(
-        p
-        for p in directory.iterdir()
-        if p.is_file() and p.suffix.lower() in CSV_EXTENSIONS + PARQUET_EXTENSIONS and not p.name.startswith((".", "_"))
-    )
+    files = table_files(directory)
     if not files:
-        raise DataError(f"{directory}: is a directory with no .csv or .parquet files")
+        raise DataError(f"{directory}: is a directory with no {extension_list()} files")
     return files
 
 

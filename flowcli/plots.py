@@ -329,7 +329,7 @@ def distances(comparisons: list[ColumnComparison], ks_noise: float | None, out_d
             )
             ax.legend(fontsize=8, loc="lower right")
         for yi, c in zip(y, chunk, strict=False):
-            ax.text(c.distance, yi, f" {c.distance:.3f}", va="center", fontsize=8)
+            ax.text(c.distance, float(yi), f" {c.distance:.3f}", va="center", fontsize=8)
         ax.set_xlabel("distance real vs synthetic (0 = identical, 1 = disjoint)")
         ax.set_title("Per-column distance: KS for numeric columns, total variation (TV) for labels")
         ax.grid(axis="x", alpha=0.3)
@@ -405,7 +405,8 @@ def logprob_histogram(
     lo = min([lo] + [v for _, v in thresholds])
     span = hi - lo
     lo, hi = lo - 0.03 * span, hi + 0.03 * span
-    bins = np.linspace(lo, hi, int(np.clip(2 * len(a) ** (1 / 3), 15, 60)) + 1)  # Rice's rule, capped
+    # Rice's rule, capped; a list because matplotlib's type hints take a sequence of edges, not an array.
+    bins = np.linspace(lo, hi, int(np.clip(2 * len(a) ** (1 / 3), 15, 60)) + 1).tolist()
     fig = Figure(figsize=(9, 5.6), layout="constrained")
     ax = fig.add_subplot()
     ax.hist(np.clip(a, lo, hi), bins=bins, density=True, color=REAL_COLOR, alpha=0.45, label=f"DATA ({len(a)} rows)")

@@ -13,9 +13,7 @@ import html
 import json
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +25,15 @@ import torch
 
 from .compare import TableComparison, compare_tables, ks_statistic, strongest_pairs
 from .errors import DataError
+from .files import Staged
 from .model import Model
+from .quantiles import StoredQuantiles
 
 DEFAULT_MAX_SAMPLES = 100_000
 PAIRS_SHOWN = 6
 DATA_QUANTILES = (0.01, 0.05)
+# The fit facts the summary repeats (``flowcli inspect`` shows them all).
+TRAINING_KEYS = ("epochs_run", "best_epoch", "best_val_nll", "fit_seconds", "n_train", "n_val", "device")
 
 
 @dataclass
@@ -63,26 +65,16 @@ def check_output_dir(path: str) -> Path:
 def staged_directory(out: Path) -> Iterator[Path]:
     """A temporary directory beside ``out``; on success its files replace those of ``out`` (created if
     needed), ``index.html`` last; on failure it is removed and ``out`` is untouched."""
-    parent = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    try:
-        yield tmp
+    with Staged(out, directory=True) as staged:
+        yield staged.path
         if not out.exists():
-            os.chmod(tmp, 0o777 & ~_umask())
-            os.replace(tmp, out)
+            staged.commit()
             return
-        names = sorted(p.name for p in tmp.iterdir())
+        # The figures first, the page last: a reader never sees a page that refers to a missing figure.
+        names = sorted(p.name for p in staged.path.iterdir())
         names.sort(key=lambda n: n == "index.html")
         for name in names:
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+            os.replace(staged.path / name, out / name)
 
 
 def _finite(value: Any) -> Any:
@@ -99,37 +91,8 @@ def _finite(value: Any) -> Any:
 
 
 def stored_thresholds(info: dict[str, Any], levels: tuple[float, ...] = DATA_QUANTILES) -> list[tuple[float, float]]:
-    """The logprob quantiles of held-out rows that ``fit`` stores in the checkpoint, at ``levels``.
-
-    ``fit`` stores ``{"source", "rows", "levels": [...], "values": [...]}`` (the quantile function on
-    a grid of levels); values between grid points are interpolated. A checkpoint without them (or with
-    anything malformed) gives [], and the report then uses the quantiles of DATA only.
-    """
-    raw = info.get("logprob_quantiles")
-    if not isinstance(raw, dict):
-        return []
-    try:
-        grid = np.asarray(raw.get("levels"), dtype=float)
-        values = np.asarray(raw.get("values"), dtype=float)
-    except (TypeError, ValueError):
-        return []
-    if (
-        grid.ndim != 1
-        or grid.shape != values.shape
-        or len(grid) < 2
-        or not np.isfinite(values).all()
-        or np.any(np.diff(grid) < 0)
-    ):
-        return []
-    return [(q, float(np.interp(q, grid, values))) for q in levels if grid[0] <= q <= grid[-1]]
-
-
-def stored_source(info: dict[str, Any]) -> str:
-    """Which rows the stored quantiles come from, e.g. '1522 validation rows'."""
-    raw = info.get("logprob_quantiles")
-    if not isinstance(raw, dict):
-        return "held-out rows"
-    return " ".join(str(x) for x in (raw.get("rows"), raw.get("source")) if x is not None) + " rows"
+    """The thresholds at ``levels`` from the quantiles ``fit`` stored in the checkpoint; [] without them."""
+    return StoredQuantiles.from_info(info).at(levels)
 
 
 def _base_samples(model: Model, n: int, seed: int) -> np.ndarray:
@@ -154,30 +117,68 @@ def _latent_summary(z: np.ndarray, base: np.ndarray, names: list[str]) -> list[d
     return rows
 
 
-def build_report(
-    model: Model,
-    data: pd.DataFrame,
-    out_dir: Path,
-    *,
-    samples: int | None = None,
-    seed: int = 0,
-    sources: dict[str, str] | None = None,
-    say: Any = None,
-) -> ReportResult:
-    """Score ``data``, sample from the model, draw every figure into ``out_dir``; returns the summary."""
-    from . import plots
+@dataclass
+class Scores:
+    """DATA and synthetic rows with what the model says about them: the input of every figure."""
 
-    say = say or (lambda text: None)
+    data: pd.DataFrame
+    synthetic: pd.DataFrame
+    logprob: np.ndarray
+    logprob_synthetic: np.ndarray  # NaN where the model cannot score its own samples
+    z: np.ndarray  # DATA in the latent space; no columns when the rows cannot be mapped there
+    base: np.ndarray  # samples of the base distribution, the reference for the latent figures
+
+
+@dataclass
+class Thresholds:
+    """Anomaly thresholds: quantiles of log p(x) on DATA, and those ``fit`` stored, if any."""
+
+    data: dict[str, float]  # "0.01" -> value
+    stored: list[tuple[float, float]]
+    stored_source: str
+
+    def labelled(self) -> list[tuple[str, float]]:
+        """(legend label, value) pairs for the log p(x) histogram."""
+        labels = [(f"DATA {float(q):.0%} quantile", v) for q, v in self.data.items()]
+        return labels + [(f"{q:.0%} quantile of {self.stored_source} (stored at fit)", v) for q, v in self.stored]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data_quantiles": self.data,
+            "stored_quantiles": {f"{q:g}": v for q, v in self.stored},
+            "stored_source": self.stored_source if self.stored else None,
+        }
+
+
+@dataclass
+class Findings:
+    """What the report measured on the scores: the numbers behind the figures and the summary."""
+
+    comparison: TableComparison
+    pairs: list[tuple[str, str, float]]  # the most correlated column pairs in DATA, strongest first
+    latent: list[dict[str, Any]]
+    thresholds: Thresholds
+    ks_noise: float  # two-sample KS values below this are within sampling noise at the 5% level
+
+
+def _model_columns(model: Model, data: pd.DataFrame) -> pd.DataFrame:
+    """DATA's columns the model was fitted on, in its order; a DataError names the first one missing."""
     names = model.schema.names
     missing = [n for n in names if n not in data.columns]
     if missing:
         raise DataError(f"missing column {missing[0]!r}; the model needs: {', '.join(names)}")
-    data = data[names]
+    return data[names]
+
+
+def _sample_count(data: pd.DataFrame, samples: int | None) -> int:
     n_samples = samples if samples is not None else min(len(data), DEFAULT_MAX_SAMPLES)
     if n_samples < 1:
         raise DataError(f"--samples {n_samples}: the number of synthetic rows must be at least 1")
-    rng = np.random.default_rng(seed)
+    return n_samples
 
+
+def _score(model: Model, data: pd.DataFrame, n_samples: int, seed: int, say: Callable[[str], None]) -> Scores:
+    """Score and encode DATA; sample ``n_samples`` synthetic rows (seed ``seed``) and score them too."""
     say(f"scoring {len(data)} rows")
     logprob = model.log_prob(data)
     try:
@@ -191,73 +192,102 @@ def build_report(
     except DataError:  # e.g. a diverged model sampling non-finite rows: report on DATA alone
         logprob_synthetic = np.full(len(synthetic), np.nan)
     base = _base_samples(model, max(len(z), 2000), seed + 1)
-    comparison: TableComparison = compare_tables(data, synthetic, names)
+    return Scores(data, synthetic, logprob, logprob_synthetic, z, base)
 
-    finite = logprob[np.isfinite(logprob)]
+
+def _measure(model: Model, scores: Scores) -> Findings:
+    s = scores
+    comparison = compare_tables(s.data, s.synthetic, model.schema.names)
+    finite = s.logprob[np.isfinite(s.logprob)]
     quantiles = {f"{q:g}": float(np.quantile(finite, q)) for q in DATA_QUANTILES} if len(finite) else {}
-    stored = stored_thresholds(model.info)
-    thresholds = [(f"DATA {float(q):.0%} quantile", v) for q, v in quantiles.items()]
-    thresholds += [(f"{q:.0%} quantile of {stored_source(model.info)} (stored at fit)", v) for q, v in stored]
-    latent = _latent_summary(z, base, model.latent_names)
+    stored = StoredQuantiles.from_info(model.info)
+    return Findings(
+        comparison=comparison,
+        pairs=strongest_pairs(comparison.corr_real, PAIRS_SHOWN),
+        latent=_latent_summary(s.z, s.base, model.latent_names),
+        thresholds=Thresholds(quantiles, stored.at(DATA_QUANTILES), stored.source),
+        ks_noise=1.36 * math.sqrt((len(s.data) + len(s.synthetic)) / (len(s.data) * len(s.synthetic))),
+    )
 
-    say("drawing figures")
-    info = model.info
-    metrics = info.get("metrics") or []
-    figures: list[Plot] = []
 
-    def add(section: str, files: list[str]) -> None:
-        figures.extend(Plot(section, f) for f in files)
+def _draw(model: Model, scores: Scores, found: Findings, out_dir: Path, rng: np.random.Generator) -> list[Plot]:
+    """Every figure of the page, in page order, drawn into ``out_dir``."""
+    from . import plots
 
-    add("training", plots.training_curves(metrics, info.get("best_epoch"), bool(info.get("n_val", 1)), out_dir))
-    add("columns", plots.column_distributions(data, synthetic, comparison.columns, out_dir))
-    ks_noise = 1.36 * math.sqrt((len(data) + n_samples) / (len(data) * n_samples))
-    add("distances", plots.distances(comparison.columns, ks_noise, out_dir))
-    pairs = strongest_pairs(comparison.corr_real, PAIRS_SHOWN)
-    add("pairs", plots.pair_plots(data, synthetic, pairs, comparison.corr_synthetic, out_dir, rng))
-    add("correlation", plots.correlation_heatmaps(comparison.corr_real, comparison.corr_synthetic, out_dir))
-    add("missing", plots.missing_rates(comparison.columns, out_dir))
-    add("latent", plots.latent_qq(z, base, model.latent_names, [d["ks_vs_base"] for d in latent], out_dir))
-    add("logprob", plots.logprob_histogram(logprob, logprob_synthetic, thresholds, out_dir))
+    s, info, c = scores, model.info, found.comparison
+    metrics, with_validation = info.get("metrics") or [], bool(info.get("n_val", 1))
+    latent_ks = [d["ks_vs_base"] for d in found.latent]
+    drawn = [
+        ("training", plots.training_curves(metrics, info.get("best_epoch"), with_validation, out_dir)),
+        ("columns", plots.column_distributions(s.data, s.synthetic, c.columns, out_dir)),
+        ("distances", plots.distances(c.columns, found.ks_noise, out_dir)),
+        ("pairs", plots.pair_plots(s.data, s.synthetic, found.pairs, c.corr_synthetic, out_dir, rng)),
+        ("correlation", plots.correlation_heatmaps(c.corr_real, c.corr_synthetic, out_dir)),
+        ("missing", plots.missing_rates(c.columns, out_dir)),
+        ("latent", plots.latent_qq(s.z, s.base, model.latent_names, latent_ks, out_dir)),
+        ("logprob", plots.logprob_histogram(s.logprob, s.logprob_synthetic, found.thresholds.labelled(), out_dir)),
+    ]
+    return [Plot(section, f) for section, files in drawn for f in files]
 
-    corr_cols = list(comparison.corr_real.columns)
+
+def _summary(
+    model: Model, scores: Scores, found: Findings, figures: list[Plot], seed: int, sources: dict[str, str]
+) -> dict[str, Any]:
+    """Every number of the report as plain JSON values (non-finite ones as null)."""
+    s, info, c = scores, model.info, found.comparison
+    finite = s.logprob[np.isfinite(s.logprob)]
+    finite_synthetic = np.isfinite(s.logprob_synthetic)
+    best_val_nll = info.get("best_val_nll")
     summary = {
-        "sources": sources or {},
-        "rows": len(data),
-        "synthetic_rows": n_samples,
+        "sources": sources,
+        "rows": len(s.data),
+        "synthetic_rows": len(s.synthetic),
         "seed": seed,
         "test_loglik": float(finite.mean()) if len(finite) else None,
         "test_loglik_std": float(finite.std()) if len(finite) else None,
-        "nonfinite_logprob_rows": int(len(logprob) - len(finite)),
-        "synthetic_loglik": float(np.nanmean(np.where(np.isfinite(logprob_synthetic), logprob_synthetic, np.nan)))
-        if np.isfinite(logprob_synthetic).any()
+        "nonfinite_logprob_rows": int(len(s.logprob) - len(finite)),
+        "synthetic_loglik": float(np.nanmean(np.where(finite_synthetic, s.logprob_synthetic, np.nan)))
+        if finite_synthetic.any()
         else None,
-        "best_val_loglik": -info["best_val_nll"] if isinstance(info.get("best_val_nll"), (int, float)) else None,
-        # Two-sample KS values below this are within sampling noise at the 5% level.
-        "ks_noise_level": ks_noise,
-        "thresholds": {
-            "data_quantiles": quantiles,
-            "stored_quantiles": {f"{q:g}": v for q, v in stored},
-            "stored_source": stored_source(model.info) if stored else None,
-        },
-        "columns": [c.to_dict() for c in comparison.columns],
-        "max_abs_corr_difference": comparison.max_abs_corr_difference,
+        "best_val_loglik": -best_val_nll if isinstance(best_val_nll, (int, float)) else None,
+        "ks_noise_level": found.ks_noise,
+        "thresholds": found.thresholds.to_dict(),
+        "columns": [col.to_dict() for col in c.columns],
+        "max_abs_corr_difference": c.max_abs_corr_difference,
         "correlation": {
             "method": "spearman",
-            "columns": corr_cols,
-            "real": comparison.corr_real.to_numpy().tolist(),
-            "synthetic": comparison.corr_synthetic.to_numpy().tolist(),
+            "columns": list(c.corr_real.columns),
+            "real": c.corr_real.to_numpy().tolist(),
+            "synthetic": c.corr_synthetic.to_numpy().tolist(),
         },
         "strongest_pairs": [
-            {"x": x, "y": y, "real": r, "synthetic": float(comparison.corr_synthetic.loc[x, y])} for x, y, r in pairs
+            {"x": x, "y": y, "real": r, "synthetic": float(c.corr_synthetic.loc[x, y])} for x, y, r in found.pairs
         ],
-        "latent": latent,
-        "training": {
-            k: info.get(k)
-            for k in ("epochs_run", "best_epoch", "best_val_nll", "fit_seconds", "n_train", "n_val", "device")
-        },
+        "latent": found.latent,
+        "training": {k: info.get(k) for k in TRAINING_KEYS},
         "figures": [{"section": f.section, "file": f.file} for f in figures],
     }
-    summary = _finite(summary)
+    return _finite(summary)
+
+
+def build_report(
+    model: Model,
+    data: pd.DataFrame,
+    out_dir: Path,
+    *,
+    samples: int | None = None,
+    seed: int = 0,
+    sources: dict[str, str] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> ReportResult:
+    """Score ``data``, sample from the model, draw every figure into ``out_dir``; returns the summary."""
+    say = say or (lambda text: None)
+    data = _model_columns(model, data)
+    scores = _score(model, data, _sample_count(data, samples), seed, say)
+    found = _measure(model, scores)
+    say("drawing figures")
+    figures = _draw(model, scores, found, out_dir, np.random.default_rng(seed))
+    summary = _summary(model, scores, found, figures, seed, sources or {})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out_dir / "index.html").write_text(render_html(summary, figures), encoding="utf-8")
     return ReportResult(summary, figures)
@@ -328,10 +358,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
-    """A self-contained page (inline CSS, no scripts); figures by relative path; all text escaped."""
-    e = html.escape
+def _overview_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of the table at the top of the page."""
     src = summary.get("sources", {})
+    thresholds = summary["thresholds"]
     rows = [
         ("checkpoint", src.get("checkpoint", "")),
         ("data", f"{src.get('data', '')} ({summary['rows']} rows)"),
@@ -345,25 +375,21 @@ def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
         ("KS within sampling noise below (5% level)", _fmt(summary["ks_noise_level"], 3)),
         ("max |correlation difference|", _fmt(summary["max_abs_corr_difference"], 3)),
     ]
-    for q, v in summary["thresholds"]["data_quantiles"].items():
+    for q, v in thresholds["data_quantiles"].items():
         rows.append((f"anomaly threshold: {float(q):.0%} quantile of log p(x) on DATA", f"{_fmt(v, 3)} nats"))
-    for q, v in summary["thresholds"]["stored_quantiles"].items():
-        rows.append(
-            (
-                f"anomaly threshold: {float(q):.0%} quantile of {summary['thresholds']['stored_source']} (stored at fit)",
-                f"{_fmt(v, 3)} nats",
-            )
-        )
+    for q, v in thresholds["stored_quantiles"].items():
+        label = f"anomaly threshold: {float(q):.0%} quantile of {thresholds['stored_source']} (stored at fit)"
+        rows.append((label, f"{_fmt(v, 3)} nats"))
     if not any(c["missing_real"] or c["missing_synthetic"] for c in summary["columns"]):
         rows.append(("missing values", "none, in DATA or in the synthetic rows"))
     if summary["nonfinite_logprob_rows"]:
         rows.append(("rows with a non-finite log p(x)", str(summary["nonfinite_logprob_rows"])))
-    overview = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
-    column_rows = "\n".join(
-        f"<tr><td>{e(c['name'])}</td><td>{e(c['kind'])}</td><td>{e(c['metric'].upper())}</td><td>{e(_fmt(c['distance'], 3))}</td>"
-        f"<td>{c['missing_real']:.1%}</td><td>{c['missing_synthetic']:.1%}</td></tr>"
-        for c in summary["columns"]
-    )
+    return rows
+
+
+def _figure_sections(figures: list[Plot]) -> list[str]:
+    """One <section> per part of the report that has figures, in the order of ``SECTIONS``."""
+    e = html.escape
     parts = []
     for key, title, text in SECTIONS:
         files = [f.file for f in figures if f.section == key]
@@ -374,6 +400,20 @@ def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
             for f in files
         )
         parts.append(f'<section id="{e(key, quote=True)}"><h2>{e(title)}</h2><p>{e(text)}</p>\n{images}</section>')
+    return parts
+
+
+def render_html(summary: dict[str, Any], figures: list[Plot]) -> str:
+    """A self-contained page (inline CSS, no scripts); figures by relative path; all text escaped."""
+    e = html.escape
+    src = summary.get("sources", {})
+    overview = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _overview_rows(summary))
+    column_rows = "\n".join(
+        f"<tr><td>{e(c['name'])}</td><td>{e(c['kind'])}</td><td>{e(c['metric'].upper())}</td><td>{e(_fmt(c['distance'], 3))}</td>"
+        f"<td>{c['missing_real']:.1%}</td><td>{c['missing_synthetic']:.1%}</td></tr>"
+        for c in summary["columns"]
+    )
+    sections = "\n".join(_figure_sections(figures))
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -399,7 +439,7 @@ section {{ margin-top: 2.5em; }}
 {column_rows}
 </table>
 <p>Every number on this page, and more (correlation matrices, latent statistics), is in <a href="summary.json">summary.json</a>.</p>
-{chr(10).join(parts)}
+{sections}
 </body>
 </html>
 """

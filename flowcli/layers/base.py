@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 
 class Layer(nn.Module):
     """A bijection between data space and latent space with its log|det Jacobian|."""
+
+    type_name: ClassVar[str]  # set by ``register``; unregistered helper layers have none
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -39,20 +42,12 @@ class Layer(nn.Module):
         """Data-dependent initialization from a batch of inputs to this layer (e.g. actnorm). Default: nothing."""
 
 
-LAYERS: dict[str, type[Layer]] = {}
+LAYERS: Registry[Layer] = Registry("layer")
 
 
 def register(name: str) -> Callable[[type[Layer]], type[Layer]]:
     """Class decorator that makes a layer available as ``type: <name>`` in the YAML config."""
-
-    def decorate(cls: type[Layer]) -> type[Layer]:
-        if name in LAYERS:
-            raise RuntimeError(f"layer type {name!r} registered twice")
-        LAYERS[name] = cls
-        cls.type_name = name
-        return cls
-
-    return decorate
+    return LAYERS.register(name)
 
 
 def layer_options(cls: type[Layer]) -> dict[str, inspect.Parameter]:
