@@ -68,6 +68,7 @@ class CNF(Layer):
     """
 
     inverse_tolerance = 1e-6
+    raw_T: Tensor  # an nn.Parameter when learn_T, else a buffer
 
     def __init__(
         self,

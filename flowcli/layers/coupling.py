@@ -18,6 +18,9 @@ class _Coupling(Layer):
     """Shared plumbing: split by a mask, run the conditioner, merge back."""
 
     n_params: int = 1
+    # buffers: indices of the transformed and of the conditioning dimensions
+    transformed: Tensor
+    conditioning: Tensor
 
     def __init__(self, dim: int, hidden: list[int], activation: str, mask: str, index: int) -> None:
         super().__init__()

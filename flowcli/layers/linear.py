@@ -22,6 +22,11 @@ class LULinear(Layer):
       init: ``orthogonal`` (a random rotation, volume-preserving, mixes all dimensions) or ``identity``.
     """
 
+    # buffers
+    perm: Tensor
+    sign: Tensor
+    eye: Tensor
+
     def __init__(self, dim: int, *, init: Literal["orthogonal", "identity"] = "orthogonal") -> None:
         super().__init__()
         if init == "orthogonal":
@@ -91,6 +96,10 @@ class Permute(Layer):
     Options:
       order: ``reverse`` or ``random`` (drawn once from the seed and stored in the checkpoint).
     """
+
+    # buffers
+    perm: Tensor
+    inverse_perm: Tensor
 
     def __init__(self, dim: int, *, order: Literal["reverse", "random"] = "reverse") -> None:
         super().__init__()

@@ -16,6 +16,7 @@ network is then c-Lipschitz in both training and evaluation, with no power-itera
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -54,30 +55,36 @@ class JacobianMLP(nn.Module):
     ) -> None:
         super().__init__()
         sizes = [n_in, *hidden, n_out]
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
-        nn.init.zeros_(self.linears[-1].weight)
-        nn.init.zeros_(self.linears[-1].bias)
+        linears = [nn.Linear(a, b) for a, b in pairwise(sizes)]
+        nn.init.zeros_(linears[-1].weight)
+        nn.init.zeros_(linears[-1].bias)
+        self.linears = nn.ModuleList(linears)
         self.activation = ACTIVATIONS_WITH_SLOPE[activation]
         self.lipschitz = lipschitz
+
+    def _layers(self) -> list[nn.Linear]:
+        # ModuleList is typed as holding Modules; every entry of ``self.linears`` is an nn.Linear (``__init__``).
+        return cast(list[nn.Linear], list(self.linears))
 
     def weights(self) -> list[Tensor]:
         """The weight matrices as used: spectrally normalized to norm <= ``lipschitz`` when it is set."""
         if self.lipschitz is None:
-            return [lin.weight for lin in self.linears]
+            return [lin.weight for lin in self._layers()]
         return [
             w / torch.clamp(torch.linalg.matrix_norm(w, 2) / self.lipschitz, min=1)
-            for w in (lin.weight for lin in self.linears)
+            for w in (lin.weight for lin in self._layers())
         ]
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Output, the weights used, and the activation slopes of each hidden layer (for ``jvp``)."""
         weights = self.weights()
+        layers = self._layers()
         slopes: list[Tensor] = []
         h = x
-        for w, lin in zip(weights[:-1], self.linears[:-1], strict=False):
+        for w, lin in zip(weights[:-1], layers[:-1], strict=False):
             h, slope = self.activation(nn.functional.linear(h, w, lin.bias))
             slopes.append(slope)
-        return nn.functional.linear(h, weights[-1], self.linears[-1].bias), weights, slopes
+        return nn.functional.linear(h, weights[-1], layers[-1].bias), weights, slopes
 
     @staticmethod
     def jvp(weights: list[Tensor], slopes: list[Tensor], v: Tensor) -> Tensor:

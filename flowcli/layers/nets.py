@@ -27,6 +27,8 @@ def mlp(n_in: int, hidden: Sequence[int], n_out: int, activation: str = "relu") 
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed 0/1 mask (MADE, Germain et al. 2015)."""
 
+    mask: Tensor  # buffer
+
     def __init__(self, n_in: int, n_out: int, mask: Tensor) -> None:
         super().__init__(n_in, n_out)
         self.register_buffer("mask", mask.to(self.weight.dtype))
@@ -45,6 +47,8 @@ class MADE(nn.Module):
     parameters, ...), so ``params[..., j]`` is a contiguous slice of memory: the elementwise math that
     follows (clamping, exp, the spline arithmetic) runs on dense tensors in both directions.
     """
+
+    order: Tensor  # buffer
 
     def __init__(self, dim: int, hidden: Sequence[int], n_params: int, order: Tensor, activation: str = "relu") -> None:
         super().__init__()

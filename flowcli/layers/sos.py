@@ -43,6 +43,7 @@ class SOS(MonotoneAutoregressive):
     """
 
     inverse_tolerance = 1e-9
+    product: Tensor  # buffer, not persistent (rebuilt from ``degree``)
 
     def __init__(
         self,
