@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,6 +28,7 @@ from .config import Config
 from .distributed import DistContext, LogProb
 from .errors import TrainingError
 from .model import Flow, Model, complete_weights, load_weights
+from .quantiles import logprob_quantiles
 from .trainstate import LearningRate, ResumePoint, TrainState
 
 VAL_BATCH = 8192
@@ -352,23 +352,3 @@ class Trainer:
         scores = model.log_prob_features(reference.double().cpu().numpy())
         info["logprob_quantiles"] = logprob_quantiles(scores, source)
         return model
-
-
-# Quantile levels kept in the checkpoint: every percent, plus fine ones in both tails (anomaly
-# thresholds live in the lower tail).
-QUANTILE_LEVELS = sorted(
-    {0.0, 0.0005, 0.001, 0.002, 0.005, 0.995, 0.998, 0.999, 0.9995, 1.0}
-    | {round(i / 100, 2) for i in range(1, 100)}
-    | {round(0.01 + i / 1000, 3) for i in range(-9, 10)}
-)
-
-
-def logprob_quantiles(values: np.ndarray, source: str) -> dict[str, Any]:
-    """Quantiles of ``logprob`` on held-out rows: what ``--flag-below`` and ``--percentile`` compare against."""
-    finite = values[np.isfinite(values)]
-    return {
-        "source": source,
-        "rows": len(values),
-        "levels": QUANTILE_LEVELS,
-        "values": np.quantile(finite, QUANTILE_LEVELS).tolist() if len(finite) else [],
-    }
