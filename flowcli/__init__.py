@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The only place the version is written: pyproject.toml reads it from here. Keep it a plain string literal,
+# so that setuptools reads it without importing the package (and torch) at build time.
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:

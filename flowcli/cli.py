@@ -194,7 +194,7 @@ def fit(
     Ctrl-C (exit 130) or SIGTERM (exit 143) stops after saving the best model so far; `--resume` continues such a run, or a
     finished one with a larger --epochs.
 
-    Example: flowcli fit data-samples/wine.csv -c configs/maf.yaml -o wine.flow --epochs 100
+    Example: flowcli fit data-samples/penguins.csv -c maf -o penguins.flow --epochs 100 --seed 0
     """
     from .distributed import is_secondary_rank
     from .fitting import fit as fit_table
@@ -239,7 +239,7 @@ def sample(
 ) -> None:
     """Synthesize rows with the training table's column names and types.
 
-    Example: flowcli sample wine.flow -n 1000 -o synthetic.parquet --seed 1
+    Example: flowcli sample penguins.flow -n 1000 -o synthetic.parquet --seed 1
     """
     from .errors import DataError
     from .io import TableWriter, table_format
@@ -328,7 +328,7 @@ def logprob(
     """Append a 'logprob' column: the log of each row's probability (density of its continuous values in
     the units of their columns, times the probability of its discrete values).
 
-    Example: cat events.csv | flowcli logprob events.flow - --flag-below 0.001 | grep ',True$'
+    Example: cat data-samples/penguins.csv | flowcli logprob penguins.flow - --flag-below 0.001 | grep ',true$'
     """
     from .errors import DataError
 
@@ -367,7 +367,7 @@ def encode(
 ) -> None:
     """Map rows to latent columns z0..z{k-1} (the base distribution's space).
 
-    Example: flowcli encode wine.flow data-samples/wine.csv -o latent.csv
+    Example: flowcli encode penguins.flow data-samples/penguins.csv -o latent.csv
     """
     _stream(
         checkpoint,
@@ -397,7 +397,7 @@ def decode(
 ) -> None:
     """Map latent rows z0..z{k-1} back to rows with the original column names.
 
-    Example: flowcli encode wine.flow wine.csv | flowcli decode wine.flow - -o roundtrip.csv
+    Example: flowcli encode penguins.flow data-samples/penguins.csv | flowcli decode penguins.flow - -o roundtrip.csv
     """
     _stream(
         checkpoint,
@@ -442,7 +442,7 @@ def report(
 ) -> None:
     """Write PNG figures, summary.json and index.html showing how well the model matches DATA.
 
-    Example: flowcli report wine.flow wine_test.csv -o wine_report && open wine_report/index.html
+    Example: flowcli report penguins.flow data-samples/penguins.csv -o penguins_report
     """
     from .errors import FlowcliError
 
@@ -483,7 +483,7 @@ def inspect_checkpoint(
 ) -> None:
     """Show a checkpoint: config, columns and their preprocessing, parameter counts, training summary, versions.
 
-    Example: flowcli inspect wine.flow --json | jq .training
+    Example: flowcli inspect penguins.flow --json | jq .training
     """
 
     from .describe import describe, render

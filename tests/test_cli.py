@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import SMALL_CONFIG, assert_clean_error
+from helpers import SMALL_CONFIG, assert_clean_error
 from typer.testing import CliRunner
 
 from flowcli.cli import app

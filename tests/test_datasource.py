@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import SMALL_CONFIG, banana
+from helpers import SMALL_CONFIG, banana
 from typer.testing import CliRunner
 
 from flowcli import accel

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SMALL_CONFIG, banana
+from helpers import SMALL_CONFIG, banana
 
 from flowcli.config import parse_config
 from flowcli.fitting import fit

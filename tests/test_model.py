@@ -6,23 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import grid_integral
 
 from flowcli.config import parse_config
 from flowcli.fitting import fit
 from flowcli.model import Model, load_model
-
-
-def grid_integral(model: Model, frame: pd.DataFrame, points: int = 200, margin: float = 0.6) -> float:
-    """Riemann sum of exp(logprob) over a box around the data, in data units."""
-    cols = list(frame.columns)
-    lo, hi = frame.min(), frame.max()
-    span = hi - lo
-    axes = [np.linspace(lo[c] - margin * span[c], hi[c] + margin * span[c], points) for c in cols]
-    xx, yy = np.meshgrid(*axes, indexing="ij")
-    grid = pd.DataFrame({cols[0]: xx.ravel(), cols[1]: yy.ravel()})
-    density = np.exp(model.log_prob(grid))
-    cell = (axes[0][1] - axes[0][0]) * (axes[1][1] - axes[1][0])
-    return float(density.sum() * cell)
 
 
 def test_density_integrates_to_one_in_data_units(banana_model: Model, banana_frame: pd.DataFrame) -> None:

@@ -22,7 +22,7 @@ from flowcli.model import Model, save_model
 from flowcli.report import build_report, stored_thresholds
 
 matplotlib = pytest.importorskip("matplotlib")
-from conftest import assert_clean_error  # noqa: E402  (after the importorskip above)
+from helpers import assert_clean_error  # noqa: E402  (after the importorskip above)
 from matplotlib import image as mpimg  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

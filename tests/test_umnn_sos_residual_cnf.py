@@ -16,8 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import banana
-from test_model import grid_integral
+from helpers import banana, grid_integral
 from typer.testing import CliRunner
 
 from flowcli.cli import app

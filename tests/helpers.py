@@ -1,0 +1,48 @@
+"""Helpers shared by several test modules: import them from here (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flowcli.model import Model
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: shipped data samples, configs, README
+
+SMALL_CONFIG = {
+    "layers": [{"type": "affine_coupling", "hidden": [32]}, {"type": "permute"}, {"type": "maf", "hidden": [32]}],
+    "training": {"epochs": 15, "batch_size": 128, "lr": 0.005},
+}
+
+
+def banana(n: int, seed: int = 0) -> pd.DataFrame:
+    """A curved 2-D table with very different scales per column, in 'user units'."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n)
+    b = 0.5 * a**2 + 0.4 * rng.normal(size=n)
+    return pd.DataFrame({"height_cm": 170 + 8 * a, "weight_kg": 60 + 5 * b})
+
+
+def grid_integral(model: Model, frame: pd.DataFrame, points: int = 200, margin: float = 0.6) -> float:
+    """Riemann sum of exp(logprob) over a box around the data, in data units."""
+    cols = list(frame.columns)
+    lo, hi = frame.min(), frame.max()
+    span = hi - lo
+    axes = [np.linspace(lo[c] - margin * span[c], hi[c] + margin * span[c], points) for c in cols]
+    xx, yy = np.meshgrid(*axes, indexing="ij")
+    grid = pd.DataFrame({cols[0]: xx.ravel(), cols[1]: yy.ravel()})
+    density = np.exp(model.log_prob(grid))
+    cell = (axes[0][1] - axes[0][0]) * (axes[1][1] - axes[1][0])
+    return float(density.sum() * cell)
+
+
+def assert_clean_error(result, *fragments: str) -> None:
+    """A CLI result that failed as a user error: exit 1, one line "Error: ..." containing ``fragments``, no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
