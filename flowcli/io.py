@@ -1,8 +1,15 @@
-"""Tables in and out: CSV, Parquet, and ``-`` for stdin/stdout, as whole frames or streams of chunks.
+"""Tables in and out: CSV (and other delimited text, plain or compressed), Parquet, and ``-`` for
+stdin/stdout, as whole frames or streams of chunks.
 
 The one place that knows table formats: ``FORMATS`` lists them, each a ``TableFormat`` with its name,
-its file extensions, its readers and its writer; adding a format is one class added there. Other
-modules ask ``format_of``/``is_format``/``table_files`` rather than look at extensions themselves.
+its file extensions, the first bytes that give it away, its readers and its writer; adding a format is
+one class added there. Other modules ask ``format_of``/``is_format``/``table_files`` rather than look at
+extensions themselves. How text is read (encodings, separators, rows, column types) is ``delimited.py``;
+``ReadOptions`` carries the reading options of the command line to every reader.
+
+A path is read in the format of ``--format``, else of its extension (also of the file a symlink such as
+``/dev/stdin`` points to); a pipe, fifo or process substitution ``<(...)`` without one, and stdin, are
+recognized by their first bytes (Parquet, gzip, bzip2, xz, zstd; else text).
 
 Readers turn every way a file can be wrong into a one-line ``DataError``. Streaming readers yield
 chunks as soon as rows arrive (so ``tail -f | flowcli logprob`` works) and hold at most one chunk in
@@ -12,25 +19,33 @@ leaves a half-written output nor destroys an existing file; stdout is written an
 
 from __future__ import annotations
 
+import importlib
 import io
+import lzma
 import os
-import select
 import sys
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, ClassVar, Protocol
 
 import pandas as pd
 
+from .delimited import ReadOptions, has_pending_input, iter_text_table, read_text_table
 from .errors import DataError
 from .files import AtomicBytesFile, stage_output
 
-STDIO = "-"  # stdin or stdout, always CSV
+STDIO = "-"  # stdin or stdout; read in the format its first bytes show, written as CSV
 DEFAULT_CHUNK_ROWS = 65536
-_READ_BYTES = 1 << 20
+_SNIFF_MAGIC = 6  # bytes that tell the binary formats apart (the longest magic, xz's)
+# What a failing decompressor raises (gzip.BadGzipFile is an OSError).
+_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+
+__all__ = ["ReadOptions"]  # re-exported: io is where commands find the reading options
 
 
 def _check_readable(path: str) -> None:
@@ -43,110 +58,54 @@ def _check_readable(path: str) -> None:
         raise DataError(f"{path}: permission denied")
 
 
-def _parse_csv(data: bytes | str, source: str) -> pd.DataFrame:
-    """Parse CSV bytes (or a file path) into a DataFrame; every failure becomes a DataError."""
-    head = data[:65536] if isinstance(data, bytes) else _peek(data)
-    if b"\x00" in head:
-        raise DataError(f"{source}: not a text CSV file (binary content)")
-    try:
-        return pd.read_csv(io.BytesIO(data) if isinstance(data, bytes) else data, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{source}: the file is empty") from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{source}: malformed CSV: {str(exc).strip().splitlines()[-1]}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{source}: not a text CSV file (binary or non-UTF-8 content)") from None
-
-
-def _peek(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(65536)
-
-
 def _check_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     if frame.shape[1] == 0:
         raise DataError(f"{source}: the file has no columns")
     if len(frame) == 0:
         raise DataError(f"{source}: the table has a header but no data rows")
-    unnamed = [c for c in frame.columns if str(c).startswith("Unnamed: ")]
-    if unnamed:
-        raise DataError(f"{source}: a column has an empty name in the header")
-    dupes = [c for c in frame.columns if "." in str(c) and str(c).rsplit(".", 1)[0] in frame.columns]
-    if dupes:
-        raise DataError(f"{source}: column {str(dupes[0]).rsplit('.', 1)[0]!r} appears more than once in the header")
     return frame
 
 
-def _has_pending_input(stream: IO[bytes]) -> bool:
-    """True if more bytes can be read without blocking (or if we cannot tell, e.g. an in-memory stream)."""
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return True
-    ready, _, _ = select.select([fd], [], [], 0)
-    return bool(ready)
+class _Input:
+    """A binary input stream as the readers use it: the bytes already read to recognize its format come
+    first, and a failing decompressor is a DataError naming the file."""
+
+    def __init__(self, stream: Any, source: str, head: bytes = b"", what: str = "") -> None:
+        self._stream, self._source, self._head, self._what = stream, source, head, what
+
+    def _call(self, method: str, size: int) -> bytes:
+        if self._head:
+            data = self._head if size < 0 else self._head[:size]
+            self._head = self._head[len(data) :]
+            return data
+        try:
+            return bytes(getattr(self._stream, method)(size))
+        except _DECOMPRESS_ERRORS as exc:
+            raise DataError(f"{self._source}: not a readable {self._what} file ({exc})") from None
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._head and size < 0:
+            return self._call("read", size) + self._call("read", size)
+        return self._call("read", size)
+
+    def read1(self, size: int = -1, /) -> bytes:
+        return self._call("read1" if hasattr(self._stream, "read1") else "read", size)
+
+    def fileno(self) -> int:
+        return int(self._stream.fileno())
+
+    def pending(self) -> bool:
+        """More bytes can be read without blocking (or we cannot tell)."""
+        return bool(self._head) or has_pending_input(self._stream)
 
 
-def iter_csv(stream: IO[bytes], source: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """Yield DataFrames of at most about ``chunk_rows`` rows as soon as they are available.
-
-    A chunk is emitted when it is full or when the input pauses (nothing more to read right now), so
-    slow streams are scored line by line and fast ones in large, efficient chunks. Cuts happen only at
-    newlines outside quotes, so quoted fields may contain newlines.
-    """
-    read = getattr(stream, "read1", stream.read)
-    header: bytes | None = None
-    pending: list[bytes] = []
-    pending_lines = 0
-    partial = b""
-    seen_rows = False
-
-    def emit() -> pd.DataFrame:
-        nonlocal pending, pending_lines
-        assert header is not None  # rows are only pending once the header has been read
-        frame = _parse_csv(header + b"".join(pending), source)
-        pending, pending_lines = [], 0
-        return frame
-
-    while True:
-        data = read(_READ_BYTES)
-        if data:
-            partial += data
-            cut = partial.rfind(b"\n")
-            if cut >= 0 and partial.count(b'"', 0, cut) % 2 == 0:
-                block, partial = partial[: cut + 1], partial[cut + 1 :]
-                if header is None:
-                    first = block.find(b"\n")
-                    header, block = block[: first + 1], block[first + 1 :]
-                    if not header.strip():
-                        raise DataError(f"{source}: the first line (the header) is empty")
-                if block:
-                    pending.append(block)
-                    pending_lines += block.count(b"\n")
-        at_end = not data
-        if at_end and partial.strip():
-            if header is None:
-                header, partial = partial + b"\n", b""
-            else:
-                pending.append(partial + b"\n")
-                pending_lines += 1
-                partial = b""
-        if pending and (at_end or pending_lines >= chunk_rows or not _has_pending_input(stream)):
-            frame = emit()
-            if len(frame):
-                seen_rows = True
-                yield frame
-        if at_end:
-            break
-    if header is None:
-        raise DataError(f"{source}: the file is empty")
-    if not seen_rows:
-        _check_frame(_parse_csv(header, source), source)
-
-
-def _checked(frames: Iterator[pd.DataFrame], source: str) -> Iterator[pd.DataFrame]:
-    for frame in frames:
-        yield _check_frame(frame, source)
+def iter_csv(
+    stream: IO[bytes], source: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, options: ReadOptions | None = None
+) -> Iterator[pd.DataFrame]:
+    """Yield DataFrames of at most about ``chunk_rows`` rows as soon as their lines have arrived: a
+    complete line is parsed and yielded when no more input is waiting, without waiting for the next
+    one; many waiting rows are parsed together (see ``delimited.iter_text_table``)."""
+    yield from iter_text_table(stream, source, chunk_rows, options)
 
 
 def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
@@ -180,47 +139,126 @@ class FrameWriter(Protocol):
 class TableFormat(ABC):
     """A table file format: its name, the file extensions that select it, its readers and its writer.
 
-    Readers get a path that exists and is readable, and raise a one-line DataError naming it for
-    anything else wrong with the file.
+    Readers get a path that exists and is readable (or an open binary stream), and raise a one-line
+    DataError naming it for anything else wrong with the file.
     """
 
     name: ClassVar[str]
     extensions: ClassVar[tuple[str, ...]]  # lower case, with the dot; the first is the one to suggest
+    magic: ClassVar[bytes | None] = None  # how a file starts: recognizes the format in a pipe or fifo
 
-    @abstractmethod
-    def read(self, path: str) -> pd.DataFrame:
+    def read(self, path: str, options: ReadOptions) -> pd.DataFrame:
         """The whole table, checked (columns named and unique, at least one row)."""
+        with open(path, "rb") as f:
+            return self.read_stream(f, path, options)
+
+    def chunks(self, path: str, chunk_rows: int, options: ReadOptions) -> Iterator[pd.DataFrame]:
+        """The table in frames of at most about ``chunk_rows`` rows."""
+        with open(path, "rb") as f:
+            yield from self.stream_chunks(f, path, chunk_rows, options)
 
     @abstractmethod
-    def chunks(self, path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-        """The table in frames of at most about ``chunk_rows`` rows."""
+    def read_stream(self, stream: Any, source: str, options: ReadOptions) -> pd.DataFrame:
+        """The whole table from an open binary stream (a pipe, stdin)."""
+
+    @abstractmethod
+    def stream_chunks(self, stream: Any, source: str, chunk_rows: int, options: ReadOptions) -> Iterator[pd.DataFrame]:
+        """The table from an open binary stream, in frames as they arrive."""
 
     @abstractmethod
     def writer(self, file: IO[bytes]) -> FrameWriter:
         """A writer of frames into ``file``."""
 
 
+def _zstandard(what: str) -> Any:
+    """The optional zstandard module, or a DataError saying how to install it."""
+    try:
+        return importlib.import_module("zstandard")
+    except ImportError:
+        raise DataError(f"{what} needs the zstandard package: pip install zstandard") from None
+
+
 class Csv(TableFormat):
-    """Comma-separated text with a header line; also what ``-`` (stdin/stdout) carries."""
+    """Delimited text with a header line, the separator sniffed unless given (``delimited.py``); also
+    what ``-`` (stdout) carries."""
 
     name = "csv"
-    extensions = (".csv",)
+    extensions: ClassVar[tuple[str, ...]] = (".csv",)
+    separator: ClassVar[str | None] = None  # None: sniffed (or --sep)
+    compression: ClassVar[str | None] = None  # the module that decompresses it: gzip, bz2, lzma, zstandard
 
-    def read(self, path: str) -> pd.DataFrame:
-        return _check_frame(_parse_csv(path, path), path)
+    def _options(self, options: ReadOptions) -> ReadOptions:
+        return replace(options, sep=self.separator) if options.sep is None and self.separator else options
 
-    def read_stream(self, stream: IO[bytes], source: str) -> pd.DataFrame:
-        return _check_frame(_parse_csv(stream.read(), source), source)
+    def _text(self, stream: Any, source: str) -> Any:
+        """``stream`` decompressed, if the format is compressed."""
+        if self.compression is None:
+            return stream
+        if self.compression == "zstandard":
+            zstandard = _zstandard(f"{source}: reading zstd-compressed tables")
+            reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        else:
+            reader = importlib.import_module(self.compression).open(stream, "rb")
+        return _Input(reader, source, what=self.name)
 
-    def chunks(self, path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-        with open(path, "rb") as f:
-            yield from self.stream_chunks(f, path, chunk_rows)
+    def read_stream(self, stream: Any, source: str, options: ReadOptions) -> pd.DataFrame:
+        return read_text_table(self._text(stream, source).read(), source, self._options(options))
 
-    def stream_chunks(self, stream: IO[bytes], source: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-        yield from _checked(iter_csv(stream, source, chunk_rows), source)
+    def stream_chunks(self, stream: Any, source: str, chunk_rows: int, options: ReadOptions) -> Iterator[pd.DataFrame]:
+        yield from iter_text_table(self._text(stream, source), source, chunk_rows, self._options(options))
 
     def writer(self, file: IO[bytes]) -> FrameWriter:
         return _CsvWriter(file)
+
+
+class Tsv(Csv):
+    """Tab-separated text with a header line."""
+
+    name = "tsv"
+    extensions = (".tsv", ".tab")
+    separator = "\t"
+
+    def writer(self, file: IO[bytes]) -> FrameWriter:
+        return _TsvWriter(file)
+
+
+class CsvGzip(Csv):
+    """CSV (or other delimited text: the separator is sniffed) compressed with gzip."""
+
+    name = "csv.gz"
+    extensions = (".csv.gz",)
+    magic = b"\x1f\x8b"
+    compression = "gzip"
+
+    def writer(self, file: IO[bytes]) -> FrameWriter:
+        return _CompressedWriter(file, self.compression)
+
+
+class CsvBz2(CsvGzip):
+    """CSV compressed with bzip2."""
+
+    name = "csv.bz2"
+    extensions = (".csv.bz2",)
+    magic = b"BZh"
+    compression = "bz2"
+
+
+class CsvXz(CsvGzip):
+    """CSV compressed with xz (lzma)."""
+
+    name = "csv.xz"
+    extensions = (".csv.xz",)
+    magic = b"\xfd7zXZ\x00"
+    compression = "lzma"
+
+
+class CsvZstd(CsvGzip):
+    """CSV compressed with zstd; needs the optional ``zstandard`` package."""
+
+    name = "csv.zst"
+    extensions = (".csv.zst",)
+    magic = b"\x28\xb5\x2f\xfd"
+    compression = "zstandard"
 
 
 class _CsvWriter:
@@ -240,12 +278,14 @@ class _CsvWriter:
 
 
 class Parquet(TableFormat):
-    """Apache Parquet, read whole or by record batches."""
+    """Apache Parquet, read whole or by record batches (from a pipe: read into memory first, since
+    Parquet keeps its schema at the end)."""
 
     name = "parquet"
     extensions = (".parquet", ".pq")
+    magic = b"PAR1"
 
-    def read(self, path: str) -> pd.DataFrame:
+    def read(self, path: str, options: ReadOptions) -> pd.DataFrame:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -255,16 +295,34 @@ class Parquet(TableFormat):
             raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
         return _check_frame(table.to_pandas(), path)
 
-    def chunks(self, path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    def chunks(self, path: str, chunk_rows: int, options: ReadOptions) -> Iterator[pd.DataFrame]:
+        yield from self._batches(path, path, chunk_rows)
+
+    def read_stream(self, stream: Any, source: str, options: ReadOptions) -> pd.DataFrame:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
-            parquet = pq.ParquetFile(path)
+            table = pq.read_table(pa.BufferReader(stream.read()))
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+            raise DataError(f"{source}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        return _check_frame(table.to_pandas(), source)
+
+    def stream_chunks(self, stream: Any, source: str, chunk_rows: int, options: ReadOptions) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+
+        yield from self._batches(pa.BufferReader(stream.read()), source, chunk_rows)
+
+    def _batches(self, where: Any, source: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(where)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{source}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
         if parquet.metadata.num_rows == 0:
-            raise DataError(f"{path}: the table has no data rows")
+            raise DataError(f"{source}: the table has no data rows")
         for batch in parquet.iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
 
@@ -295,14 +353,55 @@ class _ParquetWriter:
             self._writer.close()
 
 
-FORMATS: tuple[TableFormat, ...] = (Csv(), Parquet())
+class _TsvWriter:
+    """Tab-separated text: the header before the first chunk, each chunk flushed."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._wrote_header = False
+
+    def write(self, frame: pd.DataFrame) -> None:
+        self._file.write(frame.to_csv(sep="\t", index=False, header=not self._wrote_header).encode())
+        self._file.flush()
+        self._wrote_header = True
+
+    def close(self) -> None:
+        pass
+
+
+class _CompressedWriter:
+    """CSV written through a compressor into ``file`` (which stays open: its owner closes it)."""
+
+    def __init__(self, file: IO[bytes], compression: str) -> None:
+        if compression == "zstandard":
+            zstandard = _zstandard("writing zstd-compressed tables")
+            self._stream: Any = zstandard.ZstdCompressor().stream_writer(file, closefd=False)
+        elif compression == "gzip":
+            import gzip
+
+            self._stream = gzip.GzipFile(fileobj=file, mode="wb")
+        else:
+            self._stream = importlib.import_module(compression).open(file, "wb")
+        self._csv = _CsvWriter(self._stream)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        self._csv.write(frame)
+
+    def close(self) -> None:
+        self._csv.close()
+        self._stream.close()
+
+
+FORMATS: tuple[TableFormat, ...] = (Csv(), Tsv(), Parquet(), CsvGzip(), CsvBz2(), CsvXz(), CsvZstd())
 STDIO_FORMAT = Csv()
 
 
 def format_of(path: str | Path) -> TableFormat | None:
-    """The format that the extension of ``path`` names, or None (``-`` is not a file name: see ``STDIO``)."""
-    suffix = Path(path).suffix.lower()
-    return next((f for f in FORMATS if suffix in f.extensions), None)
+    """The format that the extension of ``path`` names (the longest that matches: ``.csv.gz`` before
+    ``.gz``), or None (``-`` is not a file name: see ``STDIO``)."""
+    name = Path(path).name.lower()
+    found = [(len(ext), f) for f in FORMATS for ext in f.extensions if name.endswith(ext) and name != ext]
+    return max(found, key=lambda pair: pair[0])[1] if found else None
 
 
 def is_format(path: str | Path, name: str) -> bool:
@@ -311,8 +410,16 @@ def is_format(path: str | Path, name: str) -> bool:
     return found is not None and found.name == name
 
 
+def format_named(name: str) -> TableFormat:
+    """The format called ``name`` (``--format``); a DataError listing the names otherwise."""
+    found = next((f for f in FORMATS if f.name == name.lower().lstrip(".")), None)
+    if found is None:
+        raise DataError(f"--format {name!r}: one of {', '.join(f.name for f in FORMATS)}")
+    return found
+
+
 def extension_list() -> str:
-    """The formats' main extensions for messages: ``.csv or .parquet``."""
+    """The formats' main extensions for messages: ``.csv, .tsv, ... or .csv.zst``."""
     main = [f.extensions[0] for f in FORMATS]
     return " or ".join([", ".join(main[:-1]), main[-1]] if len(main) > 1 else main)
 
@@ -329,16 +436,19 @@ def table_files(directory: Path, name: str | None = None) -> list[Path]:
     )
 
 
+def _unknown(path: str, hint: str) -> DataError:
+    suffix = Path(path).suffix.lower() or "(no extension)"
+    main = ", ".join(f.extensions[0] for f in FORMATS)
+    return DataError(f"{path}: unknown table format {suffix!r}; use {main}, {hint}")
+
+
 def _format(path: str) -> TableFormat:
+    """The format to write ``path`` in (its extension; ``-`` is CSV)."""
     if path == STDIO:
         return STDIO_FORMAT
     found = format_of(path)
     if found is None:
-        suffix = Path(path).suffix.lower()
-        main = ", ".join(f.extensions[0] for f in FORMATS)
-        raise DataError(
-            f"{path}: unknown table format {suffix or '(no extension)'!r}; use {main}, or - for CSV on stdin/stdout"
-        )
+        raise _unknown(path, "or - for CSV on stdin/stdout")
     return found
 
 
@@ -347,28 +457,72 @@ def table_format(path: str) -> str:
     return _format(path).name
 
 
+def _reading_format(path: str, options: ReadOptions) -> TableFormat | None:
+    """The format to read ``path`` in: ``--format``, else its extension or that of the file a symlink
+    (``/dev/stdin``) points to; None for a pipe, fifo or device without one (recognized by its content)."""
+    if options.format is not None:
+        return format_named(options.format)
+    found = format_of(path) or format_of(os.path.realpath(path))
+    if found is not None or not Path(path).is_file():
+        return found
+    raise _unknown(path, "or --format csv|tsv|parquet")
+
+
+def _recognized(stream: Any, source: str, options: ReadOptions) -> tuple[TableFormat, _Input]:
+    """The format of a stream by ``--format`` or by its first bytes (a binary format's magic; else
+    delimited text), and the stream with those bytes given back. Reads no further than needed to rule the
+    magics out, so the first line of a slow pipe is not held back."""
+    if options.format is not None:
+        return format_named(options.format), _Input(stream, source)
+    read = getattr(stream, "read1", stream.read)
+    head = b""
+    while len(head) < _SNIFF_MAGIC:
+        candidates = [f for f in FORMATS if f.magic and f.magic[: len(head)] == head[: len(f.magic)]]
+        if not candidates or any(f.magic and head.startswith(f.magic) for f in candidates):
+            break
+        more = read(_SNIFF_MAGIC - len(head))
+        if not more:
+            break
+        head += more
+    found = next((f for f in FORMATS if f.magic and head.startswith(f.magic)), STDIO_FORMAT)
+    return found, _Input(stream, source, head)
+
+
 # ------------------------------------------------------------------------------------ reading, writing
 
 
-def read_table(path: str, stdin: IO[bytes] | None = None) -> pd.DataFrame:
-    """Read a whole table (for fitting). ``-`` reads CSV from stdin."""
-    fmt = _format(path)
+def read_table(path: str, stdin: IO[bytes] | None = None, options: ReadOptions | None = None) -> pd.DataFrame:
+    """Read a whole table (for fitting). ``-`` reads stdin."""
+    options = options or ReadOptions()
     if path == STDIO:
-        return STDIO_FORMAT.read_stream(stdin or sys.stdin.buffer, "stdin")
+        fmt, stream = _recognized(stdin or sys.stdin.buffer, "stdin", options)
+        return fmt.read_stream(stream, "stdin", options)
     _check_readable(path)
-    return fmt.read(path)
+    known = _reading_format(path, options)
+    if known is not None:
+        return known.read(path, options)
+    with open(path, "rb") as f:
+        found, stream = _recognized(f, path, options)
+        return found.read_stream(stream, path, options)
 
 
 def iter_table(
-    path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, stdin: IO[bytes] | None = None
+    path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, stdin: IO[bytes] | None = None, options: ReadOptions | None = None
 ) -> Iterator[pd.DataFrame]:
-    """Stream a table in chunks: CSV from a file or stdin, Parquet by record batches."""
-    fmt = _format(path)
+    """Stream a table in chunks: text from a file, a pipe or stdin as its lines arrive, Parquet by record batches."""
+    options = options or ReadOptions()
     if path == STDIO:
-        yield from STDIO_FORMAT.stream_chunks(stdin or sys.stdin.buffer, "stdin", chunk_rows)
+        fmt, stream = _recognized(stdin or sys.stdin.buffer, "stdin", options)
+        yield from fmt.stream_chunks(stream, "stdin", chunk_rows, options)
         return
     _check_readable(path)
-    yield from fmt.chunks(path, chunk_rows)
+    known = _reading_format(path, options)
+    if known is not None:
+        yield from known.chunks(path, chunk_rows, options)
+        return
+    with open(path, "rb") as f:
+        found, stream = _recognized(f, path, options)
+        yield from found.stream_chunks(stream, path, chunk_rows, options)
 
 
 class TableWriter:
