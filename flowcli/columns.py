@@ -11,6 +11,7 @@ statistics it fitted (what the checkpoint stores) and hands every question to th
     integer      value      x, dequantized: x + u with u ~ U(-1/2, 1/2) in training, u = 0 at scoring
     categorical  value      k + 1/2 + u for the category index k of K levels, u ~ U(-1/4, 1/4) in training,
                             u = 0 at scoring: the middle half of unit cell k (see ``CATEGORY_WIDTH``)
+    datetime     value      days since the column's origin (a training value), from whole microseconds
     constant     none       (mass 1 at the training value)
     ignore       none       (not modelled)
 
@@ -22,8 +23,11 @@ Inference is deliberately conservative, and each column carries the reason it go
 asked in the order of their ``inference_rank`` and the first to claim the column gets it:
 
 - one value and nothing missing -> constant;
-- text with more than ``ID_LIKE_MIN`` distinct values, nearly one per row, -> ignore (an identifier);
-- booleans and text -> categorical (text that is mostly numbers is a typo -> error naming the value);
+- dates and times (datetime64, date objects, text in one date format) -> datetime;
+- no value at all, nested values, binary values -> ignore, and so is text with more than ``ID_LIKE_MIN``
+  distinct values, nearly one per row (an identifier);
+- booleans and text -> categorical (text that is mostly numbers is a typo -> error naming the value;
+  numbers written with thousands separators or percent signs are numbers: see ``roles/written.py``);
 - numbers with at most ``MAX_INTEGER_LEVELS`` distinct values -> categorical (a density would put spikes
   of unbounded height on so few values; a value not seen in training then has probability 0);
 - other numbers that are all whole -> integer;
@@ -54,6 +58,8 @@ from .roles import (
     inference_order,
     overridable_roles,
     parse_numbers,
+    read_values,
+    unusable,
 )
 
 # The built-in roles as registered on import (the override parser reads the registry itself, so a role
@@ -116,6 +122,12 @@ class Column:
     fill: float = 0.0
     value: Any = None  # constant: the value
     reason: str = ""
+    written: dict[str, Any] | None = None  # how the values were written, if not plainly (roles/written.py)
+    decimals: int | None = None  # floats with at most this many decimals: samples are rounded to them
+    origin: int | None = None  # datetime: microseconds since 1970 (wall clock) of the value that is day 0
+    unit: str | None = None  # datetime: the resolution of the values (D, h, min, s, ms, us)
+    tz: str | None = None  # datetime: the time zone of the values (None: naive)
+    ordered: bool = False  # categorical: the levels are ordered, in ``categories`` order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +158,7 @@ class Column:
     def describe(self) -> str:
         """A short human summary of the encoding, for the table printed at fit time."""
         text = self.rules.describe(self)
-        if self.missing:
+        if self.missing and self.modelled:
             how = "'missing' level" if self.rules.missing_level else "indicator"
             text += f"; missing {100 * self.missing_rate:.2g}% ({how})"
         return text
@@ -178,60 +190,66 @@ def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
     isna = series.isna().to_numpy()
     chosen = ROLE_REGISTRY[override["role"]] if override else None
 
-    def column(role: Role, reason: str) -> Column:
+    def column(role: Role, reason: str, evidence: Evidence | None = None) -> Column:
+        numeric = evidence is not None and role.writes_numbers  # how numbers are written back
         return Column(
             name=str(series.name),
             role=role.name,
             dtype=str(series.dtype),
             missing=bool(isna.any()),
             missing_rate=float(isna.mean()),
-            reason=reason,
+            reason=reason + (f"; {evidence.note}" if evidence is not None and evidence.note else ""),
+            written=evidence.written if numeric and evidence is not None else None,
+            decimals=evidence.decimals if numeric and evidence is not None else None,
         )
 
     if chosen is not None and not chosen.reads_values:
         return column(chosen, SET_IN_CONFIG)
     evidence = _evidence(series, isna, chosen)
     if chosen is not None:
-        return chosen.fit(column(chosen, SET_IN_CONFIG), evidence, override or {})
+        return chosen.fit(column(chosen, SET_IN_CONFIG, evidence), evidence, override or {})
     for role in inference_order():
         reason = role.claims(evidence)
         if reason is not None:
-            return role.fit(column(role, reason), evidence, {})
+            return role.fit(column(role, reason, evidence), evidence, {})
     raise RuntimeError(f"no column role claims column {series.name!r}")  # continuous takes any numbers
 
 
 def _evidence(series: pd.Series, isna: np.ndarray, chosen: Role | None) -> Evidence:
     """Read a training column once for every role's rule: text is parsed as numbers when the config's
-    role needs numbers or, left to inference, when most of it parses (then the rest are typos)."""
+    role needs numbers or, left to inference, when most of it parses (then the rest are typos); dates,
+    codes and numbers written with separators are recognized (``roles/written.py``)."""
     name = str(series.name)
     present = series[~isna]
-    textual = not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series))
+    why_not = unusable(series, present)
+    if why_not is not None and (chosen is None or not len(present)):
+        return Evidence(series, isna, present, False, None, 0, unusable=why_not)
+    if why_not is not None and chosen is not None:
+        raise DataError(f"column {name!r}: {why_not}; it cannot be {chosen.name}")
     is_bool = pd.api.types.is_bool_dtype(series) or (
         len(present) > 0
         and pd.api.types.is_object_dtype(series)
         and bool(present.map(type).isin([bool, np.bool_]).all())
     )
-    numbers: np.ndarray | None = None
-    if not is_bool:
-        parsed = pd.to_numeric(present, errors="coerce") if textual else present
-        parsed_values = np.asarray(parsed, dtype=np.float64)
-        parses = ~np.isnan(parsed_values)
-        if not textual or (chosen.needs_numbers if chosen is not None else parses.mean() > 0.5):
-            if not parses.all():
-                pos = int(np.flatnonzero(~isna)[np.argmin(parses)])
-                raise DataError(
-                    f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a number"
-                    + (
-                        f" (set columns: {{{name}: categorical}} in the config if the column is text)"
-                        if chosen is None
-                        else ""
-                    )
-                )
-            if np.isinf(parsed_values).any():
-                pos = int(np.flatnonzero(~isna)[np.argmax(np.isinf(parsed_values))])
-                raise DataError(f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a finite number")
-            numbers = parsed_values
-    return Evidence(series, isna, present, bool(is_bool), numbers, int(present.nunique()))
+    if is_bool:
+        return Evidence(series, isna, present, True, None, int(present.nunique()))
+    values = read_values(series, present, isna, None if chosen is None else chosen.needs_numbers)
+    numbers = values.numbers
+    if numbers is not None and np.isinf(numbers).any():
+        pos = int(np.flatnonzero(~isna)[np.argmax(np.isinf(numbers))])
+        raise DataError(f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a finite number")
+    return Evidence(
+        series,
+        isna,
+        present,
+        False,
+        numbers,
+        int(present.nunique()),
+        times=values.times,
+        written=values.written,
+        decimals=values.decimals,
+        note=values.note,
+    )
 
 
 def columns_from_dicts(raw: list[dict[str, Any]]) -> list[Column]:

@@ -43,6 +43,14 @@ class Schema:
     def dim(self) -> int:
         return sum(c.width for c in self.columns)
 
+    @property
+    def text_columns(self) -> frozenset[str]:
+        """The columns that were text in the training table: readers keep them as text when scoring, so a
+        chunk of codes without a leading zero, or of dates, is not taken for numbers."""
+        return frozenset(
+            c.name for c in self.columns if c.dtype in ("object", "str", "string") or c.dtype.startswith("string")
+        )
+
     @classmethod
     def infer(cls, frame: pd.DataFrame, overrides: dict[str, dict[str, Any]] | None = None) -> Schema:
         """Roles from the data (see ``columns.py``), with the config's ``columns:`` section taking precedence."""

@@ -7,6 +7,7 @@ without one fails ``test_every_role_has_cases``, naming it.
 
 from __future__ import annotations
 
+import decimal
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,9 +56,14 @@ def _cases() -> dict[str, list[Case]]:
     colour = rng.choice(["red", "green", "blue"], N, p=[0.6, 0.35, 0.05]).astype(object)
     colour[[5, 6]] = "ultraviolet"  # a rare category
     colour[::11] = None
+    seconds = pd.Series(pd.to_datetime(1_600_000_000 + rng.integers(0, 30_000_000, N), unit="s"), name="t")
+    days = pd.Timestamp("2019-12-20") + pd.to_timedelta(rng.integers(0, 700, N), unit="D")
     return {
         "continuous": [
             Case("floats with zeros and missing values", pd.Series(_with_missing(heights), name="h")),
+            Case("percentages written as text", pd.Series([f"{v:g}%" for v in heights + 50], name="pct")),
+            Case("thousands separators", pd.Series([f"{v:,.2f}" for v in rng.normal(5000, 3000, N)], name="k")),
+            Case("Decimals (Parquet decimal128)", pd.Series([decimal.Decimal(f"{v:.2f}") for v in heights], name="m")),
             Case("set in the config", pd.Series(rng.normal(size=N), name="x"), "continuous"),
         ],
         "positive": [
@@ -80,8 +86,27 @@ def _cases() -> dict[str, list[Case]]:
             Case("int64", pd.Series(whole, name="n")),
             Case("whole floats set in the config", pd.Series(whole.astype(float), name="n"), "integer", "Int64"),
         ],
+        "datetime": [
+            Case("timestamps to the second, with missing values", seconds.mask(whole % 7 == 0)),
+            Case(
+                "minutes in Paris",
+                pd.Series(seconds.dt.floor("min").dt.tz_localize("UTC").dt.tz_convert("Europe/Paris"), name="p"),
+            ),
+            Case("date objects (Parquet date32)", pd.Series(list(days.date), dtype=object, name="d")),
+            Case("day-first text", pd.Series(days.strftime("%d/%m/%Y"), name="day")),
+            Case(
+                "month-first text set in the config",
+                pd.Series(days.strftime("%m/%d/%Y"), name="md"),
+                {"role": "datetime", "format": "%m/%d/%Y"},
+            ),
+        ],
         "categorical": [
             Case("text with a rare level and missing values", pd.Series(colour, name="c")),
+            Case("codes with leading zeros", pd.Series(rng.choice(["00501", "00544", "12345"], N), name="zip")),
+            Case(
+                "an ordered Categorical",
+                pd.Series(pd.Categorical(rng.choice(["low", "mid", "high"], N), ["low", "mid", "high"], ordered=True)),
+            ),
             Case("booleans", pd.Series(rng.random(N) < 0.2, name="b")),
             Case("few whole numbers", pd.Series(rng.integers(2007, 2010, N), name="y")),
             Case(
@@ -222,7 +247,7 @@ def test_override_keys_are_the_roles_own(role: str) -> None:
 
 # --- the messages of today, word for word ----------------------------------------------------------------
 
-ALLOWED = "continuous, positive, bounded, integer, categorical, ignore"
+ALLOWED = "continuous, positive, bounded, integer, categorical, datetime, ignore"
 
 
 @pytest.mark.parametrize(
@@ -305,10 +330,10 @@ def test_scoring_values_outside_the_support() -> None:
 
 
 def test_registry_lists_and_orders() -> None:
-    assert ROLES == ("continuous", "positive", "bounded", "integer", "categorical", "constant", "ignore")
-    assert OVERRIDABLE == ("continuous", "positive", "bounded", "integer", "categorical", "ignore")
+    assert ROLES == ("continuous", "positive", "bounded", "integer", "categorical", "datetime", "constant", "ignore")
+    assert OVERRIDABLE == ("continuous", "positive", "bounded", "integer", "categorical", "datetime", "ignore")
     order = [role.name for role in inference_order()]
-    assert order == ["constant", "ignore", "categorical", "integer", "continuous"]
+    assert order == ["constant", "datetime", "ignore", "categorical", "integer", "continuous"]
     with pytest.raises(RuntimeError, match="registered twice"):
         register_role("positive")(NumericRole)
 

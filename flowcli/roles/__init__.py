@@ -6,7 +6,7 @@ the order inference asks them in is each role's ``inference_rank``.
 
 # Importing a role module registers it, so this order is the listing order: keep it unsorted.
 # isort: off
-from . import continuous, positive, bounded, integer, categorical, constant, ignore  # noqa: F401
+from . import continuous, positive, bounded, integer, categorical, datetime, constant, ignore  # noqa: F401
 
 # isort: on
 from .base import (
@@ -18,6 +18,7 @@ from .base import (
     Evidence,
     FeatureSpec,
     Role,
+    Times,
     Transform,
     inference_order,
     overridable_roles,
@@ -25,6 +26,7 @@ from .base import (
     register_role,
 )
 from .ignore import ID_LIKE_MIN
+from .written import read_values, unusable
 
 __all__ = [
     "CATEGORY_WIDTH",
@@ -36,9 +38,12 @@ __all__ = [
     "Evidence",
     "FeatureSpec",
     "Role",
+    "Times",
     "Transform",
     "inference_order",
     "overridable_roles",
     "parse_numbers",
+    "read_values",
     "register_role",
+    "unusable",
 ]

@@ -100,6 +100,17 @@ def indicator_spec() -> FeatureSpec:
 
 
 @dataclass(frozen=True)
+class Times:
+    """A column of dates or times read as instants (``roles/written.py``): microseconds since 1970-01-01
+    on the wall clock of ``tz``, the finest unit the values use, and how they were written."""
+
+    micros: np.ndarray  # float64 per present value (whole numbers)
+    unit: str  # resolution: D, h, min, s, ms or us
+    tz: str | None  # None: naive times
+    written: dict[str, Any] | None  # text in a format, or date objects; None for datetime64 values
+
+
+@dataclass(frozen=True)
 class Evidence:
     """What inference read from a training column, computed once and shared by every role's rule."""
 
@@ -109,6 +120,11 @@ class Evidence:
     is_bool: bool
     numbers: np.ndarray | None  # the present values as float64; None for text and booleans
     distinct: int  # distinct present values
+    times: Times | None = None  # dates and times (then ``numbers`` is None)
+    written: dict[str, Any] | None = None  # numbers written as text with separators or %, or Decimals
+    decimals: int | None = None  # float numbers with at most this many decimals (1..6)
+    unusable: str | None = None  # why no role can model the values (nested, binary, all missing)
+    note: str = ""  # added to the reason of the column's role (e.g. codes kept as text)
 
     @property
     def name(self) -> str:
@@ -133,6 +149,9 @@ class Role:
     # be absent when scoring.
     reads_values: ClassVar[bool] = True
     needs_numbers: ClassVar[bool] = True  # set in the config, a text column must parse as numbers
+    reads_times: ClassVar[bool] = False  # set in the config, a column is read as dates and times
+    # Decoded values are numbers, written back as the training values were (Column.written, decimals).
+    writes_numbers: ClassVar[bool] = False
     # True: a missing value is a level of the column itself; False: numeric columns get an indicator.
     missing_level: ClassVar[bool] = False
 
@@ -204,10 +223,13 @@ def inference_order() -> list[Role]:
 
 
 def plain(value: Any) -> Any:
-    """A label as a JSON-able Python scalar (numpy ints, floats and bools become Python ones)."""
+    """A label as a JSON-able Python scalar (numpy ints, floats and bools become Python ones; dates,
+    times, Decimals and anything else JSON cannot hold become their text)."""
     if isinstance(value, np.generic):
-        return value.item()
-    return value
+        value = value.item()
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return str(value)
 
 
 def parse_numbers(series: pd.Series, name: str, row_offset: int) -> tuple[np.ndarray, list[tuple[int, str]]]:

@@ -5,6 +5,9 @@ level of their own, the last.
 
 Inferred for booleans, text, and numbers with at most ``MAX_INTEGER_LEVELS`` distinct values: a density
 would put spikes of unbounded height on so few values. A label not seen in training has probability 0.
+
+Levels are in sorted order (numbers written as text, such as ``10%``, by their value), except for an
+ordered pandas Categorical (an ordered Parquet dictionary), whose order is kept and comes back ordered.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class Categorical(Role):
     missing_level = True
 
     def claims(self, evidence: Evidence) -> str | None:
+        if isinstance(evidence.series.dtype, pd.CategoricalDtype):
+            return "ordered categories" if evidence.series.dtype.ordered else "categories"
         if evidence.numbers is None:
             return "booleans" if evidence.is_bool else "text"
         if evidence.distinct <= MAX_INTEGER_LEVELS:
@@ -51,11 +56,19 @@ class Categorical(Role):
 
     def fit(self, column: Column, evidence: Evidence, override: Mapping[str, Any]) -> Column:
         counts = evidence.present.value_counts(sort=False)
-        try:
-            labels = sorted(counts.index.tolist())
-        except TypeError:  # mixed label types: keep the order of first appearance
-            labels = counts.index.tolist()
-        column = replace(column, categories=[plain(v) for v in labels])
+        dtype = evidence.series.dtype
+        ordered = isinstance(dtype, pd.CategoricalDtype) and bool(dtype.ordered)
+        if ordered:  # the dtype's order, of the levels that occur
+            labels = [c for c in dtype.categories if counts.get(c, 0) > 0]
+        elif evidence.written is not None and evidence.numbers is not None:  # 10%, 9%: by value, not as text
+            value = dict(zip(evidence.present, evidence.numbers, strict=True))
+            labels = sorted(counts.index.tolist(), key=lambda label: value[label])
+        else:
+            try:
+                labels = sorted(counts.index.tolist())
+            except TypeError:  # mixed label types: keep the order of first appearance
+                labels = counts.index.tolist()
+        column = replace(column, categories=[plain(v) for v in labels], ordered=ordered)
         if column.levels < 2:
             raise DataError(f"column {column.name!r}: a categorical column needs at least two levels")
         return column
@@ -72,6 +85,8 @@ class Categorical(Role):
         (x,) = features
         codes = np.clip(np.floor(x), 0, column.levels - 1).astype(np.int64)
         labels = np.array(list(column.categories or []) + [None], dtype=object)
+        if column.ordered:
+            return pd.Series(pd.Categorical(labels[codes], categories=column.categories, ordered=True))
         return restore(labels[codes], column.dtype)
 
     def describe(self, column: Column) -> str:
@@ -89,12 +104,9 @@ def _codes(column: Column, series: pd.Series, row_offset: int) -> tuple[np.ndarr
     labels = list(column.categories or [])
     lookup = {label: i for i, label in enumerate(labels)}
     values = series
-    if (
-        labels
-        and all(isinstance(c, str) for c in labels)
-        and not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series))
-    ):
-        # A chunk of a text column may have been parsed as numbers: compare as text.
+    if labels and all(isinstance(c, str) for c in labels) and not pd.api.types.is_string_dtype(series):
+        # A chunk of a text column may have been parsed as numbers, and dates or Decimals are stored as
+        # their text (``plain``): compare as text.
         values = series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
     codes = pd.Series(values, dtype=object).map(lookup).to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     isna = series.isna().to_numpy()

@@ -1,5 +1,6 @@
-"""constant: one value and nothing missing (or every value missing). No features: the value has
-probability 1, any other probability 0. Inferred only; a column the config names is never constant.
+"""constant: one value and nothing missing. No features: the value has probability 1, any other
+probability 0. Inferred only; a column the config names is never constant. (A column without any value
+is ignored, see ``ignore``.)
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ class Constant(Role):
     modelled = False
 
     def claims(self, evidence: Evidence) -> str | None:
-        if evidence.distinct == 0:
-            return "every value is missing"
         if evidence.distinct == 1 and not evidence.isna.any():
             return "a single value"
         return None
@@ -48,7 +47,8 @@ class Constant(Role):
 
 
 def _equals(series: pd.Series, value: Any) -> np.ndarray:
-    """Per row: the value equals the constant (numbers compared as numbers, so 5 == 5.0 == "5")."""
+    """Per row: the value equals the constant (numbers compared as numbers, so 5 == 5.0 == "5"; a date
+    or Decimal, stored as its text, by its text)."""
     if value is None:
         return series.isna().to_numpy()
     try:
@@ -58,4 +58,6 @@ def _equals(series: pd.Series, value: Any) -> np.ndarray:
     if numeric is not None:
         parsed = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         return parsed == numeric
+    if isinstance(value, str) and not pd.api.types.is_string_dtype(series):
+        series = series.astype(object).map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
     return (series.astype(object) == value).to_numpy(dtype=bool)

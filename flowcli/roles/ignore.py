@@ -1,7 +1,8 @@
 """ignore: not modelled, left out of samples, and not needed when scoring.
 
-Inferred for identifiers: text with more than ``ID_LIKE_MIN`` distinct values, nearly one per row.
-Set in the config, the column's values are not even read.
+Inferred for identifiers (text with more than ``ID_LIKE_MIN`` distinct values, nearly one per row) and
+for columns no role can model: nested lists or structs, binary values, no value at all; the reason in
+the column table says which. Set in the config, the column's values are not even read.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Ignore(Role):
     reads_values = False
 
     def claims(self, evidence: Evidence) -> str | None:
+        if evidence.unusable is not None:
+            return f"{evidence.unusable}: not modelled"
         present, distinct = evidence.present, evidence.distinct
         if (
             evidence.numbers is None

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .base import IDENTITY, Encoded, Evidence, FeatureSpec, Role, Transform, indicator_spec, parse_numbers, restore
+from .base import IDENTITY, Encoded, Evidence, FeatureSpec, Role, Transform, indicator_spec
+from .written import as_written, parse_written
 
 if TYPE_CHECKING:
     from ..columns import Column
@@ -28,6 +29,7 @@ class NumericRole(Role):
     transform: ClassVar[Transform] = IDENTITY
     dequantize: ClassVar[float] = 0.0  # the dequantization width of the value feature (0: continuous)
     whole: ClassVar[bool] = False  # decoded values are whole numbers: restore an integer dtype
+    writes_numbers = True
 
     def check(self, column: Column, evidence: Evidence, numbers: np.ndarray, override: Mapping[str, Any]) -> None:
         """Raise a DataError at the first training value outside the role's support. Default: none."""
@@ -75,7 +77,7 @@ class NumericRole(Role):
     def encode(self, column: Column, series: pd.Series, row_offset: int) -> Encoded:
         n = len(series)
         log_mass = np.zeros(n)
-        values, invalid = parse_numbers(series, column.name, row_offset)
+        values, invalid = self.parse(column, series, row_offset)
         missing = np.isnan(values)
         bad = {p for p, _ in invalid}
         if missing.any() and not column.missing:
@@ -96,6 +98,11 @@ class NumericRole(Role):
             features.insert(0, np.where(missing, 1.5, 0.5))
         return features, log_mass, invalid
 
+    def parse(self, column: Column, series: pd.Series, row_offset: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """A column's values in the units of the feature (NaN: missing or invalid), and the invalid entries
+        as (position, message). Default: numbers, read the way the training values were written."""
+        return parse_written(series, column.written, column.name, row_offset)
+
     def round(self, column: Column, values: np.ndarray) -> np.ndarray:
         """Decoded values onto the role's support before missing values are put back. Default: as they are."""
         return values
@@ -104,7 +111,11 @@ class NumericRole(Role):
         values = self.round(column, features[-1])
         if self.has_indicator(column):
             values = np.where(np.floor(features[0]) >= 1, np.nan, values)
-        return restore(values, column.dtype, integer=self.whole)
+        return self.restore(column, values)
+
+    def restore(self, column: Column, values: np.ndarray) -> pd.Series:
+        """Decoded values (NaN: missing) as the training column's: its dtype, or text written like it."""
+        return as_written(values, column, self.whole)
 
     def describe(self, column: Column) -> str:
         return f"mean {column.mean:.4g}, sd {column.std:.4g}"
