@@ -60,6 +60,40 @@ LogprobPrecisionOpt = Annotated[
         help="float32 (default: the precision of training; relative error ~1e-6 against float64) or float64 (about 2x slower).",
     ),
 ]
+# The reading options of every command that reads a table (README: "Reading files").
+SepOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sep",
+        metavar="CHAR",
+        help="Field separator of text input: , ; | or \\t (tab). Default: sniffed from the first lines among those four.",
+    ),
+]
+DecimalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--decimal",
+        metavar=". or ,",
+        help="Decimal mark of numbers in text input. Default: ',' when a ;-, tab- or |-separated file writes its numbers so (1,5), else '.'.",
+    ),
+]
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoding",
+        help="Text encoding of the input, e.g. latin-1, cp1252, utf-16. Default: UTF-8 (a byte-order mark is skipped).",
+    ),
+]
+NoHeaderOpt = Annotated[
+    bool, typer.Option("--no-header", help="The input has no header line: its columns are named c0, c1, ...")
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="Input format when the path does not say (a pipe, <(...), /dev/stdin, a name without extension): csv, tsv, parquet, csv.gz, csv.bz2, csv.xz or csv.zst. Default: the extension, else the content.",
+    ),
+]
 ShardOpt = Annotated[
     str | None,
     typer.Option(
@@ -110,6 +144,15 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(141) from None
 
     return wrapper
+
+
+def _read_options(sep: str | None, decimal: str | None, encoding: str | None, no_header: bool, fmt: str | None) -> Any:
+    """The reading options as one object for the library (checked: a bad value is an error naming its option)."""
+    from .io import ReadOptions, format_named
+
+    if fmt is not None:
+        format_named(fmt)
+    return ReadOptions(sep=sep, decimal=decimal, encoding=encoding, header=not no_header, format=fmt)
 
 
 def _load(checkpoint: str, device: str, precision: str = "float64") -> Any:
@@ -179,6 +222,11 @@ StreamOpt = Annotated[
 def fit(
     data: InputArg,
     output: CkptOutputOpt,
+    sep: SepOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    input_format: FormatOpt = None,
     config: ConfigOpt = None,
     epochs: EpochsOpt = None,
     device: DeviceOpt = "auto",
@@ -206,6 +254,7 @@ def fit(
         fit_table(
             data,
             config,
+            read_options=_read_options(sep, decimal, encoding, no_header, input_format),
             epochs=epochs,
             seed=seed,
             device=device,
@@ -260,6 +309,7 @@ def _stream(
     device: str,
     chunk_size: int,
     transform: Callable[[Any, Any, int], Any],
+    options: Any = None,
     precision: str = "float64",
     shard: str | None = None,
 ) -> None:
@@ -271,7 +321,7 @@ def _stream(
         jobs = per_file_jobs(data, output, shard)  # checks everything before the model is loaded
         model = _load(checkpoint, device, precision)
         for source, target in jobs:
-            _stream_one(model, str(source), str(target), chunk_size, transform)
+            _stream_one(model, str(source), str(target), chunk_size, transform, options)
         return
     if shard is not None:
         from .errors import DataError
@@ -279,17 +329,28 @@ def _stream(
         raise DataError("--shard: only with a directory of input files")
     table_format(output)
     model = _load(checkpoint, device, precision)
-    _stream_one(model, data, output, chunk_size, transform)
+    _stream_one(model, data, output, chunk_size, transform, options)
 
 
-def _stream_one(model: Any, data: str, output: str, chunk_size: int, transform: Callable[[Any, Any, int], Any]) -> None:
+def _stream_one(
+    model: Any, data: str, output: str, chunk_size: int, transform: Callable[[Any, Any, int], Any], options: Any
+) -> None:
     from .io import TableWriter, iter_table
 
     offset = 0
     with TableWriter(output) as writer:
-        for frame in iter_table(data, chunk_size):
+        for frame in iter_table(data, chunk_size, options=_knowing(model, options)):
             writer.write(transform(model, frame, offset))
             offset += len(frame)
+
+
+def _knowing(model: Any, options: Any) -> Any:
+    """The reading options with the model's text columns kept as text (codes, dates) whatever a chunk holds."""
+    from dataclasses import replace
+
+    from .io import ReadOptions
+
+    return replace(options or ReadOptions(), text_columns=model.schema.text_columns)
 
 
 @app.command()
@@ -298,6 +359,11 @@ def logprob(
     checkpoint: CheckpointArg,
     data: InputArg = "-",
     output: OutputOpt = "-",
+    sep: SepOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    input_format: FormatOpt = None,
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
     on_invalid: Annotated[
@@ -351,7 +417,8 @@ def logprob(
             out["percentile"] = model.logprob_percentile(values)
         return out
 
-    _stream(checkpoint, data, output, device, chunk_size, score, precision=precision, shard=shard)
+    options = _read_options(sep, decimal, encoding, no_header, input_format)
+    _stream(checkpoint, data, output, device, chunk_size, score, options, precision=precision, shard=shard)
 
 
 @app.command()
@@ -360,6 +427,11 @@ def encode(
     checkpoint: CheckpointArg,
     data: InputArg = "-",
     output: OutputOpt = "-",
+    sep: SepOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    input_format: FormatOpt = None,
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
     precision: PrecisionOpt = "float64",
@@ -376,6 +448,7 @@ def encode(
         device,
         chunk_size,
         lambda m, f, o: m.encode(f, row_offset=o),
+        _read_options(sep, decimal, encoding, no_header, input_format),
         precision=precision,
         shard=shard,
     )
@@ -390,6 +463,11 @@ def decode(
         typer.Argument(help="Latent table with columns z0..z{k-1}: .csv, .parquet, or - for stdin.", metavar="LATENT"),
     ] = "-",
     output: OutputOpt = "-",
+    sep: SepOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    input_format: FormatOpt = None,
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
     precision: PrecisionOpt = "float64",
@@ -406,6 +484,7 @@ def decode(
         device,
         chunk_size,
         lambda m, f, o: m.decode(f, row_offset=o),
+        _read_options(sep, decimal, encoding, no_header, input_format),
         precision=precision,
         shard=shard,
     )
@@ -425,6 +504,11 @@ def report(
     output: Annotated[
         str, typer.Option("-o", "--output", help="Report directory (created; files in an existing one are replaced).")
     ],
+    sep: SepOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    input_format: FormatOpt = None,
     samples: Annotated[
         int | None,
         typer.Option(
@@ -455,9 +539,10 @@ def report(
     from .report import build_report, check_output_dir, staged_directory
 
     reporter = Reporter(quiet=quiet)
+    options = _read_options(sep, decimal, encoding, no_header, input_format)
     out = check_output_dir(output)
     model = _load(checkpoint, device)
-    frame = read_table(data)
+    frame = read_table(data, options=_knowing(model, options))
     with staged_directory(out) as tmp:
         result = build_report(
             model,

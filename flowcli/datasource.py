@@ -283,16 +283,19 @@ def in_memory_source(
     generator: torch.Generator,
     schema: Schema | None = None,
     overrides: dict | None = None,
+    read_options: Any = None,
 ) -> InMemoryData:
     """This rank's rows (i % world == rank) of a table that fits in memory, split at random into training
     and validation rows; with one process, the whole table. Every rank reads the whole table (a frame,
     or a path to read) and infers the schema from it (unless ``schema`` is given, as when resuming), so
     the schema is exactly the one a single-process fit builds. The training matrix is fingerprinted
-    for ``--resume``, which checks it is given the same data."""
+    for ``--resume``, which checks it is given the same data. ``read_options``: how to read a text
+    table (``io.ReadOptions``). Errors about the table's columns name the file."""
     from .io import read_table
 
-    frame = dist.agree(lambda: read_table(table)) if isinstance(table, str) else table
-    schema = schema or dist.agree(lambda: Schema.infer(frame, overrides))
+    frame = dist.agree(lambda: read_table(table, options=read_options)) if isinstance(table, str) else table
+    source = ("stdin" if table == "-" else table) if isinstance(table, str) else None
+    schema = schema or dist.agree(lambda: _infer(frame, overrides, source))
     mine = frame.iloc[dist.rank :: dist.world] if dist.active else frame
     matrix = dist.agree(lambda: schema.to_features(mine)[0])
     fingerprint = data_fingerprint(matrix)
@@ -303,6 +306,16 @@ def in_memory_source(
     train_idx, val_idx = split_rows(len(rows), tc.val_fraction, generator)
     train, val = rows[train_idx].to(dist.device), rows[val_idx].to(dist.device)
     return InMemoryData(schema, train, val, dist.local_batch(tc.batch_size), fingerprint)
+
+
+def _infer(frame: pd.DataFrame, overrides: dict | None, source: str | None) -> Schema:
+    """``Schema.infer``, its errors naming the file the table came from."""
+    try:
+        return Schema.infer(frame, overrides)
+    except DataError as exc:
+        if source is None:
+            raise
+        raise DataError(f"{source}: {exc}") from None
 
 
 class StreamingData:

@@ -32,6 +32,7 @@ from .config import Config, resolve_config
 from .datasource import StreamingData, in_memory_source
 from .errors import DataError, ReportedFailure
 from .files import AtomicTextFile, check_writable
+from .io import ReadOptions
 from .model import Model, load_model, save_model
 from .progress import Reporter
 from .train import Diverged, EpochReport, Interrupted, Trainer
@@ -52,6 +53,7 @@ class FitPlan:
     metrics: Path | None
     resume: ResumePoint | None
     stream: bool
+    read_options: ReadOptions = ReadOptions()  # how to read a text table (--sep, --decimal, ...)
 
 
 def fit(
@@ -68,6 +70,7 @@ def fit(
     nproc: int | None = None,
     reporter: Reporter | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    read_options: ReadOptions | None = None,
 ) -> Model:
     """Fit a flow to a table and return the model with its best validation weights.
 
@@ -80,13 +83,14 @@ def fit(
     (same data; its config and seed). ``stream``: read a Parquet file in chunks instead of loading it.
     ``nproc``: train on N processes of this machine (torch.distributed; needs ``data`` as a file and
     ``output``). ``reporter`` shows progress and messages on stderr (None: silent); ``on_epoch`` is
-    called with each epoch's report.
+    called with each epoch's report. ``read_options``: how to read a text table (``io.ReadOptions``).
 
     Ctrl-C or SIGTERM raise ``Interrupted`` and a diverged loss ``Diverged``; both carry the best model
     so far in ``.model`` (None before the first epoch ended), already saved when ``output`` was given.
     """
     reporter = reporter or Reporter(quiet=True)
     plan = _plan(data, config, epochs, seed, output, metrics, resume, stream)
+    plan.read_options = read_options or ReadOptions()
     if nproc is not None and not distributed.launched_by_torchrun():
         return _launch(plan, config, epochs, device, nproc, reporter)
     dist = distributed.init(device)
@@ -182,7 +186,7 @@ def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Gener
     tc = plan.config.training
     if not plan.stream:
         schema = plan.resume.schema if plan.resume is not None else None
-        return in_memory_source(plan.data, tc, dist, generator, schema, plan.config.columns)
+        return in_memory_source(plan.data, tc, dist, generator, schema, plan.config.columns, plan.read_options)
     if not isinstance(plan.data, str) or plan.data == "-":
         raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
     if plan.config.columns:
@@ -311,6 +315,7 @@ def _launch(
         args += ["--metrics", str(plan.metrics)] if plan.metrics is not None else []
         args += ["--quiet"] if reporter.quiet else []
         args += ["--stream"] if plan.stream else []
+        args += plan.read_options.cli_args()
         code = distributed.launch(nproc, args)
     if code != 0:
         raise ReportedFailure(code)  # rank 0 has printed the one-line error
