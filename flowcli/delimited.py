@@ -296,7 +296,7 @@ class TextTable:
     def parse(self, block: bytes, threads: bool = False) -> pd.DataFrame:
         """A block of complete data lines as a typed DataFrame (see the module docstring)."""
         assert self.names is not None, "start() reads the header first"
-        table = self._strings(block, threads) if block.strip() else None
+        table = None if not block or block.isspace() else self._strings(block, threads)
         self._advance(block)
         return typed_frame(table, self.names, self.decimal, self.options.text_columns)
 
@@ -353,7 +353,9 @@ def _whole_lines(block: bytes) -> bytes:
 
 def _record_end(block: bytes) -> int:
     """The end (after its newline) of the first record of ``block``: a newline outside quotes."""
-    cut, _ = last_record_end(block, 0, first=True)
+    cut, _ = last_record_end(block[:SNIFF_BYTES], 0, first=True)  # a header is short: look at the start
+    if cut < 0:
+        cut, _ = last_record_end(block, 0, first=True)
     return cut if cut >= 0 else len(block)
 
 
@@ -389,27 +391,79 @@ def typed_frame(table: Any, names: list[str], decimal: str, text_columns: frozen
 def type_column(values: Any, decimal: str, keep_text: bool) -> pd.Series:
     """One column of strings (a pyarrow ChunkedArray) as numbers, booleans, or the text as written
     (leading spaces after the separator dropped, as pandas' ``skipinitialspace`` did)."""
+    import pyarrow.compute as pc
+
+    if keep_text:
+        return _text(values)
+    if values.null_count == len(values):
+        return pd.Series(np.full(len(values), np.nan))  # an empty column, as pandas read it
+    text = _point_convention(values) if decimal == "," else values
+    numbers = _numbers(text)
+    if numbers is not None:
+        return numbers
+    padded = pc.any(pc.or_(pc.starts_with(text, " "), pc.ends_with(text, " "))).as_py()
+    plain = pc.utf8_trim_whitespace(text) if padded else text
+    numbers = _numbers(plain) if padded else None
+    if numbers is not None:
+        return numbers
+    if pc.all(pc.is_in(pc.drop_null(plain), value_set=_pa_bools())).as_py():
+        return pc.equal(pc.utf8_lower(plain), "true").to_pandas()  # object dtype when values are missing
+    return _text(text)
+
+
+def _pa_bools() -> Any:
+    import pyarrow as pa
+
+    return pa.array(_BOOLS)
+
+
+def _text(values: Any) -> pd.Series:
+    import pyarrow.compute as pc
+
+    if pc.any(pc.starts_with(values, " ")).as_py():
+        values = pc.utf8_ltrim(values, characters=" ")
+    return values.to_pandas()
+
+
+def _cast(text: Any, target: Any) -> Any:
+    """``text`` cast to ``target``, or None where a value does not convert. Its first values are tried
+    first: a cast that fails still converts every value (slowly), and text columns fail at once."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    text = pc.utf8_ltrim(values, characters=" ")
-    if keep_text:
-        return text.to_pandas()
-    if decimal == ",":
-        text = _point_convention(text)
-    trimmed = pc.utf8_trim_whitespace(text)
-    present = pc.drop_null(trimmed)
-    if len(present) == 0:
-        return pd.Series(np.full(len(values), np.nan))  # an empty column, as pandas read it
-    if pc.all(pc.is_in(present, value_set=pa.array(_BOOLS))).as_py():
-        return pc.equal(pc.utf8_lower(trimmed), "true").to_pandas()  # object dtype when values are missing
-    if pc.any(pc.match_substring_regex(present, _CODE)).as_py():
-        return text.to_pandas()
-    target = pa.int64() if pc.all(pc.match_substring_regex(present, _INTEGER)).as_py() else pa.float64()
     try:
-        return pc.cast(trimmed, target).to_pandas()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # not numbers, or whole numbers beyond int64
-        return text.to_pandas()
+        pc.cast(text.slice(0, 64), target)
+        return pc.cast(text, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _numbers(text: Any) -> pd.Series | None:
+    """Canonical numbers as int64 (float64 with missing values) or float64; None if a value is not a
+    number, is a code (00501, +33612345678), or is a whole number too long for int64 (its digits would
+    be rounded away: an identifier, kept as text)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numbers = _cast(text, pa.int64())
+    if numbers is not None:
+        # Whole numbers: a value that starts with 0 and is not "0" (or "-0") is a code.
+        for prefix in ("0", "-0"):
+            lead = pc.filter(text, pc.fill_null(pc.starts_with(text, prefix), False))
+            if len(lead) and pc.max(pc.utf8_length(lead)).as_py() > len(prefix):
+                return None
+        return numbers.to_pandas()
+    numbers = _cast(text, pa.float64())
+    if numbers is None:
+        return None
+    plus = pc.filter(text, pc.fill_null(pc.starts_with(text, "+"), False))
+    if len(plus) and pc.any(pc.match_substring_regex(plus, _CODE)).as_py():
+        return None
+    if pc.max(pc.utf8_length(text)).as_py() > 18:
+        long = pc.filter(text, pc.fill_null(pc.greater(pc.utf8_length(text), 18), False))
+        if pc.any(pc.match_substring_regex(long, _INTEGER)).as_py():
+            return None
+    return numbers.to_pandas()
 
 
 def _point_convention(text: Any) -> Any:
@@ -433,7 +487,7 @@ def read_text_table(data: bytes, source: str, options: ReadOptions) -> pd.DataFr
     """A whole text table from its bytes."""
     table = TextTable(source, options)
     text = table.decoder.feed(data, final=True)
-    if not text.strip():
+    if not text or text.isspace():
         raise DataError(f"{source}: the file is empty")
     body = table.start(text)
     frame = table.parse(body, threads=True)
@@ -479,7 +533,7 @@ def _blocks(stream: IO[bytes], decoder: Decoder) -> Iterator[tuple[bytes, bool]]
 def iter_text_table(
     stream: IO[bytes], source: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, options: ReadOptions | None = None
 ) -> Iterator[pd.DataFrame]:
-    """Yield DataFrames of at most about ``chunk_rows`` rows as soon as their lines have arrived.
+    """Yield DataFrames of at most ``chunk_rows`` rows as soon as their lines have arrived.
 
     A chunk is parsed and yielded when it is full or when no more input is waiting, so a line written to
     a pipe comes out as soon as its newline is read (no look-ahead for the next line), while a file or a
@@ -496,9 +550,9 @@ def iter_text_table(
         if pending and (pending_lines >= chunk_rows or not waiting):
             frame = table.parse(b"".join(pending))
             pending, pending_lines = [], 0
-            if len(frame):
-                rows += len(frame)
-                yield frame
+            rows += len(frame)
+            for start in range(0, len(frame), chunk_rows):  # one parse of what arrived, scored in chunks
+                yield frame.iloc[start : start + chunk_rows].reset_index(drop=True)
     if table.names is None:
         raise DataError(f"{source}: the file is empty")
     if not rows:
