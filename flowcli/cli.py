@@ -335,12 +335,17 @@ def _stream(
 def _stream_one(
     model: Any, data: str, output: str, chunk_size: int, transform: Callable[[Any, Any, int], Any], options: Any
 ) -> None:
+    from .errors import DataError
     from .io import TableWriter, iter_table
 
     offset = 0
     with TableWriter(output) as writer:
         for frame in iter_table(data, chunk_size, options=_knowing(model, options)):
-            writer.write(transform(model, frame, offset))
+            try:
+                result = transform(model, frame, offset)
+            except DataError as exc:  # a value the model refuses: say in which file (rows are counted in it)
+                raise DataError(f"{'stdin' if data == '-' else data}: {exc}") from None
+            writer.write(result)
             offset += len(frame)
 
 

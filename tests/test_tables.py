@@ -277,7 +277,7 @@ def test_cli_unseen_category_names_column_value_row_and_neg_inf(penguins_ckpt: P
     row = next(i for i, line in enumerate(text.splitlines()) if "Atlantis" in line)
     result = runner.invoke(app, ["logprob", str(penguins_ckpt), "-"], input=text)
     assert result.exit_code == 1 and result.stderr.strip() == (
-        f"Error: column 'island', row {row}: unseen category 'Atlantis' (known: 'Biscoe', 'Dream', 'Torgersen')"
+        f"Error: stdin: column 'island', row {row}: unseen category 'Atlantis' (known: 'Biscoe', 'Dream', 'Torgersen')"
     )
     result = runner.invoke(app, ["logprob", str(penguins_ckpt), "-", "--on-invalid", "neg-inf"], input=text)
     assert result.exit_code == 0

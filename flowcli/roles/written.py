@@ -271,25 +271,39 @@ def resolution(micros: np.ndarray) -> str:
     return next((unit for unit, step in UNIT_STEPS.items() if not (whole % step).any()), "us")
 
 
-def text_format(text: pd.Series) -> str | None:
-    """The strftime format every value of ``text`` is written in (see the module docstring), or None."""
-    first = str(text.iloc[0]).strip()
-    if len(first) > 40 or not _DATE_LIKE.match(first):
-        return None
-    candidates = []
-    for date in DATE_FORMATS:
-        for time in TIME_FORMATS:
-            for zone in ("",) + (ZONES if time else ()):
+ALL_FORMATS = tuple(
+    date + time + zone for date in DATE_FORMATS for time in TIME_FORMATS for zone in ("",) + (ZONES if time else ())
+)
+
+
+def _candidates(values: list[str]) -> list[str]:
+    """The formats (in ``ALL_FORMATS`` order) that read at least one of ``values``."""
+    found = set()
+    for value in values:
+        if len(value) <= 40 and _DATE_LIKE.match(value):
+            for fmt in ALL_FORMATS:
                 try:
-                    dt.datetime.strptime(first, date + time + zone)
+                    dt.datetime.strptime(value, fmt)
                 except ValueError:
                     continue
-                candidates.append(date + time + zone)
+                found.add(fmt)
+    return [fmt for fmt in ALL_FORMATS if fmt in found]
+
+
+def text_format(text: pd.Series) -> tuple[str | None, float]:
+    """The strftime format that reads every value of ``text`` (see the module docstring) and 1.0; or the
+    format that reads most of them and the share it reads; or (None, 0.0)."""
+    heads = list(dict.fromkeys(str(v).strip() for v in text.iloc[:20]))[:5]
     sample = text.iloc[:: max(1, len(text) // 200)]
-    for fmt in candidates:
-        if _parse_text(sample, fmt).notna().all() and _parse_text(text, fmt).notna().all():
-            return fmt
-    return None
+    best: tuple[str | None, float] = (None, 0.0)
+    for fmt in _candidates(heads):
+        share = float(_parse_text(sample, fmt).notna().mean())
+        if share == 1.0:
+            share = float(_parse_text(text, fmt).notna().mean())
+            if share == 1.0:
+                return fmt, 1.0
+        best = max(best, (fmt, share), key=lambda pair: pair[1])
+    return best
 
 
 def _parse_text(text: pd.Series, fmt: str) -> pd.Series:
@@ -311,19 +325,37 @@ def read_times(series: pd.Series, present: pd.Series, fmt: str | None = None, re
         micros = _wall_micros(pd.to_datetime(present, utc=True), "UTC")
         return Times(micros, resolution(micros), "UTC", None)
     text = present.map(str).str.strip() if len(present) else present
-    fmt = fmt or (text_format(text) if pd.api.types.is_string_dtype(series) and len(text) else None)
+    share = 0.0  # the share of the values the best format reads
+    if fmt is None and pd.api.types.is_string_dtype(series) and len(text):
+        fmt, share = text_format(text)
     parsed = _parse_text(text, fmt) if fmt else None
     if parsed is None or parsed.isna().any():
-        if not required:
+        if not required and share <= 0.5:
             return None
-        pos = int(np.argmax(parsed.isna().to_numpy())) if parsed is not None else 0
-        row = int(np.flatnonzero(series.notna().to_numpy())[pos]) + 1 if len(present) else 1
-        shown = f"a date or time in the format {fmt!r}" if fmt else "a date or time in a format flowcli recognizes"
-        value = present.iloc[pos] if len(present) else None
-        raise DataError(f"column {series.name!r}, row {row}: {value!r} is not {shown} (the config says datetime)")
+        _not_a_time(series, present, parsed, fmt, required)
+    assert parsed is not None
     tz = "UTC" if fmt is not None and "%z" in fmt else None
     micros = _wall_micros(parsed, tz)
     return Times(micros, resolution(micros), tz, {"kind": "text", "format": fmt})
+
+
+def _not_a_time(
+    series: pd.Series, present: pd.Series, parsed: pd.Series | None, fmt: str | None, required: bool
+) -> None:
+    """Raise the error for the first present value that is not a date or time (in ``fmt``)."""
+    pos = int(np.argmax(parsed.isna().to_numpy())) if parsed is not None else 0
+    row = int(np.flatnonzero(series.notna().to_numpy())[pos]) + 1 if len(present) else 1
+    value = present.iloc[pos] if len(present) else None
+    if required:
+        shown = f"a date or time in the format {fmt!r}" if fmt else "a date or time in a format flowcli recognizes"
+        raise DataError(f"column {series.name!r}, row {row}: {value!r} is not {shown} (the config says datetime)")
+    assert parsed is not None
+    like = str(present[parsed.notna().to_numpy()].iloc[0])
+    raise DataError(
+        f"column {series.name!r}, row {row}: {value!r} is not a date or time written like the column's other "
+        f"values (e.g. {like!r}, format {fmt!r}) (set columns: {{{series.name}: categorical}} in the config if "
+        "the column is text)"
+    )
 
 
 def time_values(series: pd.Series, column: Column) -> tuple[np.ndarray, np.ndarray]:
