@@ -91,7 +91,7 @@ def test_an_error_on_one_rank_is_one_line_from_rank_0(files: dict[str, Path]) ->
     result = flowcli("fit", str(bad), "-c", str(files["config"]), "-o", str(out), "--device", "cpu", "--nproc", "2")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: column 'weight_kg', row 302: 'oops' is not a number"), (
-        result.stderr
-    )
+    assert len(lines) == 1 and lines[0].startswith(
+        f"Error: {bad}: column 'weight_kg', row 302: 'oops' is not a number"
+    ), result.stderr
     assert not out.exists()
