@@ -249,7 +249,9 @@ class TextTable:
             return b""
         sample = [line.decode("utf-8", "replace") for line in lines[blank : blank + SNIFF_LINES]]
         self.sep = self.options.sep or sniff_separator(sample)
-        self.decimal = self.options.decimal or sniff_decimal(sample[1:] if self.options.header else sample, self.sep)
+        data_lines = sample[1:] if self.options.header else sample
+        # Sniffed from data lines: a stream whose first read holds only the header decides at its first rows.
+        self.decimal = self.options.decimal or (sniff_decimal(data_lines, self.sep) if data_lines else "")
         skipped = sum(len(line) for line in lines[:blank])
         self._advance(block[:skipped])
         block = block[skipped:]
@@ -296,9 +298,12 @@ class TextTable:
     def parse(self, block: bytes, threads: bool = False) -> pd.DataFrame:
         """A block of complete data lines as a typed DataFrame (see the module docstring)."""
         assert self.names is not None, "start() reads the header first"
+        if not self.decimal:
+            head = _whole_lines(block).decode("utf-8", "replace").splitlines()[:SNIFF_LINES]
+            self.decimal = sniff_decimal(head, self.sep) if head else ""
         table = None if not block or block.isspace() else self._strings(block, threads)
         self._advance(block)
-        return typed_frame(table, self.names, self.decimal, self.options.text_columns)
+        return typed_frame(table, self.names, self.decimal or ".", self.options.text_columns)
 
     def _strings(self, block: bytes, threads: bool) -> Any:
         """The block as a pyarrow table of strings (null for the missing-value markers)."""

@@ -503,6 +503,25 @@ def test_a_line_is_parsed_as_soon_as_it_is_read() -> None:
         reader.close()
 
 
+def test_a_stream_sniffs_the_decimal_mark_on_its_first_rows() -> None:
+    """A slow pipe whose first read holds only the header: the decimal comma is seen in the first rows."""
+    read_end, write_end = os.pipe()
+    reader = os.fdopen(read_end, "rb", buffering=0)
+    os.write(write_end, b"a;b\n")
+    chunks = iter_csv(reader, "pipe", 1000)
+    got: list[pd.DataFrame] = []
+    thread = threading.Thread(target=lambda: got.append(next(chunks)), daemon=True)
+    thread.start()
+    time.sleep(0.3)  # the reader has read the header alone
+    os.write(write_end, b"1,5;2\n")
+    thread.join(10)
+    try:
+        assert got and got[0].to_dict("list") == {"a": [1.5], "b": [2]}
+    finally:
+        os.close(write_end)
+        reader.close()
+
+
 def test_logprob_scores_a_row_while_stdin_stays_open(tmp_path: Path) -> None:
     data = tmp_path / "xy.csv"
     pd.DataFrame({"x": heights(), "y": incomes()}).to_csv(data, index=False)
