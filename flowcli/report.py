@@ -162,8 +162,9 @@ class Findings:
 
 
 def _model_columns(model: Model, data: pd.DataFrame) -> pd.DataFrame:
-    """DATA's columns the model was fitted on, in its order; a DataError names the first one missing."""
-    names = model.schema.names
+    """DATA's columns the model reads, in its order (ignored ones need not be there, as for logprob); a
+    DataError names the first one missing."""
+    names = [c.name for c in model.schema.columns if c.rules.reads_values]
     missing = [n for n in names if n not in data.columns]
     if missing:
         raise DataError(f"missing column {missing[0]!r}; the model needs: {', '.join(names)}")
@@ -197,7 +198,8 @@ def _score(model: Model, data: pd.DataFrame, n_samples: int, seed: int, say: Cal
 
 def _measure(model: Model, scores: Scores) -> Findings:
     s = scores
-    comparison = compare_tables(s.data, s.synthetic, model.schema.names)
+    # Ignored columns are not sampled: compare the columns both tables have.
+    comparison = compare_tables(s.data, s.synthetic, [n for n in s.data.columns if n in s.synthetic.columns])
     finite = s.logprob[np.isfinite(s.logprob)]
     quantiles = {f"{q:g}": float(np.quantile(finite, q)) for q in DATA_QUANTILES} if len(finite) else {}
     stored = StoredQuantiles.from_info(model.info)

@@ -426,6 +426,21 @@ def test_an_all_missing_csv_column_is_ignored_with_a_reason(work: Path) -> None:
     data.unlink()
 
 
+def test_report_on_a_table_with_ignored_and_datetime_columns(work: Path) -> None:
+    r = rng()
+    days = pd.Timestamp("2021-03-01") + pd.to_timedelta(r.integers(0, 300, 150), unit="D")
+    frame = pd.DataFrame(
+        {"id": [f"row-{i}" for i in range(150)], "day": days.strftime("%Y-%m-%d"), "x": r.normal(size=150), "e": None}
+    )
+    data = work / "report.csv"
+    frame.to_csv(data, index=False)
+    ckpt = fit(work, data, name="report.flow")
+    result = run("report", ckpt, data, "-o", work / "report", "--samples", "100", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((work / "report" / "summary.json").read_text())
+    assert {c["name"] for c in summary["columns"]} == {"day", "x"}  # ignored columns are not compared
+
+
 # ---------------------------------------------------------------------------------------- pipes and streams
 
 
