@@ -7,6 +7,7 @@ Every error names the offending key and the allowed values.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import inspect
@@ -283,7 +284,7 @@ def resolve_config(config: Config | dict[str, Any] | str | Path | None) -> Confi
     """A config as the fit API and ``fit -c`` accept it: a ``Config``, a mapping as in YAML, a YAML
     path, or the name of a packaged preset (``nsf``); None is the packaged default."""
     if isinstance(config, Config):
-        return config
+        return copy.deepcopy(config)  # a fit may set its epochs: never on the caller's object
     if isinstance(config, dict):
         return parse_config(config)
     if config is not None and not Path(config).exists():

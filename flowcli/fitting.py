@@ -183,7 +183,9 @@ def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Gener
     if not plan.stream:
         schema = plan.resume.schema if plan.resume is not None else None
         return in_memory_source(plan.data, tc, dist, generator, schema, plan.config.columns)
-    if not isinstance(plan.data, str) or plan.data == "-":
+    if not isinstance(plan.data, str):
+        raise DataError("stream: streaming reads Parquet from disk; give the path of a file or directory")
+    if plan.data == "-":
         raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
     if plan.config.columns:
         raise DataError("columns: role overrides are not supported when streaming (streamed columns are continuous)")
