@@ -342,6 +342,9 @@ def logprob(
         if flag_below is not None and not threshold:
             threshold.append(model.logprob_threshold(flag_below))
         values = model.log_prob(frame, row_offset=offset, on_invalid=on_invalid)
+        # Scored in float32, the scores carry float32 precision: keep that dtype, so they are written
+        # as -58.342606 rather than with float64 digits that mean nothing (-58.34260559082031).
+        values = values.astype(str(model.dtype).removeprefix("torch."))
         added = ["logprob"] + ["anomaly"] * (flag_below is not None) + ["percentile"] * percentile
         out = frame.drop(columns=added, errors="ignore")
         out["logprob"] = values
