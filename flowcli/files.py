@@ -100,6 +100,25 @@ def check_writable(path: str | Path) -> None:
     stage_output(path).discard()
 
 
+def check_not_input(output: str | Path, inputs: list[str | Path], option: str = "-o") -> None:
+    """A DataError naming ``output`` if it is one of ``inputs``: the same file, also through a symlink,
+    a hard link or another relative path. Writing it would replace what the command reads, the user's
+    data, with the command's output. ``-`` (stdin/stdout) is never a file here."""
+    if str(output) == "-" or not Path(output).exists():
+        return
+    for given in inputs:
+        if str(given) == "-":
+            continue
+        try:
+            same = os.path.samefile(output, given)
+        except OSError:  # an input that does not exist (yet) cannot be overwritten
+            continue
+        if same:
+            raise DataError(
+                f"{option} {output}: is the input file {given}; write to another file so the input is not overwritten"
+            )
+
+
 class _AtomicFile:
     """A file written through a ``Staged`` temporary file, moved onto ``path`` only if the ``with`` block
     succeeds (flushed to disk first with ``fsync=True``); on failure it is removed and ``path`` is untouched.

@@ -31,7 +31,8 @@ from . import distributed
 from .config import Config, resolve_config
 from .datasource import StreamingData, in_memory_source
 from .errors import DataError, ReportedFailure
-from .files import AtomicTextFile, check_writable
+from .files import AtomicTextFile, check_not_input, check_writable
+from .io import format_of
 from .model import Model, load_model, save_model
 from .progress import Reporter
 from .train import Diverged, EpochReport, Interrupted, Trainer
@@ -120,9 +121,10 @@ def _plan(
         if epochs is not None:
             cfg.training.epochs = epochs
     out = None if output is None else str(output)
-    if out is not None:
-        check_writable(out)
     table = data if isinstance(data, pd.DataFrame) else str(data)
+    if out is not None:
+        _check_not_a_table(out, "-o", table, config)
+        check_writable(out)
     stream = stream or (isinstance(table, str) and table != "-" and Path(table).is_dir())
     if point is not None and (stream or distributed.launched_by_torchrun()):
         raise DataError(
@@ -130,10 +132,23 @@ def _plan(
         )
     metrics_path = Path(metrics) if metrics else default_metrics_path(out) if out is not None else None
     if metrics_path is not None:
+        _check_not_a_table(metrics_path, "--metrics", table, config)
         check_writable(metrics_path)
         if out is not None and metrics_path.resolve() == Path(out).resolve():
             raise DataError(f"--metrics {metrics}: the same file as the checkpoint -o {out}")
     return FitPlan(table, cfg, seed, out, metrics_path, point, stream)
+
+
+def _check_not_a_table(path: str | Path, option: str, data: pd.DataFrame | str, config: ConfigLike) -> None:
+    """Refuse an output of fit that would overwrite what the user has: the input table or config (the
+    same file by any path), or any file named as a table (``-o data.csv`` is a slip for ``-o data.flow``)."""
+    inputs = [given for given in (data, config) if isinstance(given, (str, Path))]
+    check_not_input(path, inputs, option)
+    if format_of(path) is not None:
+        what, example = ("a checkpoint", "model.flow") if option == "-o" else ("metrics", "model.metrics.jsonl")
+        raise DataError(
+            f"{option} {path}: is named as a table ({Path(path).suffix}), but fit writes {what} there; use a name like {example}"
+        )
 
 
 def _fit(

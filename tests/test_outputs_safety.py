@@ -1,0 +1,138 @@
+"""Nothing the user has is lost: outputs that would overwrite an input are refused, a directory run is
+all or nothing with errors that name the file, and the metrics file of a fit is watchable without
+ever replacing an earlier one before the new checkpoint is saved."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import SMALL_CONFIG, assert_clean_error
+from typer.testing import CliRunner
+
+import flowcli
+from flowcli.cli import app
+from flowcli.errors import DataError
+
+runner = CliRunner()
+
+
+def listing(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (hidden ones too) with its bytes."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def victim(tmp_path: Path, banana_files: dict) -> Path:
+    path = tmp_path / "victim.csv"
+    shutil.copy(banana_files["csv"], path)
+    (tmp_path / "link.csv").symlink_to(path.name)
+    (tmp_path / "sub").mkdir()
+    return path
+
+
+# --- fit: the output is never the input nor a table ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, output, message",
+    [
+        ("-o", "victim.csv", "-o victim.csv: is the input file victim.csv"),
+        ("-o", "link.csv", "-o link.csv: is the input file victim.csv"),
+        ("-o", "sub/../victim.csv", "-o sub/../victim.csv: is the input file"),
+        ("-o", "fresh.csv", "-o fresh.csv: is named as a table (.csv), but fit writes a checkpoint there"),
+        ("-o", "model.parquet", "is named as a table (.parquet)"),
+        ("-o", "cfg.yaml", "-o cfg.yaml: is the input file cfg.yaml"),
+        ("--metrics", "victim.csv", "--metrics victim.csv: is the input file victim.csv"),
+        ("--metrics", "m.csv", "--metrics m.csv: is named as a table (.csv), but fit writes metrics there"),
+    ],
+)
+def test_fit_refuses_to_overwrite_its_input_or_a_table(
+    victim: Path, option: str, output: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = victim.parent
+    (tmp / "cfg.yaml").write_text("layers: [maf]\n")
+    monkeypatch.chdir(tmp)
+    before = listing(tmp)
+    args = ["fit", "victim.csv", "-c", "cfg.yaml", *(["-o", "m.flow"] if option == "--metrics" else []), option, output]
+    assert_clean_error(runner.invoke(app, args), message)
+    assert listing(tmp) == before
+
+
+def test_the_library_refuses_it_too(victim: Path) -> None:
+    with pytest.raises(DataError, match="is the input file"):
+        flowcli.fit(str(victim), SMALL_CONFIG, output=victim.parent / "link.csv")
+    with pytest.raises(DataError, match="named as a table"):
+        flowcli.fit(pd.read_csv(victim), SMALL_CONFIG, output=victim.parent / "out.csv")
+    assert not (victim.parent / "out.csv").exists()
+
+
+# --- logprob, encode, decode, sample: -o is never an input ------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["logprob", "encode", "decode"])
+@pytest.mark.parametrize("output", ["victim.csv", "link.csv"])
+def test_streaming_commands_refuse_their_input_as_output(
+    victim: Path, banana_files: dict, command: str, output: str
+) -> None:
+    before = listing(victim.parent)
+    result = runner.invoke(app, [command, str(banana_files["ckpt"]), str(victim), "-o", str(victim.parent / output)])
+    assert_clean_error(result, f"{output}: is the input file", "so the input is not overwritten")
+    assert listing(victim.parent) == before
+
+
+def test_sample_refuses_its_checkpoint_as_output(tmp_path: Path, banana_files: dict) -> None:
+    ckpt = tmp_path / "odd.csv"  # a checkpoint with a table's name: -o odd.csv would replace it
+    shutil.copy(banana_files["ckpt"], ckpt)
+    assert_clean_error(runner.invoke(app, ["sample", str(ckpt), "-n", "5", "-o", str(ckpt)]), "is the input file")
+    assert ckpt.read_bytes() == banana_files["ckpt"].read_bytes()
+
+
+# --- directory mode: all or nothing, errors name the file ----------------------------------------------------
+
+
+@pytest.fixture()
+def parts(tmp_path: Path, banana_frame: pd.DataFrame) -> Path:
+    source = tmp_path / "parts"
+    source.mkdir()
+    for i in range(3):
+        banana_frame.iloc[100 * i : 100 * (i + 1)].to_csv(source / f"part-{i}.csv", index=False)
+    return source
+
+
+def test_a_failing_file_names_itself_and_leaves_outdir_as_it_was(
+    tmp_path: Path, parts: Path, banana_files: dict
+) -> None:
+    bad = parts / "part-1.csv"
+    lines = bad.read_text().splitlines()
+    lines[5] = "abc," + lines[5].split(",")[1]
+    bad.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part-0.csv").write_text("an earlier run's output\n")  # would be replaced by this run
+    before = listing(out)
+    for command in ("logprob", "encode"):
+        result = runner.invoke(app, [command, str(banana_files["ckpt"]), str(parts), "-o", str(out)])
+        assert_clean_error(result, f"{bad}: ", "row 5", "'abc'")
+        assert listing(out) == before  # part-0 was done, but not moved into place; no hidden leftovers
+
+
+def test_a_directory_run_that_succeeds_writes_every_file(tmp_path: Path, parts: Path, banana_files: dict) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(parts), "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(os.listdir(out)) == ["part-0.csv", "part-1.csv", "part-2.csv"]
+    assert len(pd.read_csv(out / "part-2.csv")) == 100
+
+
+def test_a_directory_of_latents_names_the_file_of_a_bad_one(tmp_path: Path, parts: Path, banana_files: dict) -> None:
+    latent = tmp_path / "latent"
+    assert runner.invoke(app, ["encode", str(banana_files["ckpt"]), str(parts), "-o", str(latent)]).exit_code == 0
+    (latent / "part-2.csv").write_text("z0\n0.5\n")
+    out = tmp_path / "rows"
+    result = runner.invoke(app, ["decode", str(banana_files["ckpt"]), str(latent), "-o", str(out)])
+    assert_clean_error(result, f"{latent / 'part-2.csv'}: ", "missing column 'z1'")
+    assert os.listdir(out) == []
