@@ -31,7 +31,7 @@ from . import distributed
 from .config import Config, resolve_config
 from .datasource import StreamingData, in_memory_source
 from .errors import DataError, ReportedFailure
-from .files import AtomicTextFile, check_not_input, check_writable
+from .files import WatchableTextFile, check_not_input, check_writable
 from .io import format_of
 from .model import Model, load_model, save_model
 from .progress import Reporter
@@ -169,10 +169,15 @@ def _fit(
             )
         trainer.restore(plan.resume)
     _announce(plan, source, trainer, dist, seed, reporter)
-    metrics_ctx: Any = AtomicTextFile(plan.metrics) if dist.is_main and plan.metrics else contextlib.nullcontext()
-    # Metrics stream to a temporary file (watchable while training) renamed into place at the end,
-    # together with the checkpoint, also when Ctrl-C or a diverged loss stops the run.
+    metrics_ctx: Any = WatchableTextFile(plan.metrics) if dist.is_main and plan.metrics else contextlib.nullcontext()
+    # Metrics are written and flushed per epoch at their path (`tail -f` works), but an earlier run's
+    # file there is replaced only once the checkpoint is saved: until then they go to a file beside it.
     with metrics_ctx as metrics_file:
+        if metrics_file is not None and not metrics_ctx.in_place:
+            reporter.message(
+                f"{plan.metrics} is an earlier run's: the metrics go to {metrics_ctx.writing.name} beside it "
+                "until the checkpoint is saved"
+            )
         stopped = _train(trainer, plan, metrics_file, reporter, on_epoch)
         model = stopped.model if isinstance(stopped, (Interrupted, Diverged)) else stopped
         assert model is not None  # _train re-raises a stop that has no model

@@ -304,8 +304,10 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def metrics_lines(tmp_path: Path) -> int:
-    """Epochs finished so far, from the metrics file being written (a hidden temporary file)."""
-    return max((len(p.read_text().splitlines()) for p in tmp_path.glob(".m.metrics.jsonl.*.tmp")), default=0)
+    """Epochs finished so far, from the metrics file being written: m.metrics.jsonl itself, or a hidden
+    temporary file beside an earlier run's."""
+    files = [*tmp_path.glob("m.metrics.jsonl"), *tmp_path.glob(".m.metrics.jsonl.*.tmp")]
+    return max((len(p.read_text().splitlines()) for p in files), default=0)
 
 
 def long_fit_args(tmp_path: Path, table_csv: Path, schedule: str = "constant") -> list[str]:

@@ -136,3 +136,57 @@ def test_a_directory_of_latents_names_the_file_of_a_bad_one(tmp_path: Path, part
     result = runner.invoke(app, ["decode", str(banana_files["ckpt"]), str(latent), "-o", str(out)])
     assert_clean_error(result, f"{latent / 'part-2.csv'}: ", "missing column 'z1'")
     assert os.listdir(out) == []
+
+
+# --- the metrics file: watchable at its path, an earlier one replaced only with the new checkpoint ----------
+
+
+FAST = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 3}}
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_metrics_are_written_per_epoch_at_their_path(tmp_path: Path, banana_frame: pd.DataFrame) -> None:
+    metrics = tmp_path / "m.metrics.jsonl"
+    seen = []
+
+    def watch(report) -> None:  # what `tail -f m.metrics.jsonl` sees at the end of each epoch
+        seen.append(len(lines(metrics)))
+
+    flowcli.fit(banana_frame, FAST, seed=0, output=tmp_path / "m.flow", on_epoch=watch)
+    assert seen == [1, 2, 3] and len(lines(metrics)) == 3
+    assert sorted(os.listdir(tmp_path)) == ["m.flow", "m.metrics.jsonl"]
+
+
+def test_an_earlier_metrics_file_is_replaced_only_when_the_checkpoint_is_saved(
+    tmp_path: Path, banana_frame: pd.DataFrame
+) -> None:
+    metrics = tmp_path / "m.metrics.jsonl"
+    metrics.write_text("earlier run\n")
+    during = []
+
+    def watch(report) -> None:
+        (temporary,) = tmp_path.glob(".m.metrics.jsonl.*.tmp")
+        during.append((metrics.read_text(), len(lines(temporary))))
+
+    flowcli.fit(banana_frame, FAST, seed=0, output=tmp_path / "m.flow", on_epoch=watch)
+    assert during == [("earlier run\n", 1), ("earlier run\n", 2), ("earlier run\n", 3)]
+    assert len(lines(metrics)) == 3 and sorted(os.listdir(tmp_path)) == ["m.flow", "m.metrics.jsonl"]
+
+
+@pytest.mark.parametrize("earlier", [True, False])
+def test_a_failed_fit_leaves_the_metrics_as_they_were(tmp_path: Path, banana_frame: pd.DataFrame, earlier: bool) -> None:
+    metrics = tmp_path / "m.metrics.jsonl"
+    if earlier:
+        metrics.write_text("earlier run\n")
+    before = listing(tmp_path)
+
+    def fail(report) -> None:
+        if report.epoch == 2:
+            raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        flowcli.fit(banana_frame, FAST, seed=0, output=tmp_path / "m.flow", on_epoch=fail)
+    assert listing(tmp_path) == before  # the earlier file untouched, or no file at all
