@@ -177,7 +177,9 @@ def test_an_earlier_metrics_file_is_replaced_only_when_the_checkpoint_is_saved(
 
 
 @pytest.mark.parametrize("earlier", [True, False])
-def test_a_failed_fit_leaves_the_metrics_as_they_were(tmp_path: Path, banana_frame: pd.DataFrame, earlier: bool) -> None:
+def test_a_failed_fit_leaves_the_metrics_as_they_were(
+    tmp_path: Path, banana_frame: pd.DataFrame, earlier: bool
+) -> None:
     metrics = tmp_path / "m.metrics.jsonl"
     if earlier:
         metrics.write_text("earlier run\n")
