@@ -287,23 +287,31 @@ class _Stop:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[_Stop]:
-    """Treat SIGTERM like Ctrl-C while the block runs: batch schedulers (Slurm, Kubernetes, systemd)
-    stop jobs with SIGTERM, and a fit stopped that way should keep its best model and be resumable too."""
+    """Stop the fit on SIGINT (Ctrl-C) or SIGTERM while the block runs, by raising KeyboardInterrupt, so
+    it keeps its best model and can be resumed.
+
+    SIGTERM is how batch schedulers (Slurm, Kubernetes, systemd) stop jobs. SIGINT gets its own handler
+    too: a shell starts a script's background jobs (`flowcli fit ... &`) with SIGINT ignored, and Python
+    then leaves it ignored, so Ctrl-C or `kill -INT` would do nothing to a fit that is meant to stop.
+    """
     stop = _Stop()
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
+    def on_signal(signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM:
+            stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread (e.g. an embedding application): leave SIGTERM alone
+        previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. an embedding application): leave the signals alone
         yield stop
         return
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            # None: a handler installed from C, which Python cannot reinstall; the default is closest.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _launch(
