@@ -33,7 +33,7 @@ from .datasource import StreamingData, in_memory_source
 from .errors import DataError, ReportedFailure
 from .files import WatchableTextFile, check_not_input, check_writable
 from .io import format_of
-from .model import Model, load_model, save_model
+from .model import Model, load_model, save_model, without_times
 from .progress import Reporter
 from .train import Diverged, EpochReport, Interrupted, Trainer
 from .trainstate import ResumePoint, load_resume_point
@@ -136,6 +136,8 @@ def _plan(
         check_writable(metrics_path)
         if out is not None and metrics_path.resolve() == Path(out).resolve():
             raise DataError(f"--metrics {metrics}: the same file as the checkpoint -o {out}")
+    if point is not None:
+        _restore_times(point, [p for p in (metrics_path, default_metrics_path(point.path)) if p is not None])
     return FitPlan(table, cfg, seed, out, metrics_path, point, stream)
 
 
@@ -275,6 +277,48 @@ def default_metrics_path(checkpoint: str | Path) -> Path:
     """Default metrics file beside the checkpoint: ``model.flow`` -> ``model.metrics.jsonl``."""
     path = Path(checkpoint)
     return path.with_name((path.stem if path.suffix else path.name) + ".metrics.jsonl")
+
+
+def metrics_seconds(history: list[dict[str, Any]], metrics: Path) -> list[float] | None:
+    """The seconds of each epoch of ``history`` (a checkpoint's, which holds no times) as the metrics file
+    ``metrics`` records them; None unless that file is there and holds exactly these epochs."""
+    try:
+        lines = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if len(lines) != len(history) or not all(isinstance(line, dict) for line in lines):
+        return None
+
+    def same(line: dict[str, Any], epoch: dict[str, Any]) -> bool:  # as text: NaN equals NaN there
+        return json.dumps(without_times(line), sort_keys=True) == json.dumps(without_times(epoch), sort_keys=True)
+
+    if not all(
+        same(line, epoch) and isinstance(line.get("seconds"), (int, float))
+        for line, epoch in zip(lines, history, strict=True)
+    ):
+        return None
+    return [float(line["seconds"]) for line in lines]
+
+
+def fit_seconds(info: dict[str, Any], checkpoint: str | Path) -> float | None:
+    """How long the fit of a checkpoint took: stored in checkpoints written before they were made
+    reproducible, else the sum of its epochs' seconds in the metrics file beside it (None without one)."""
+    if isinstance(info.get("fit_seconds"), (int, float)):
+        return float(info["fit_seconds"])
+    seconds = metrics_seconds(info.get("metrics") or [], default_metrics_path(checkpoint))
+    return None if seconds is None else round(sum(seconds), 3)
+
+
+def _restore_times(point: ResumePoint, metrics_files: list[Path]) -> None:
+    """Give a resumed run the epoch times its checkpoint does not hold, from the metrics file of the run,
+    so the continued metrics file and the fit time cover the whole run (resuming works without them)."""
+    for path in metrics_files:
+        seconds = metrics_seconds(point.state.history, path)
+        if seconds is not None:
+            for epoch, value in zip(point.state.history, seconds, strict=True):
+                epoch["seconds"] = value
+            point.state.seconds = sum(seconds)
+            return
 
 
 @dataclass

@@ -4,6 +4,7 @@ ever replacing an earlier one before the new checkpoint is saved."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,8 +15,10 @@ from helpers import SMALL_CONFIG, assert_clean_error
 from typer.testing import CliRunner
 
 import flowcli
+from flowcli import checkpoint
 from flowcli.cli import app
 from flowcli.errors import DataError
+from flowcli.train import Interrupted
 
 runner = CliRunner()
 
@@ -192,3 +195,71 @@ def test_a_failed_fit_leaves_the_metrics_as_they_were(
     with pytest.raises(OSError, match="disk gone"):
         flowcli.fit(banana_frame, FAST, seed=0, output=tmp_path / "m.flow", on_epoch=fail)
     assert listing(tmp_path) == before  # the earlier file untouched, or no file at all
+
+
+# --- reproducible checkpoints ---------------------------------------------------------------------------------
+
+
+def fit_cli(data: Path, out: Path, *extra: str) -> None:
+    args = ["fit", str(data), "-c", "cfg.yaml", "-o", str(out), "--seed", "3", "--device", "cpu", "-q", *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+
+
+@pytest.fixture()
+def fit_dir(victim: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import yaml
+
+    (victim.parent / "cfg.yaml").write_text(yaml.safe_dump(FAST))
+    monkeypatch.chdir(victim.parent)
+    return victim.parent
+
+
+def test_identical_seeded_fits_write_identical_bytes_and_inspect_shows_the_time(fit_dir: Path) -> None:
+    fit_cli(fit_dir / "victim.csv", fit_dir / "a.flow")
+    fit_cli(fit_dir / "victim.csv", fit_dir / "b.flow")
+    assert (fit_dir / "a.flow").read_bytes() == (fit_dir / "b.flow").read_bytes()
+    header, _ = checkpoint.load(fit_dir / "a.flow")
+    assert "seconds" not in json.dumps(header)  # fit_seconds, each epoch's and the training state's
+    epochs = [json.loads(line) for line in lines(fit_dir / "a.metrics.jsonl")]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3] and all(e["seconds"] > 0 for e in epochs)
+    shown = json.loads(runner.invoke(app, ["inspect", "a.flow", "--json"]).stdout)
+    assert shown["training"]["fit_seconds"] == pytest.approx(sum(e["seconds"] for e in epochs), abs=1e-3)
+    (fit_dir / "a.metrics.jsonl").unlink()  # no metrics file: the time is unknown, the rest is shown
+    assert json.loads(runner.invoke(app, ["inspect", "a.flow", "--json"]).stdout)["training"]["fit_seconds"] is None
+
+
+def test_a_resumed_run_keeps_its_times_and_ends_in_the_same_bytes(fit_dir: Path) -> None:
+    fit_cli(fit_dir / "victim.csv", fit_dir / "straight.flow")
+
+    def stop_after_2(report) -> None:  # Ctrl-C at the end of epoch 2
+        if report.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        flowcli.fit("victim.csv", "cfg.yaml", seed=3, device="cpu", output="r.flow", on_epoch=stop_after_2)
+    first = [json.loads(line)["seconds"] for line in lines(fit_dir / "r.metrics.jsonl")]
+    result = runner.invoke(app, ["fit", "victim.csv", "-o", "r.flow", "--resume", "r.flow", "--epochs", "3", "-q"])
+    assert result.exit_code == 0, result.stderr
+    epochs = [json.loads(line) for line in lines(fit_dir / "r.metrics.jsonl")]
+    assert [e["seconds"] for e in epochs[:2]] == first and len(epochs) == 3
+    shown = json.loads(runner.invoke(app, ["inspect", "r.flow", "--json"]).stdout)
+    assert shown["training"]["fit_seconds"] == pytest.approx(sum(e["seconds"] for e in epochs), abs=1e-3)
+    assert (fit_dir / "r.flow").read_bytes() == (fit_dir / "straight.flow").read_bytes()
+
+
+def test_checkpoints_that_hold_times_still_load_resume_and_show_them(fit_dir: Path) -> None:
+    """Files written before checkpoints were made reproducible carry fit_seconds and epoch times."""
+    fit_cli(fit_dir / "victim.csv", fit_dir / "old.flow", "--epochs", "2")
+    header, tensors = checkpoint.load(fit_dir / "old.flow")
+    header["info"]["fit_seconds"] = 12.5
+    for epoch in header["info"]["metrics"] + header["train_state"]["history"]:
+        epoch["seconds"] = 6.25
+    header["train_state"]["seconds"] = 12.5
+    checkpoint.save(fit_dir / "old.flow", {k: v for k, v in header.items() if not k.startswith("format")}, tensors)
+    (fit_dir / "old.metrics.jsonl").unlink()
+    shown = json.loads(runner.invoke(app, ["inspect", "old.flow", "--json"]).stdout)
+    assert shown["training"]["fit_seconds"] == 12.5
+    result = runner.invoke(app, ["fit", "victim.csv", "-o", "new.flow", "--resume", "old.flow", "--epochs", "3", "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["seconds"] for line in lines(fit_dir / "new.metrics.jsonl")][:2] == [6.25, 6.25]
