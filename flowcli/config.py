@@ -7,6 +7,7 @@ Every error names the offending key and the allowed values.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import inspect
@@ -222,7 +223,9 @@ def parse_config(raw: Any) -> Config:
             if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
                 raise ConfigError(f"layers[{i}].repeat: expected an integer >= 1, got {repeat!r}")
         spec = _parse_spec(item, f"layers[{i}]", LAYERS)
-        layers += [Spec(spec.type, dict(spec.options)) for _ in range(repeat)]
+        # Deep copies: repeated layers sharing one `hidden` list would alias each other (and a dumped
+        # config would show YAML anchors).
+        layers += [Spec(spec.type, copy.deepcopy(spec.options)) for _ in range(repeat)]
 
     raw_training = raw.get("training") or {}
     if not isinstance(raw_training, dict):
