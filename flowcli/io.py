@@ -263,7 +263,7 @@ def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
     lines = pc.binary_join_element_wise(rows, newline, empty)
     # The string data of the joined lines, back to back, is the CSV body: no per-row Python work.
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
-    return head + lines.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+    return head + lines.buffers()[2][int(offsets[0]) : int(offsets[-1])].to_pybytes()
 
 
 # ------------------------------------------------------------------------------------------ formats
