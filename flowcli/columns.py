@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, shown
 from .roles import (
     CATEGORY_WIDTH,
     ID_LIKE_MIN,
@@ -220,7 +220,7 @@ def _evidence(series: pd.Series, isna: np.ndarray, chosen: Role | None) -> Evide
             if not parses.all():
                 pos = int(np.flatnonzero(~isna)[np.argmin(parses)])
                 raise DataError(
-                    f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a number"
+                    f"column {name!r}, row {pos + 1}: {shown(series.iloc[pos])} is not a number"
                     + (
                         f" (set columns: {{{name}: categorical}} in the config if the column is text)"
                         if chosen is None
@@ -229,7 +229,7 @@ def _evidence(series: pd.Series, isna: np.ndarray, chosen: Role | None) -> Evide
                 )
             if np.isinf(parsed_values).any():
                 pos = int(np.flatnonzero(~isna)[np.argmax(np.isinf(parsed_values))])
-                raise DataError(f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a finite number")
+                raise DataError(f"column {name!r}, row {pos + 1}: {shown(series.iloc[pos])} is not a finite number")
             numbers = parsed_values
     return Evidence(series, isna, present, bool(is_bool), numbers, int(present.nunique()))
 
