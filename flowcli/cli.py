@@ -291,11 +291,13 @@ def sample(
     Example: flowcli sample penguins.flow -n 1000 -o synthetic.parquet --seed 1
     """
     from .errors import DataError
+    from .files import check_not_input
     from .io import TableWriter, table_format
 
     if n < 1:
         raise DataError(f"-n {n}: the number of rows must be at least 1")
     table_format(output)
+    check_not_input(output, [checkpoint])
     model = _load(checkpoint, device, precision)
     with TableWriter(output) as writer:
         for frame in model.sample_batches(n, seed, chunk_size):
@@ -314,20 +316,23 @@ def _stream(
     shard: str | None = None,
 ) -> None:
     """Shared body of logprob/encode/decode: read chunks, transform, write as we go."""
+    from .files import check_not_input
     from .io import table_format
-    from .outputs import per_file_jobs
+    from .outputs import per_file_jobs, write_all
 
     if data != "-" and Path(data).is_dir():
         jobs = per_file_jobs(data, output, shard)  # checks everything before the model is loaded
         model = _load(checkpoint, device, precision)
-        for source, target in jobs:
-            _stream_one(model, str(source), str(target), chunk_size, transform, options)
+        write_all(
+            jobs, lambda source, target: _stream_one(model, str(source), str(target), chunk_size, transform, options)
+        )
         return
     if shard is not None:
         from .errors import DataError
 
         raise DataError("--shard: only with a directory of input files")
     table_format(output)
+    check_not_input(output, [data, checkpoint])
     model = _load(checkpoint, device, precision)
     _stream_one(model, data, output, chunk_size, transform, options)
 
@@ -413,6 +418,9 @@ def logprob(
         if flag_below is not None and not threshold:
             threshold.append(model.logprob_threshold(flag_below))
         values = model.log_prob(frame, row_offset=offset, on_invalid=on_invalid)
+        # Scored in float32, the scores carry float32 precision: keep that dtype, so they are written
+        # as -58.342606 rather than with float64 digits that mean nothing (-58.34260559082031).
+        values = values.astype(str(model.dtype).removeprefix("torch."))
         added = ["logprob"] + ["anomaly"] * (flag_below is not None) + ["percentile"] * percentile
         out = frame.drop(columns=added, errors="ignore")
         out["logprob"] = values

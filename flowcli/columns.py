@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, shown
 from .roles import (
     CATEGORY_WIDTH,
     ID_LIKE_MIN,
@@ -237,7 +237,7 @@ def _evidence(series: pd.Series, isna: np.ndarray, chosen: Role | None) -> Evide
     numbers = values.numbers
     if numbers is not None and np.isinf(numbers).any():
         pos = int(np.flatnonzero(~isna)[np.argmax(np.isinf(numbers))])
-        raise DataError(f"column {name!r}, row {pos + 1}: {series.iloc[pos]!r} is not a finite number")
+        raise DataError(f"column {name!r}, row {pos + 1}: {shown(series.iloc[pos])} is not a finite number")
     return Evidence(
         series,
         isna,

@@ -7,6 +7,7 @@ Every error names the offending key and the allowed values.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import inspect
@@ -175,8 +176,26 @@ def _parse_spec(raw: Any, where: str, registry: Registry[Any]) -> Spec:
     return Spec(type_name, options)
 
 
+# The sections a config may leave out, taken then from the packaged default (a config holding only
+# `columns:` means "the default model, with these column roles").
+DEFAULT_SECTIONS = ("base", "layers", "training")
+
+
+def _with_default_sections(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with each section it leaves out taken from the packaged default config. Merged section by
+    section: a section that is given replaces the default's whole (``layers:`` is the user's list of
+    layers; the keys a ``training:`` leaves out take their built-in values, as with any config)."""
+    missing = [key for key in DEFAULT_SECTIONS if key not in raw]
+    if not missing:
+        return raw
+    path = default_config_path()
+    default = load_yaml_text(path.read_text(encoding="utf-8"), str(path))
+    return {**{key: default[key] for key in missing if key in default}, **raw}
+
+
 def parse_config(raw: Any) -> Config:
-    """Validate a config mapping (as loaded from YAML) into a ``Config``."""
+    """Validate a config mapping (as loaded from YAML) into a ``Config``; sections it leaves out come
+    from the packaged default (see ``_with_default_sections``)."""
     from .bases import BASES
     from .layers import LAYERS
 
@@ -188,6 +207,7 @@ def parse_config(raw: Any) -> Config:
     for key in raw:
         if key not in top:
             raise _unknown_key(str(key), "", top)
+    raw = _with_default_sections(raw)
 
     base = _parse_spec(raw.get("base", {"type": "normal"}), "base", BASES)
 
@@ -203,7 +223,9 @@ def parse_config(raw: Any) -> Config:
             if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
                 raise ConfigError(f"layers[{i}].repeat: expected an integer >= 1, got {repeat!r}")
         spec = _parse_spec(item, f"layers[{i}]", LAYERS)
-        layers += [Spec(spec.type, dict(spec.options)) for _ in range(repeat)]
+        # Deep copies: repeated layers sharing one `hidden` list would alias each other (and a dumped
+        # config would show YAML anchors).
+        layers += [Spec(spec.type, copy.deepcopy(spec.options)) for _ in range(repeat)]
 
     raw_training = raw.get("training") or {}
     if not isinstance(raw_training, dict):
@@ -283,7 +305,7 @@ def resolve_config(config: Config | dict[str, Any] | str | Path | None) -> Confi
     """A config as the fit API and ``fit -c`` accept it: a ``Config``, a mapping as in YAML, a YAML
     path, or the name of a packaged preset (``nsf``); None is the packaged default."""
     if isinstance(config, Config):
-        return config
+        return copy.deepcopy(config)  # a fit may set its epochs: never on the caller's object
     if isinstance(config, dict):
         return parse_config(config)
     if config is not None and not Path(config).exists():

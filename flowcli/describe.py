@@ -45,6 +45,7 @@ def running_versions() -> dict[str, str]:
 def describe(path: str) -> dict[str, Any]:
     """Everything ``flowcli inspect`` shows, as plain JSON-able values."""
     from . import checkpoint
+    from .fitting import fit_seconds
     from .model import load_model
 
     header, _ = checkpoint.load(path)
@@ -52,6 +53,7 @@ def describe(path: str) -> dict[str, Any]:
     info = model.info or {}
     metrics = info.get("metrics") or []
     training = {k: info.get(k) for k in TRAINING_KEYS}
+    training["fit_seconds"] = fit_seconds(info, path)  # from the metrics file beside it (not in the checkpoint)
     training["final_train_nll"] = metrics[-1].get("train_nll") if metrics else None
     training["max_epochs"] = model.config.training.epochs
     return {

@@ -31,3 +31,12 @@ class ReportedFailure(FlowcliError):
     def __init__(self, exit_code: int) -> None:
         super().__init__(f"a worker process failed (exit code {exit_code})")
         self.exit_code = exit_code
+
+
+def shown(value: object) -> str:
+    """A value as an error message shows it: ``repr`` of the plain Python value, so a numpy scalar reads
+    as what the user wrote (``181.5``, ``'abc'``), not as numpy 2's ``np.float64(181.5)``."""
+    item = getattr(value, "item", None)
+    if type(value).__module__ == "numpy" and callable(item):
+        value = item()
+    return repr(value)

@@ -100,6 +100,25 @@ def check_writable(path: str | Path) -> None:
     stage_output(path).discard()
 
 
+def check_not_input(output: str | Path, inputs: list[str | Path], option: str = "-o") -> None:
+    """A DataError naming ``output`` if it is one of ``inputs``: the same file, also through a symlink,
+    a hard link or another relative path. Writing it would replace what the command reads, the user's
+    data, with the command's output. ``-`` (stdin/stdout) is never a file here."""
+    if str(output) == "-" or not Path(output).exists():
+        return
+    for given in inputs:
+        if str(given) == "-":
+            continue
+        try:
+            same = os.path.samefile(output, given)
+        except OSError:  # an input that does not exist (yet) cannot be overwritten
+            continue
+        if same:
+            raise DataError(
+                f"{option} {output}: is the input file {given}; write to another file so the input is not overwritten"
+            )
+
+
 class _AtomicFile:
     """A file written through a ``Staged`` temporary file, moved onto ``path`` only if the ``with`` block
     succeeds (flushed to disk first with ``fsync=True``); on failure it is removed and ``path`` is untouched.
@@ -165,3 +184,49 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     after a crash (fsynced). Errors are ``OSError``s, for the caller to word."""
     with AtomicBytesFile(path, fsync=True) as f:
         f.write(data)
+
+
+class WatchableTextFile:
+    """A UTF-8 text file the user named, written in place so it can be watched (``tail -f``) while it
+    grows, yet never replacing an existing file before the ``with`` block succeeds.
+
+    When nothing is at ``path``, the file is created there (exclusively) and removed if the block fails.
+    When a file is there (an earlier run's), it is left alone: the new one is written to a ``Staged``
+    temporary file beside it (``in_place`` is False) and moved onto it only on success, as
+    ``AtomicTextFile`` does. Creation errors are DataErrors naming ``path``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._staged: Staged | None = None
+
+    @property
+    def in_place(self) -> bool:
+        return self._staged is None
+
+    @property
+    def writing(self) -> Path:
+        """The file being written: ``path`` itself, or the temporary file beside it."""
+        return self.path if self._staged is None else self._staged.path
+
+    def __enter__(self) -> IO[str]:
+        output_directory(self.path)
+        try:
+            self._file: IO[str] = open(self.path, "x", encoding="utf-8")
+        except FileExistsError:
+            self._staged = stage_output(self.path)
+            self._file = open(self._staged.path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot write here ({exc.strerror})") from None
+        return self._file
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._file.close()
+        if self._staged is not None:
+            if exc_type is None:
+                self._staged.commit()
+            self._staged.discard()
+        elif exc_type is not None:
+            self.path.unlink(missing_ok=True)  # a failed run leaves no file it created

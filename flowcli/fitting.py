@@ -31,9 +31,9 @@ from . import distributed
 from .config import Config, resolve_config
 from .datasource import StreamingData, in_memory_source
 from .errors import DataError, ReportedFailure
-from .files import AtomicTextFile, check_writable
-from .io import ReadOptions
-from .model import Model, load_model, save_model
+from .files import WatchableTextFile, check_not_input, check_writable
+from .io import ReadOptions, format_of
+from .model import Model, load_model, save_model, without_times
 from .progress import Reporter
 from .train import Diverged, EpochReport, Interrupted, Trainer
 from .trainstate import ResumePoint, load_resume_point
@@ -124,9 +124,10 @@ def _plan(
         if epochs is not None:
             cfg.training.epochs = epochs
     out = None if output is None else str(output)
-    if out is not None:
-        check_writable(out)
     table = data if isinstance(data, pd.DataFrame) else str(data)
+    if out is not None:
+        _check_not_a_table(out, "-o", table, config)
+        check_writable(out)
     stream = stream or (isinstance(table, str) and table != "-" and Path(table).is_dir())
     if point is not None and (stream or distributed.launched_by_torchrun()):
         raise DataError(
@@ -134,10 +135,25 @@ def _plan(
         )
     metrics_path = Path(metrics) if metrics else default_metrics_path(out) if out is not None else None
     if metrics_path is not None:
+        _check_not_a_table(metrics_path, "--metrics", table, config)
         check_writable(metrics_path)
         if out is not None and metrics_path.resolve() == Path(out).resolve():
             raise DataError(f"--metrics {metrics}: the same file as the checkpoint -o {out}")
+    if point is not None:
+        _restore_times(point, [p for p in (metrics_path, default_metrics_path(point.path)) if p is not None])
     return FitPlan(table, cfg, seed, out, metrics_path, point, stream)
+
+
+def _check_not_a_table(path: str | Path, option: str, data: pd.DataFrame | str, config: ConfigLike) -> None:
+    """Refuse an output of fit that would overwrite what the user has: the input table or config (the
+    same file by any path), or any file named as a table (``-o data.csv`` is a slip for ``-o data.flow``)."""
+    inputs = [given for given in (data, config) if isinstance(given, (str, Path))]
+    check_not_input(path, inputs, option)
+    if format_of(path) is not None:
+        what, example = ("a checkpoint", "model.flow") if option == "-o" else ("metrics", "model.metrics.jsonl")
+        raise DataError(
+            f"{option} {path}: is named as a table ({Path(path).suffix}), but fit writes {what} there; use a name like {example}"
+        )
 
 
 def _fit(
@@ -158,10 +174,15 @@ def _fit(
             )
         trainer.restore(plan.resume)
     _announce(plan, source, trainer, dist, seed, reporter)
-    metrics_ctx: Any = AtomicTextFile(plan.metrics) if dist.is_main and plan.metrics else contextlib.nullcontext()
-    # Metrics stream to a temporary file (watchable while training) renamed into place at the end,
-    # together with the checkpoint, also when Ctrl-C or a diverged loss stops the run.
+    metrics_ctx: Any = WatchableTextFile(plan.metrics) if dist.is_main and plan.metrics else contextlib.nullcontext()
+    # Metrics are written and flushed per epoch at their path (`tail -f` works), but an earlier run's
+    # file there is replaced only once the checkpoint is saved: until then they go to a file beside it.
     with metrics_ctx as metrics_file:
+        if metrics_file is not None and not metrics_ctx.in_place:
+            reporter.message(
+                f"{plan.metrics} is an earlier run's: the metrics go to {metrics_ctx.writing.name} beside it "
+                "until the checkpoint is saved"
+            )
         stopped = _train(trainer, plan, metrics_file, reporter, on_epoch)
         model = stopped.model if isinstance(stopped, (Interrupted, Diverged)) else stopped
         assert model is not None  # _train re-raises a stop that has no model
@@ -187,7 +208,9 @@ def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Gener
     if not plan.stream:
         schema = plan.resume.schema if plan.resume is not None else None
         return in_memory_source(plan.data, tc, dist, generator, schema, plan.config.columns, plan.read_options)
-    if not isinstance(plan.data, str) or plan.data == "-":
+    if not isinstance(plan.data, str):
+        raise DataError("stream: streaming reads Parquet from disk; give the path of a file or directory")
+    if plan.data == "-":
         raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
     if plan.config.columns:
         raise DataError("columns: role overrides are not supported when streaming (streamed columns are continuous)")
@@ -261,6 +284,48 @@ def default_metrics_path(checkpoint: str | Path) -> Path:
     return path.with_name((path.stem if path.suffix else path.name) + ".metrics.jsonl")
 
 
+def metrics_seconds(history: list[dict[str, Any]], metrics: Path) -> list[float] | None:
+    """The seconds of each epoch of ``history`` (a checkpoint's, which holds no times) as the metrics file
+    ``metrics`` records them; None unless that file is there and holds exactly these epochs."""
+    try:
+        lines = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if len(lines) != len(history) or not all(isinstance(line, dict) for line in lines):
+        return None
+
+    def same(line: dict[str, Any], epoch: dict[str, Any]) -> bool:  # as text: NaN equals NaN there
+        return json.dumps(without_times(line), sort_keys=True) == json.dumps(without_times(epoch), sort_keys=True)
+
+    if not all(
+        same(line, epoch) and isinstance(line.get("seconds"), (int, float))
+        for line, epoch in zip(lines, history, strict=True)
+    ):
+        return None
+    return [float(line["seconds"]) for line in lines]
+
+
+def fit_seconds(info: dict[str, Any], checkpoint: str | Path) -> float | None:
+    """How long the fit of a checkpoint took: stored in checkpoints written before they were made
+    reproducible, else the sum of its epochs' seconds in the metrics file beside it (None without one)."""
+    if isinstance(info.get("fit_seconds"), (int, float)):
+        return float(info["fit_seconds"])
+    seconds = metrics_seconds(info.get("metrics") or [], default_metrics_path(checkpoint))
+    return None if seconds is None else round(sum(seconds), 3)
+
+
+def _restore_times(point: ResumePoint, metrics_files: list[Path]) -> None:
+    """Give a resumed run the epoch times its checkpoint does not hold, from the metrics file of the run,
+    so the continued metrics file and the fit time cover the whole run (resuming works without them)."""
+    for path in metrics_files:
+        seconds = metrics_seconds(point.state.history, path)
+        if seconds is not None:
+            for epoch, value in zip(point.state.history, seconds, strict=True):
+                epoch["seconds"] = value
+            point.state.seconds = sum(seconds)
+            return
+
+
 @dataclass
 class _Stop:
     """How a fit was stopped from outside: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143)."""
@@ -271,23 +336,31 @@ class _Stop:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[_Stop]:
-    """Treat SIGTERM like Ctrl-C while the block runs: batch schedulers (Slurm, Kubernetes, systemd)
-    stop jobs with SIGTERM, and a fit stopped that way should keep its best model and be resumable too."""
+    """Stop the fit on SIGINT (Ctrl-C) or SIGTERM while the block runs, by raising KeyboardInterrupt, so
+    it keeps its best model and can be resumed.
+
+    SIGTERM is how batch schedulers (Slurm, Kubernetes, systemd) stop jobs. SIGINT gets its own handler
+    too: a shell starts a script's background jobs (`flowcli fit ... &`) with SIGINT ignored, and Python
+    then leaves it ignored, so Ctrl-C or `kill -INT` would do nothing to a fit that is meant to stop.
+    """
     stop = _Stop()
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
+    def on_signal(signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM:
+            stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread (e.g. an embedding application): leave SIGTERM alone
+        previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. an embedding application): leave the signals alone
         yield stop
         return
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            # None: a handler installed from C, which Python cannot reinstall; the default is closest.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _launch(

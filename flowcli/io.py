@@ -20,9 +20,9 @@ leaves a half-written output nor destroys an existing file; stdout is written an
 from __future__ import annotations
 
 import importlib
-import io
 import lzma
 import os
+import re
 import sys
 import zlib
 from abc import ABC, abstractmethod
@@ -108,20 +108,120 @@ def iter_csv(
     yield from iter_text_table(stream, source, chunk_rows, options)
 
 
-def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
-    """CSV text of a frame. pyarrow's writer is about 10x faster than pandas' (which dominated the time
-    of ``flowcli logprob``); pandas writes the header, unquoted, and any frame arrow cannot convert."""
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
+# A field is quoted only when it must be (RFC 4180: it holds the separator, a quote or a line break) or
+# when leading/trailing space would otherwise be lost to readers that trim (ours reads with
+# skipinitialspace). The empty string is quoted too: it is `""`, while a missing value is an empty
+# field, as PostgreSQL's COPY ... CSV writes them, so the two stay distinguishable.
+_NEEDS_QUOTES = r'[,"\r\n]|^\s|\s$|^$'
 
-    head = frame.iloc[:0].to_csv(index=False).encode() if header else b""
+
+def _quote_field(text: str) -> str:
+    """One field as CSV, quoted only if it needs it (the header's names go through this too)."""
+    return '"' + text.replace('"', '""') + '"' if re.search(_NEEDS_QUOTES, text) else text
+
+
+def _text_scalar(text: str) -> Any:
+    """A pyarrow large_string scalar: the join kernels want every argument of one string type, and
+    large_string (64-bit offsets) because a chunk's text may exceed 2 GiB."""
+    import pyarrow as pa
+
+    return pa.scalar(text, pa.large_string())
+
+
+def _quoted(strings: Any) -> Any:
+    """A pyarrow string array with the fields that need it quoted (vectorized ``_quote_field``)."""
+    import pyarrow.compute as pc
+
+    needs = pc.match_substring_regex(strings, _NEEDS_QUOTES)
+    if not pc.any(needs).as_py():  # the usual case: plain labels, nothing to rewrite
+        return strings
+    quote, empty = _text_scalar('"'), _text_scalar("")
+    quoted = pc.binary_join_element_wise(quote, pc.replace_substring(strings, '"', '""'), quote, empty)
+    return pc.if_else(needs, quoted, strings)
+
+
+# Whole floats below this are exact integers, so writing them as integers loses nothing.
+_EXACT_INTEGERS = 2.0**53
+
+
+def _float_text(values: Any, column: pd.Series) -> Any:
+    """Floats in the shortest text that reads back as the same value at their own precision (float32
+    scores as ``-58.342606``, not ``-58.34260559082031``), and never like an integer: pyarrow writes
+    181.0 as ``181``, which would turn a float column into an integer one for the next reader.
+
+    One exception: a column of whole numbers with gaps is written as integers (``181,,186``). That is
+    an integer column that pandas read as floats because of its gaps, and either text reads back as
+    the same float column, so the integers a user wrote stay integers.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numbers = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = np.isnan(numbers)
+    whole = np.isfinite(numbers) & (numbers == np.trunc(numbers))
+    if missing.any() and whole.any() and (whole | missing).all() and (np.abs(numbers[whole]) < _EXACT_INTEGERS).all():
+        return pc.cast(pc.cast(values, pa.int64()), pa.large_string())
+    text = pc.cast(values, pa.large_string())
+    if whole.any():
+        # Large whole numbers come out in exponent form (1e+15), which reads as a float already.
+        whole &= ~np.asarray(pc.match_substring(text, "e").fill_null(False), dtype=bool)
+        dotted = pc.binary_join_element_wise(text, _text_scalar(".0"), _text_scalar(""))
+        text = pc.if_else(pa.array(whole), dotted, text)
+    return text
+
+
+def _python_text(column: pd.Series) -> Any:
+    """Pandas' own text of each value (dates as ``2020-01-01`` in a date-only column, as ``to_csv``
+    writes them), quoted where needed, missing values null."""
+    import pyarrow as pa
+
+    text = column.astype(str).to_numpy(dtype=object)
+    return _quoted(pa.array(text, pa.large_string(), mask=column.isna().to_numpy()))
+
+
+def _column_text(column: pd.Series) -> Any:
+    """A column as a pyarrow large_string array of CSV fields, null where the value is missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        values = pa.array(column, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return head + frame.to_csv(index=False, header=False).encode()
-    sink = io.BytesIO()
-    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
-    return head + sink.getvalue()
+        return _python_text(column)  # mixed Python objects, e.g. numbers and strings in one column
+    if pa.types.is_dictionary(values.type):  # a pandas categorical: write its labels
+        values = values.dictionary_decode()
+        column = values.to_pandas()
+    kind = values.type
+    if pa.types.is_floating(kind):
+        return _float_text(values, column)
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        return pc.cast(values, pa.large_string())  # booleans as true/false
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _quoted(pc.cast(values, pa.large_string()))
+    return _python_text(column)
+
+
+def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
+    """CSV text of a frame, fields quoted only when needed (see ``_NEEDS_QUOTES``).
+
+    Every column is turned into text by pyarrow's vectorized kernels and the fields joined row by row
+    in one pass: as fast as pyarrow's own CSV writer (which is about 10x faster than pandas' and
+    dominated ``flowcli logprob``), but pyarrow's writer quotes every string and writes 181.0 as 181.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    head = (",".join(_quote_field(str(c)) for c in frame.columns) + "\n").encode() if header else b""
+    if len(frame) == 0 or frame.shape[1] == 0:
+        return head
+    fields = [_column_text(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    comma, newline, empty = _text_scalar(","), _text_scalar("\n"), _text_scalar("")
+    rows = pc.binary_join_element_wise(*fields, comma, null_handling="replace", null_replacement="")
+    lines = pc.binary_join_element_wise(rows, newline, empty)
+    # The string data of the joined lines, back to back, is the CSV body: no per-row Python work.
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    return head + lines.buffers()[2][int(offsets[0]) : int(offsets[-1])].to_pybytes()
 
 
 # ------------------------------------------------------------------------------------------ formats

@@ -253,20 +253,37 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# Wall-clock times (a fit's total, each epoch's) differ between two runs of the same seeded fit. They are
+# kept out of checkpoints, so that such runs write byte-identical files; the metrics file beside the
+# checkpoint has them (``fitting.fit_seconds`` reads them back for ``inspect``).
+RUN_TIMES = ("fit_seconds", "seconds")
+
+
+def without_times(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without ``RUN_TIMES``, also in its lists of epochs (``metrics``, ``history``)."""
+    kept = {k: v for k, v in record.items() if k not in RUN_TIMES}
+    for key in ("metrics", "history"):
+        if isinstance(kept.get(key), list):
+            kept[key] = [without_times(epoch) if isinstance(epoch, dict) else epoch for epoch in kept[key]]
+    return kept
+
+
 def save_model(model: Model, path: str) -> None:
-    """Write the model atomically: config, schema, training info and versions beside the weights."""
+    """Write the model atomically: config, schema, training info and versions beside the weights. The
+    same model gives the same bytes: nothing that depends on the run's timing is written."""
     from . import checkpoint
 
     header = {
         "config": model.config.to_dict(),
         "schema": model.schema.to_dict(),
-        "info": model.info,
+        "info": without_times(model.info),
         "versions": package_versions(),
     }
     # Weights are trained in float32; storing them so halves the file without losing anything.
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in model.flow.state_dict().items()}
     if model.train_state is not None:
-        header["train_state"], state_tensors = model.train_state.pack()
+        state, state_tensors = model.train_state.pack()
+        header["train_state"] = without_times(state)
         tensors.update(state_tensors)
     checkpoint.save(path, header, tensors)
 

@@ -3,13 +3,22 @@
 On a cluster the files of a dataset are the natural unit of work: K workers each run the command with
 ``--shard k/K`` and take the files ``i % K == k`` (in name order), writing ``OUTDIR/<same file name>``.
 No worker reads or writes another's files, so no coordination is needed beyond the shared OUTDIR.
+
+A run is all or nothing (``write_all``): its outputs are written into a hidden directory inside OUTDIR
+and moved to their names only when every file succeeded, so a failure at the third file leaves OUTDIR
+as it was, including the files of an earlier run the new ones would have replaced. Every error names
+the file it happened in.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, FlowcliError
+from .files import Staged
 from .io import extension_list, table_files
 
 
@@ -51,3 +60,37 @@ def per_file_jobs(data: str, output: str, shard: str | None) -> list[tuple[Path,
             raise DataError(f"{output}: directory {str(target.parent)!r} does not exist")
         target.mkdir(exist_ok=True)  # several workers may create it at once
     return [(f, target / f.name) for i, f in enumerate(files) if i % n == k]
+
+
+@contextlib.contextmanager
+def _naming(source: Path, target: Path) -> Iterator[None]:
+    """Errors inside the block name the input file they happened in (unless they already name it or
+    its output): "column 'b', row 2: ..." alone does not say which of a hundred files has that row."""
+    try:
+        yield
+    except FlowcliError as exc:
+        if str(source) not in str(exc) and target.name not in str(exc):
+            exc.args = (f"{source}: {exc}",)  # the same error, with the file in its message
+        raise
+
+
+def write_all(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], None]) -> None:
+    """Run ``work(source, output)`` for each (input, output) job, all or nothing: each output is written
+    to a hidden directory in OUTDIR and moved onto its name only after the last job succeeded. On any
+    failure (or Ctrl-C) the hidden directory is removed and OUTDIR is as it was before the run."""
+    if not jobs:
+        return
+    outdir = jobs[0][1].parent
+    try:
+        staging = Staged(outdir / "flowcli-run", directory=True)  # hidden: .flowcli-run.<random>.tmp
+    except OSError as exc:
+        raise DataError(f"{outdir}: cannot write here ({exc.strerror})") from None
+    with staging:
+        done = []
+        for source, target in jobs:
+            staged = staging.path / target.name
+            with _naming(source, target):
+                work(source, staged)
+            done.append((staged, target))
+        for staged, target in done:
+            os.replace(staged, target)

@@ -266,10 +266,19 @@ def _summary(
             {"x": x, "y": y, "real": r, "synthetic": float(c.corr_synthetic.loc[x, y])} for x, y, r in found.pairs
         ],
         "latent": found.latent,
-        "training": {k: info.get(k) for k in TRAINING_KEYS},
+        "training": {k: info.get(k) for k in TRAINING_KEYS} | _fit_time(info, sources),
         "figures": [{"section": f.section, "file": f.file} for f in figures],
     }
     return _finite(summary)
+
+
+def _fit_time(info: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
+    """The fit time, which a checkpoint does not hold: from the metrics file beside it, when known."""
+    if "checkpoint" not in sources:
+        return {}
+    from .fitting import fit_seconds
+
+    return {"fit_seconds": fit_seconds(info, sources["checkpoint"])}
 
 
 def build_report(

@@ -123,7 +123,7 @@ class TrainState:
             best_val=float(meta["best_val"]),
             best_epoch=int(meta["best_epoch"]),
             failures=int(meta["failures"]),
-            seconds=float(meta["seconds"]),
+            seconds=float(meta.get("seconds", 0.0)),  # not stored since checkpoints are reproducible
             data_sha256=str(meta["data_sha256"]),
             history=list(meta["history"]),
             average=[average[i] for i in range(len(average))],

@@ -279,16 +279,25 @@ def test_nan_before_the_first_epoch_ends_saves_nothing(
 # --- signals, in a real process --------------------------------------------------------------------------
 
 
-def start_fit(args: list[str], tmp_path: Path, prelude: str = "") -> subprocess.Popen:
+def start_fit(args: list[str], tmp_path: Path, prelude: str = "", sigint_ignored: bool = False) -> subprocess.Popen:
     # A test run started in the background (`nohup ... &`) hands its children SIGINT ignored, and Python
-    # then installs no Ctrl-C handler: give the fit the handler a terminal user's process has.
+    # then installs no Ctrl-C handler: give the fit the handler a terminal user's process has, unless the
+    # test is about a fit started that way (``sigint_ignored``: ignored before the interpreter starts).
+    handler = "" if sigint_ignored else "signal.signal(signal.SIGINT, signal.default_int_handler)"
     code = (
-        f"import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{prelude}\n"
+        f"import signal, sys\n{handler}\n{prelude}\n"
         f"from flowcli.cli import main\nsys.argv = ['flowcli', *{args!r}]\nmain()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ignore,
     )
 
 
@@ -304,8 +313,10 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def metrics_lines(tmp_path: Path) -> int:
-    """Epochs finished so far, from the metrics file being written (a hidden temporary file)."""
-    return max((len(p.read_text().splitlines()) for p in tmp_path.glob(".m.metrics.jsonl.*.tmp")), default=0)
+    """Epochs finished so far, from the metrics file being written: m.metrics.jsonl itself, or a hidden
+    temporary file beside an earlier run's."""
+    files = [*tmp_path.glob("m.metrics.jsonl"), *tmp_path.glob(".m.metrics.jsonl.*.tmp")]
+    return max((len(p.read_text().splitlines()) for p in files), default=0)
 
 
 def long_fit_args(tmp_path: Path, table_csv: Path, schedule: str = "constant") -> list[str]:
@@ -365,6 +376,24 @@ def test_sigint_saves_the_best_model_exits_130_and_resumes_bit_identically(tmp_p
     )
     assert straight.exit_code == 0, straight.stderr
     assert_identical(tensors_of(tmp_path / "s.flow"), tensors_of(tmp_path / "m.flow"))
+
+
+def test_sigint_stops_a_fit_started_with_sigint_ignored(tmp_path: Path, table_csv: Path) -> None:
+    """A shell starts a script's background jobs with SIGINT ignored; fit installs its own handler, so
+    `kill -INT` (or Ctrl-C reaching the script's process group) still saves the best model and exits 130."""
+    proc = start_fit(long_fit_args(tmp_path, table_csv), tmp_path, sigint_ignored=True)
+    probe = subprocess.run(["grep", "^SigIgn", f"/proc/{proc.pid}/status"], capture_output=True, text=True)
+    assert int(probe.stdout.split()[1], 16) & (1 << (signal.SIGINT - 1)), "the fit must start with SIGINT ignored"
+    wait_for(lambda: metrics_lines(tmp_path) >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # if SIGINT did nothing, the fit would run on after the test
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Error: interrupted; best validation NLL")
+    assert load_model(str(tmp_path / "m.flow")).info["stopped"] == "interrupted"
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_sigterm_saves_the_best_model_like_ctrl_c_and_exits_143(tmp_path: Path, table_csv: Path) -> None:

@@ -23,6 +23,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..errors import shown
+
 if TYPE_CHECKING:
     from ..columns import Column
 
@@ -243,7 +245,7 @@ def parse_numbers(series: pd.Series, name: str, row_offset: int) -> tuple[np.nda
         bad = np.isnan(values) & series.notna().to_numpy()
     infinite = np.isinf(values)
     invalid = [
-        (int(p), f"column {name!r}, row {row_offset + p + 1}: {series.iloc[p]!r} is not a number")
+        (int(p), f"column {name!r}, row {row_offset + p + 1}: {shown(series.iloc[p])} is not a number")
         for p in np.flatnonzero(bad)
     ]
     invalid += [

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, shown
 from .base import Evidence, Transform, register_role
 from .numeric import NumericRole
 
@@ -68,7 +68,7 @@ class Bounded(NumericRole):
         if outside.any():
             pos = evidence.row_of(outside)
             raise DataError(
-                f"column {column.name!r}, row {pos + 1}: {evidence.series.iloc[pos]!r} is not strictly between {low:g} and {high:g} (the config's bounds)"
+                f"column {column.name!r}, row {pos + 1}: {shown(evidence.series.iloc[pos])} is not strictly between {low:g} and {high:g} (the config's bounds)"
             )
 
     def bounds(self, numbers: np.ndarray, override: Mapping[str, Any]) -> tuple[float | None, float | None]:

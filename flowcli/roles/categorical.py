@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, shown
 from .base import (
     CATEGORY_WIDTH,
     IDENTITY,
@@ -117,7 +117,7 @@ def _codes(column: Column, series: pd.Series, row_offset: int) -> tuple[np.ndarr
         if isna[p]:
             message = "missing value (the training data had none in this column)"
         else:
-            known = ", ".join(repr(c) for c in labels[:8]) + (", ..." if len(labels) > 8 else "")
-            message = f"unseen category {plain(series.iloc[p])!r} (known: {known})"
+            known = ", ".join(shown(c) for c in labels[:8]) + (", ..." if len(labels) > 8 else "")
+            message = f"unseen category {shown(series.iloc[p])} (known: {known})"
         invalid.append((int(p), f"column {column.name!r}, row {row_offset + p + 1}: {message}"))
     return np.nan_to_num(codes, nan=0.0), invalid

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..errors import shown
 from .base import Encoded, Evidence, Role, plain, register_role, restore
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class Constant(Role):
         return restore(np.full(n, column.value, dtype=object), column.dtype)
 
     def describe(self, column: Column) -> str:
-        return f"always {column.value!r}"
+        return f"always {shown(column.value)}"
 
 
 def _equals(series: pd.Series, value: Any) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from .base import Evidence, register_role
 from .numeric import NumericRole
 from .written import UNIT_NAMES, UNIT_STEPS, format_times, read_times, time_values
@@ -78,11 +78,11 @@ class Datetime(NumericRole):
     def parse(self, column: Column, series: pd.Series, row_offset: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
         micros, bad = time_values(series, column)
         fmt = (column.written or {}).get("format")
-        shown = f" in the format {fmt!r}" if fmt else ""
+        in_format = f" in the format {fmt!r}" if fmt else ""
         invalid = [
             (
                 int(p),
-                f"column {column.name!r}, row {row_offset + p + 1}: {series.iloc[p]!r} is not a date or time{shown}",
+                f"column {column.name!r}, row {row_offset + p + 1}: {shown(series.iloc[p])} is not a date or time{in_format}",
             )
             for p in np.flatnonzero(bad)
         ]

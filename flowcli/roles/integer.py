@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, shown
 from .base import MAX_INTEGER_LEVELS, Evidence, register_role
 from .numeric import NumericRole
 
@@ -41,7 +41,7 @@ class Integer(NumericRole):
         if _fractional(numbers).any():
             pos = evidence.row_of(_fractional(numbers))
             raise DataError(
-                f"column {column.name!r}, row {pos + 1}: {evidence.series.iloc[pos]!r} is not a whole number (the config says integer)"
+                f"column {column.name!r}, row {pos + 1}: {shown(evidence.series.iloc[pos])} is not a whole number (the config says integer)"
             )
 
     def bounds(self, numbers: np.ndarray, override: Mapping[str, Any]) -> tuple[float | None, float | None]:
@@ -52,7 +52,7 @@ class Integer(NumericRole):
         return [
             (
                 int(p),
-                f"column {column.name!r}, row {row_offset + p + 1}: {values[p]!r} is not a whole number (the column is integer)",
+                f"column {column.name!r}, row {row_offset + p + 1}: {shown(values[p])} is not a whole number (the column is integer)",
             )
             for p in np.flatnonzero(fractional)
         ]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import DataError
+from ..errors import DataError, shown
 from .base import Evidence, Transform, register_role
 from .numeric import NumericRole
 
@@ -49,7 +49,7 @@ class Positive(NumericRole):
         if (numbers <= 0).any():
             pos = evidence.row_of(numbers <= 0)
             raise DataError(
-                f"column {column.name!r}, row {pos + 1}: {evidence.series.iloc[pos]!r} is not > 0 (the config says positive)"
+                f"column {column.name!r}, row {pos + 1}: {shown(evidence.series.iloc[pos])} is not > 0 (the config says positive)"
             )
 
     def outside(self, column: Column, values: np.ndarray) -> np.ndarray:

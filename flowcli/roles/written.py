@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, shown
 from .base import Times, parse_numbers, restore
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def read_numbers(
         bad, like = ~parses, ""
     pos = int(np.argmax(bad))
     hint = "" if required else f" (set columns: {{{name}: categorical}} in the config if the column is text)"
-    raise DataError(f"column {name!r}, row {rows[pos] + 1}: {text.iloc[pos]!r} is not a number{like}{hint}")
+    raise DataError(f"column {name!r}, row {rows[pos] + 1}: {shown(text.iloc[pos])} is not a number{like}{hint}")
 
 
 def example(written: dict[str, Any]) -> str:
@@ -211,7 +211,7 @@ def parse_written(
     invalid = [
         (
             int(p),
-            f"column {name!r}, row {row_offset + p + 1}: {series.iloc[p]!r} is not a number written like {example(written)!r}",
+            f"column {name!r}, row {row_offset + p + 1}: {shown(series.iloc[p])} is not a number written like {example(written)!r}",
         )
         for p in np.flatnonzero(bad)
     ]
@@ -347,12 +347,14 @@ def _not_a_time(
     row = int(np.flatnonzero(series.notna().to_numpy())[pos]) + 1 if len(present) else 1
     value = present.iloc[pos] if len(present) else None
     if required:
-        shown = f"a date or time in the format {fmt!r}" if fmt else "a date or time in a format flowcli recognizes"
-        raise DataError(f"column {series.name!r}, row {row}: {value!r} is not {shown} (the config says datetime)")
+        expected = f"a date or time in the format {fmt!r}" if fmt else "a date or time in a format flowcli recognizes"
+        raise DataError(
+            f"column {series.name!r}, row {row}: {shown(value)} is not {expected} (the config says datetime)"
+        )
     assert parsed is not None
     like = str(present[parsed.notna().to_numpy()].iloc[0])
     raise DataError(
-        f"column {series.name!r}, row {row}: {value!r} is not a date or time written like the column's other "
+        f"column {series.name!r}, row {row}: {shown(value)} is not a date or time written like the column's other "
         f"values (e.g. {like!r}, format {fmt!r}) (set columns: {{{series.name}: categorical}} in the config if "
         "the column is text)"
     )

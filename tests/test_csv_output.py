@@ -1,0 +1,151 @@
+"""CSV as the shell expects it: fields quoted only when they must be, passed-through values as they were
+read, scores at the precision they carry, and missing values distinguishable from empty strings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import ROOT
+from typer.testing import CliRunner
+
+from flowcli.cli import app
+from flowcli.io import TableWriter
+
+runner = CliRunner()
+PENGUINS = ROOT / "data-samples" / "penguins.csv"
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    sink = io.BytesIO()
+    with TableWriter("-", stdout=sink) as writer:
+        writer.write(frame)
+    return sink.getvalue().decode()
+
+
+def test_plain_strings_are_not_quoted_and_special_ones_are() -> None:
+    frame = pd.DataFrame(
+        {
+            "species": ["Adelie", "a,b", 'say "hi"', "line\nbreak", " lead", "trail ", "", None],
+            "n": range(8),
+        }
+    )
+    text = csv_text(frame)
+    assert text.splitlines()[:2] == ["species,n", "Adelie,0"]
+    assert '"a,b",1\n"say ""hi""",2\n"line\nbreak",3\n" lead",4\n"trail ",5\n' in text
+    # The empty string is "" and a missing value an empty field (as PostgreSQL's COPY ... CSV writes them).
+    assert text.endswith('"",6\n,7\n')
+    rows = list(csv.reader(io.StringIO(text)))[1:]
+    assert [r[0] for r in rows[:6]] == ["Adelie", "a,b", 'say "hi"', "line\nbreak", " lead", "trail "]
+
+
+def test_header_names_are_quoted_only_when_needed() -> None:
+    assert csv_text(pd.DataFrame({"a b": [1], 'q"': [2], "x,y": [3]})) == 'a b,"q""","x,y"\n1,2,3\n'
+
+
+def test_floats_stay_floats_integers_stay_integers_booleans_are_true_false() -> None:
+    frame = pd.DataFrame(
+        {
+            "f": [181.0, 181.5, -0.0],
+            "i": [181, 2, 3],
+            "b": [True, False, True],
+            "gaps": [181.0, np.nan, 186.0],  # an integer column that pandas read as floats (its gap)
+            "nullable": pd.Series([1, None, 3], dtype="Int64"),
+            "f32": np.array([-58.34260559082031, 0.1, 1.0], dtype=np.float32),
+            "cat": pd.Series(["x", None, "y"], dtype="category"),
+        }
+    )
+    assert csv_text(frame).splitlines() == [
+        "f,i,b,gaps,nullable,f32,cat",
+        "181.0,181,true,181,1,-58.342606,x",
+        "181.5,2,false,,,0.1,",
+        "-0.0,3,true,186,3,1.0,y",
+    ]
+
+
+def significant_digits(text: str) -> str:
+    return text.lower().split("e")[0].lstrip("-").replace(".", "").strip("0")
+
+
+def test_floats_are_written_in_the_shortest_text_that_reads_back_exactly() -> None:
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(size=200) * 10.0 ** rng.integers(-12, 12, 200), [0.1 + 0.2, 1e300, 5e-324]])
+    text = csv_text(pd.DataFrame({"x": values, "x32": np.clip(values, -1e30, 1e30).astype(np.float32)}))
+    rows = [line.split(",") for line in text.splitlines()[1:]]
+    assert [float(r[0]) for r in rows] == values.tolist()
+    assert [significant_digits(r[0]) for r in rows] == [significant_digits(repr(float(v))) for v in values]
+    singles = np.clip(values, -1e30, 1e30).astype(np.float32)
+    assert [np.float32(r[1]) for r in rows] == singles.tolist()
+    assert [significant_digits(r[1]) for r in rows] == [significant_digits(str(v)) for v in singles]
+
+
+def test_dates_and_mixed_columns_are_written_as_pandas_writes_them() -> None:
+    frame = pd.DataFrame(
+        {"day": pd.to_datetime(["2020-01-01", None]), "mixed": [1, "x,y"], "td": pd.to_timedelta([1, None], unit="s")}
+    )
+    assert csv_text(frame) == frame.to_csv(index=False)
+
+
+def test_chunks_write_one_header() -> None:
+    sink = io.BytesIO()
+    with TableWriter("-", stdout=sink) as writer:
+        writer.write(pd.DataFrame({"a": [1.5], "s": ["x"]}))
+        writer.write(pd.DataFrame({"a": [2.0], "s": ["y z"]}))
+    assert sink.getvalue().decode() == "a,s\n1.5,x\n2.0,y z\n"
+
+
+@pytest.fixture(scope="module")
+def penguins_flow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("penguins") / "p.flow"
+    result = runner.invoke(
+        app, ["fit", str(PENGUINS), "-o", str(path), "-c", "maf", "--epochs", "1", "--seed", "0", "-q"]
+    )
+    assert result.exit_code == 0, result.stderr
+    return path
+
+
+def test_logprob_passes_rows_through_as_read_and_prints_float32_scores(penguins_flow: Path) -> None:
+    result = runner.invoke(app, ["logprob", str(penguins_flow), str(PENGUINS), "--flag-below", "0.01"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0] == "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year,logprob,anomaly"
+    )
+    first, score, flag = lines[1].rsplit(",", 2)
+    assert first == "Adelie,Torgersen,39.1,18.7,181,3750,male,2007"  # the input row, unquoted and unchanged
+    assert flag in ("true", "false")
+    assert len(score.lstrip("-").replace(".", "")) <= 9 and repr(np.float32(score)) == f"np.float32({score})"
+
+
+def test_grep_and_awk_find_the_labels(penguins_flow: Path, tmp_path: Path) -> None:
+    """The habits the issue names, in a real shell: `grep '^Adelie,'` and `awk -F, '$1=="Adelie"'`."""
+    out = tmp_path / "scored.csv"
+    result = runner.invoke(app, ["logprob", str(penguins_flow), str(PENGUINS), "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    adelie = sum(1 for line in PENGUINS.read_text().splitlines() if line.startswith("Adelie,"))
+    grep = subprocess.run(["grep", "-c", "^Adelie,", str(out)], capture_output=True, text=True)
+    awk = subprocess.run(["awk", "-F,", '$1=="Adelie"{n++} END{print n}', str(out)], capture_output=True, text=True)
+    assert int(grep.stdout) == int(awk.stdout) == adelie > 100
+
+
+def test_sampled_csv_reads_back_with_the_same_values(penguins_flow: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.csv"
+    assert runner.invoke(app, ["sample", str(penguins_flow), "-n", "200", "--seed", "1", "-o", str(out)]).exit_code == 0
+    parquet = tmp_path / "s.parquet"
+    assert (
+        runner.invoke(app, ["sample", str(penguins_flow), "-n", "200", "--seed", "1", "-o", str(parquet)]).exit_code
+        == 0
+    )
+    from_csv, from_parquet = pd.read_csv(out), pd.read_parquet(parquet)
+
+    def cells(series: pd.Series) -> list:
+        return [None if pd.isna(v) else v for v in series.astype(object)]
+
+    for name in from_parquet.columns:  # every value, floats to the last bit, survives the CSV text
+        assert cells(from_csv[name]) == cells(from_parquet[name]), name
+    assert '"' not in out.read_text()  # labels are plain words: nothing to quote
