@@ -263,11 +263,11 @@ class TextTable:
             raise locate_bad_utf8(header, self.source, self.line, self.byte) from None
         if not text.strip():
             raise DataError(f"{self.source}: the first line (the header) is empty")
-        fields = next(csv.reader([text], delimiter=self.sep))
+        fields = next(csv.reader([text], delimiter=self.sep, skipinitialspace=True))
         if not self.options.header:
             self.names = [f"c{i}" for i in range(len(fields))]
             return block
-        self.names = self._checked_names([f.lstrip(" ") for f in fields], text, sample[1:])
+        self.names = self._checked_names(fields, text, sample[1:])
         self._advance(header)
         return block[header_end:]
 
@@ -301,7 +301,7 @@ class TextTable:
         if not self.decimal:
             head = _whole_lines(block).decode("utf-8", "replace").splitlines()[:SNIFF_LINES]
             self.decimal = sniff_decimal(head, self.sep) if head else ""
-        table = None if not block or block.isspace() else self._strings(block, threads)
+        table = None if not block or block.isspace() else self._strings(_skip_initial_space(block, self.sep), threads)
         self._advance(block)
         return typed_frame(table, self.names, self.decimal or ".", self.options.text_columns)
 
@@ -320,6 +320,9 @@ class TextTable:
                     column_types=dict.fromkeys(self.names, pa.string()),
                     null_values=NA_VALUES,
                     strings_can_be_null=True,
+                    # A quoted "" is an empty string, an empty field a missing value (as flowcli and
+                    # PostgreSQL write them); quoted markers such as "NA" are made missing in type_column.
+                    quoted_strings_can_be_null=False,
                 ),
             )
         except pa.ArrowInvalid as exc:
@@ -332,7 +335,8 @@ class TextTable:
             return locate_bad_utf8(block, self.source, self.line, self.byte)
         assert self.names is not None
         expected = len(self.names)
-        reader = csv.reader(io.StringIO(block.decode("utf-8", "replace"), newline=""), delimiter=self.sep)
+        text = io.StringIO(block.decode("utf-8", "replace"), newline="")
+        reader = csv.reader(text, delimiter=self.sep, skipinitialspace=True)
         end = 0
         for row in reader:
             if row and len(row) != expected:
@@ -394,40 +398,52 @@ def typed_frame(table: Any, names: list[str], decimal: str, text_columns: frozen
 
 
 def type_column(values: Any, decimal: str, keep_text: bool) -> pd.Series:
-    """One column of strings (a pyarrow ChunkedArray) as numbers, booleans, or the text as written
-    (leading spaces after the separator dropped, as pandas' ``skipinitialspace`` did)."""
+    """One column of strings (a pyarrow ChunkedArray) as numbers, booleans, or the text as written.
+    Quoted missing-value markers ("NA") are missing too, but a quoted "" is an empty string in a text
+    column (in a column of numbers or booleans, it is missing)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    markers = pc.is_in(values, value_set=pa.array(NA_VALUES[1:]))
+    if pc.any(markers).as_py():
+        values = pc.if_else(markers, pa.scalar(None, pa.string()), values)
     if keep_text:
-        return _text(values)
+        return values.to_pandas()
     if values.null_count == len(values):
         return pd.Series(np.full(len(values), np.nan))  # an empty column, as pandas read it
     text = _point_convention(values) if decimal == "," else values
-    numbers = _numbers(text)
+    empty = pc.equal(text, "")
+    plain = pc.if_else(empty, pa.scalar(None, pa.string()), text) if pc.any(empty).as_py() else text
+    numbers = _numbers(plain)
     if numbers is not None:
         return numbers
-    padded = pc.any(pc.or_(pc.starts_with(text, " "), pc.ends_with(text, " "))).as_py()
-    plain = pc.utf8_trim_whitespace(text) if padded else text
-    numbers = _numbers(plain) if padded else None
-    if numbers is not None:
-        return numbers
+    if pc.any(pc.or_(pc.starts_with(plain, " "), pc.ends_with(plain, " "))).as_py():
+        plain = pc.utf8_trim_whitespace(plain)
+        numbers = _numbers(plain)
+        if numbers is not None:
+            return numbers
     if pc.all(pc.is_in(pc.drop_null(plain), value_set=_pa_bools())).as_py():
         return pc.equal(pc.utf8_lower(plain), "true").to_pandas()  # object dtype when values are missing
-    return _text(text)
+    return text.to_pandas()
+
+
+def _skip_initial_space(block: bytes, sep: str) -> bytes:
+    """``block`` without the spaces that follow a separator outside quotes, as pandas'
+    ``skipinitialspace`` read it (``a, b`` is ``b``; ``" b"`` keeps its space; ``, "x"`` is quoted)."""
+    separator = sep.encode()
+    if separator + b" " not in block:
+        return block
+    return _initial_space(separator).sub(rb"\1\2", block)
+
+
+def _initial_space(separator: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb'("(?:[^"]|"")*")|(' + re.escape(separator) + rb") +")
 
 
 def _pa_bools() -> Any:
     import pyarrow as pa
 
     return pa.array(_BOOLS)
-
-
-def _text(values: Any) -> pd.Series:
-    import pyarrow.compute as pc
-
-    if pc.any(pc.starts_with(values, " ")).as_py():
-        values = pc.utf8_ltrim(values, characters=" ")
-    return values.to_pandas()
 
 
 def _cast(text: Any, target: Any) -> Any:

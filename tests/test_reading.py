@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 from flowcli import checkpoint
 from flowcli.cli import app
 from flowcli.errors import DataError
-from flowcli.io import ReadOptions, iter_csv, iter_table, read_table
+from flowcli.io import ReadOptions, TableWriter, iter_csv, iter_table, read_table
 from flowcli.model import load_model
 from flowcli.schema import Schema
 
@@ -160,6 +160,28 @@ def test_separator_and_header_options(tmp_path: Path) -> None:
     assert list(frame.columns) == ["c0"]  # --sep is obeyed; a one-column file is fine without a header
     quoted = write(tmp_path / "q.csv", 'a,b\r\n"x, y",1\r\n"two\nlines",2\r\n5\'6",3\r\n')
     assert read_table(str(quoted))["a"].tolist() == ["x, y", "two\nlines", "5'6\""]
+
+
+def test_what_the_csv_writer_writes_reads_back_the_same(tmp_path: Path) -> None:
+    """Quoted spaces, quotes, separators, line breaks, and an empty string distinct from a missing value."""
+    frame = pd.DataFrame(
+        {"s": ["Adelie", "a,b", 'say "hi"', "line\nbreak", " lead", "trail ", "", None], "n": np.arange(8) * 1.5}
+    )
+    path = str(tmp_path / "out.csv")
+    with TableWriter(path) as writer:
+        writer.write(frame)
+    back = read_table(path)
+    assert back["s"].tolist()[:7] == frame["s"].tolist()[:7] and pd.isna(back["s"].iloc[7])
+    np.testing.assert_array_equal(back["n"], frame["n"])
+
+
+def test_spaces_after_separators_and_quoted_markers(tmp_path: Path) -> None:
+    text = 'a, b, c\n"",1, x\n,2,"NA"\n" lead",3, "q, r"\n"x","","y"\n'
+    back = read_table(str(write(tmp_path / "spaces.csv", text)))
+    assert list(back.columns) == ["a", "b", "c"]  # spaces after the separator skipped, as pandas did
+    assert back["a"].tolist()[0::2] == ["", " lead"] and back["b"].tolist()[:3] == [1, 2, 3]
+    assert back["c"].tolist()[0] == "x" and pd.isna(back["c"].iloc[1]) and back["c"].tolist()[2:] == ["q, r", "y"]
+    assert pd.isna(back["b"].iloc[3])  # a quoted "" in a column of numbers is missing
 
 
 def test_encodings(tmp_path: Path) -> None:
