@@ -35,7 +35,7 @@ CheckpointArg = Annotated[
 InputArg = Annotated[
     str,
     typer.Argument(
-        help="Input table: .csv or .parquet, or - for CSV on stdin; for logprob/encode/decode also a directory of tables (one output file each, -o OUTDIR).",
+        help="Input table: .csv, .tsv, .parquet or compressed CSV (.csv.gz, .bz2, .xz, .zst), - for stdin, or a pipe such as <(...) (see --format); for logprob/encode/decode also a directory of tables (one output file each, -o OUTDIR).",
         metavar="DATA",
     ),
 ]
