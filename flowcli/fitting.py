@@ -30,6 +30,7 @@ import yaml
 from . import distributed
 from .config import Config, resolve_config
 from .datasource import StreamingData, in_memory_source
+from .devices import default_threads, use_threads
 from .errors import DataError, ReportedFailure
 from .files import AtomicTextFile, check_writable
 from .model import Model, load_model, save_model
@@ -66,6 +67,7 @@ def fit(
     resume: str | Path | ResumePoint | None = None,
     stream: bool = False,
     nproc: int | None = None,
+    threads: int | None = None,
     reporter: Reporter | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> Model:
@@ -79,16 +81,21 @@ def fit(
     it: ``model.flow`` -> ``model.metrics.jsonl``). ``resume``: continue the run in this checkpoint
     (same data; its config and seed). ``stream``: read a Parquet file in chunks instead of loading it.
     ``nproc``: train on N processes of this machine (torch.distributed; needs ``data`` as a file and
-    ``output``). ``reporter`` shows progress and messages on stderr (None: silent); ``on_epoch`` is
-    called with each epoch's report.
+    ``output``). ``threads``: torch's CPU threads (``torch.set_num_threads``; None leaves them as they are,
+    and gives each ``nproc`` worker its share of the CPUs this process may use). ``reporter`` shows
+    progress and messages on stderr (None: silent); ``on_epoch`` is called with each epoch's report.
 
     Ctrl-C or SIGTERM raise ``Interrupted`` and a diverged loss ``Diverged``; both carry the best model
     so far in ``.model`` (None before the first epoch ended), already saved when ``output`` was given.
     """
     reporter = reporter or Reporter(quiet=True)
+    if threads is not None:
+        use_threads(threads)
     plan = _plan(data, config, epochs, seed, output, metrics, resume, stream)
     if nproc is not None and not distributed.launched_by_torchrun():
-        return _launch(plan, config, epochs, device, nproc, reporter)
+        # Each worker takes its share of the CPUs: N workers with a thread per CPU each would contend.
+        share = threads if threads is not None else max(1, default_threads() // nproc)
+        return _launch(plan, config, epochs, device, nproc, share, reporter)
     dist = distributed.init(device)
     try:
         return _fit(plan, dist, reporter, on_epoch)
@@ -287,7 +294,13 @@ def terminate_as_interrupt() -> Iterator[_Stop]:
 
 
 def _launch(
-    plan: FitPlan, config: ConfigLike, epochs: int | None, device: str | torch.device, nproc: int, reporter: Reporter
+    plan: FitPlan,
+    config: ConfigLike,
+    epochs: int | None,
+    device: str | torch.device,
+    nproc: int,
+    threads: int,
+    reporter: Reporter,
 ) -> Model:
     """``nproc`` worker processes under torch.distributed.run, each running this fit as ``flowcli fit``;
     rank 0 writes the checkpoint, which is then loaded here."""
@@ -305,7 +318,7 @@ def _launch(
         )
     seed = random.SystemRandom().randrange(2**31) if plan.seed is None else plan.seed  # one seed for every rank
     with contextlib.ExitStack() as stack:
-        args = [plan.data, "-o", plan.output, "--device", str(device), "--seed", str(seed)]
+        args = [plan.data, "-o", plan.output, "--device", str(device), "--seed", str(seed), "--threads", str(threads)]
         args += ["-c", _config_arg(config, plan.config, stack)] if config is not None else []
         args += ["--epochs", str(epochs)] if epochs else []
         args += ["--metrics", str(plan.metrics)] if plan.metrics is not None else []
