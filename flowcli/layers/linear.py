@@ -1,4 +1,4 @@
-"""Elementwise and linear layers: ``linear`` (LU), ``actnorm``, ``permute``."""
+"""Elementwise and linear layers: ``linear`` (LU), ``actnorm``, ``permute``, ``whiten``."""
 
 from __future__ import annotations
 
@@ -112,3 +112,85 @@ class Permute(Layer):
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return z[:, self.inverse_perm], z.new_zeros(z.shape[0])
+
+
+@register("whiten")
+class Whiten(Layer):
+    """Data-initialized whitening z = A (x - loc), A lower-triangular with a positive diagonal.
+
+    ``initialize`` sets ``loc`` to the mean of its batch and A to the inverse of the Cholesky factor of
+    its covariance (plus a ridge of ``RIDGE`` times the mean variance, so a degenerate direction, such as
+    a column that is an exact function of others, stays invertible): the batch then has zero mean and
+    identity covariance, and a flow whose other layers start as the identity starts as the
+    maximum-likelihood full-covariance Gaussian of its inputs. Actnorm (Kingma & Dhariwal 2018, "Glow",
+    section 3.1) initializes a diagonal map from the data in the same way; this is its full-covariance
+    version, the linear step of Gaussianization (Chen & Gopinath 2000, "Gaussianization").
+
+    Trainable, parameterized as offsets from that start (a strictly-lower-triangular offset, a log
+    factor on the diagonal, a shift; all zero at first): weight decay pulls them, like the conditioner
+    weights, towards the Gaussian start. log|det| = sum(log diag A); both directions are one pass (the
+    inverse is a triangular solve). The model builder puts one right after the preprocessing of every
+    flow (``model.Flow``); as a YAML layer it whitens whatever reaches it.
+    """
+
+    RIDGE = 1e-9  # relative to the mean variance: far below any real residual variance, but invertible
+
+    # buffers: the Gaussian start, fixed after ``initialize``
+    loc: Tensor
+    factor: Tensor
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(dim))
+        self.register_buffer("factor", torch.eye(dim))
+        self.shift = nn.Parameter(torch.zeros(dim))
+        self.lower = nn.Parameter(torch.zeros(dim, dim))
+        self.log_diag = nn.Parameter(torch.zeros(dim))
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        if x.shape[0] < 2:
+            return
+        loc, factor = gaussian_whitening(x)
+        self.loc.copy_(loc)
+        self.factor.copy_(factor)
+
+    def _matrix(self) -> Tensor:
+        diag = torch.diagonal(self.factor) * self.log_diag.exp()
+        return torch.tril(self.factor, -1) + torch.tril(self.lower, -1) + torch.diag(diag)
+
+    def _log_det(self) -> Tensor:
+        return (torch.diagonal(self.factor).log() + self.log_diag).sum()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z = (x - self.loc - self.shift) @ self._matrix().T
+        return z, self._log_det().expand(x.shape[0])
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.linalg.solve_triangular(self._matrix(), z.T, upper=False).T + self.loc + self.shift
+        return x, -self._log_det().expand(z.shape[0])
+
+    def gaussian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The map of the Gaussian start (the offsets ignored): whitened ``x`` and log|det|."""
+        z = (x - self.loc) @ self.factor.T
+        return z, torch.diagonal(self.factor).log().sum().expand(x.shape[0])
+
+
+def gaussian_whitening(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, inverse Cholesky factor of the covariance + ridge) of the rows of ``x``, computed in float64
+    and returned in ``x``'s dtype. The ridge grows tenfold until the factorization succeeds."""
+    rows = x.double()
+    mean = rows.mean(0)
+    centred = rows - mean
+    cov = centred.T @ centred / rows.shape[0]
+    scale = float(torch.diagonal(cov).mean()) or 1.0
+    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    ridge = Whiten.RIDGE * scale
+    for _ in range(20) if torch.isfinite(cov).all() else ():
+        chol, info = torch.linalg.cholesky_ex(cov + ridge * eye)
+        if int(info) == 0:
+            inverse = torch.linalg.solve_triangular(chol, eye, upper=False)
+            return mean.to(x.dtype), torch.tril(inverse).to(x.dtype)
+        ridge *= 10
+    # Overflowing inputs: no usable Gaussian; start from the identity as the other layers do.
+    return torch.zeros_like(mean).to(x.dtype), eye.to(x.dtype)
