@@ -179,6 +179,13 @@ NprocOpt = Annotated[
         help="Train one model on N processes of this machine with torch.distributed (gloo on CPU, one GPU each on CUDA); runs torch.distributed.run.",
     ),
 ]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail (exit 1, nothing saved: an existing checkpoint at -o is kept) when the fit has a warning: diverged, best epoch among the first ones, or no better than a single Gaussian.",
+    ),
+]
 StreamOpt = Annotated[
     bool,
     typer.Option(
@@ -202,12 +209,17 @@ def fit(
     quiet: QuietOpt = False,
     nproc: NprocOpt = None,
     stream: StreamOpt = False,
+    strict: StrictOpt = False,
     threads: ThreadsOpt = None,
 ) -> None:
     """Learn the density of a table and save it as a checkpoint.
 
     Ctrl-C (exit 130) or SIGTERM (exit 143) stops after saving the best model so far; `--resume` continues such a run, or a
     finished one with a larger --epochs.
+
+    At the end the validation NLL is printed beside a single full-covariance Gaussian's, with a
+    'Warning: ...' line for a fit that diverged, kept one of its first epochs, or did not beat the
+    Gaussian (also stored in the checkpoint: flowcli inspect shows them); --strict makes them errors.
 
     Example: flowcli fit data-samples/penguins.csv -c maf -o penguins.flow --epochs 100 --seed 0
     """
@@ -231,6 +243,7 @@ def fit(
             stream=stream,
             nproc=nproc,
             threads=threads,
+            strict=strict,
             reporter=reporter,
         )
     except Interrupted as stop:

@@ -31,7 +31,7 @@ from . import distributed
 from .config import Config, resolve_config
 from .datasource import StreamingData, in_memory_source
 from .devices import default_threads, use_threads
-from .errors import DataError, ReportedFailure
+from .errors import DataError, ReportedFailure, TrainingError
 from .files import AtomicTextFile, check_writable
 from .model import Model, load_model, save_model
 from .progress import Reporter
@@ -53,6 +53,7 @@ class FitPlan:
     metrics: Path | None
     resume: ResumePoint | None
     stream: bool
+    strict: bool = False
 
 
 def fit(
@@ -68,6 +69,7 @@ def fit(
     stream: bool = False,
     nproc: int | None = None,
     threads: int | None = None,
+    strict: bool = False,
     reporter: Reporter | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> Model:
@@ -85,6 +87,11 @@ def fit(
     and gives each ``nproc`` worker its share of the CPUs this process may use). ``reporter`` shows
     progress and messages on stderr (None: silent); ``on_epoch`` is called with each epoch's report.
 
+    After training the model is compared with a single full-covariance Gaussian of the same rows (the
+    flow's start, see health.py); what went wrong (divergence, a best epoch among the first ones, no gain
+    over the Gaussian) is listed in ``model.info["warnings"]`` and printed as ``Warning: ...`` lines.
+    ``strict``: raise ``StrictFitError`` (carrying the model in ``.model``) instead, without saving.
+
     Ctrl-C or SIGTERM raise ``Interrupted`` and a diverged loss ``Diverged``; both carry the best model
     so far in ``.model`` (None before the first epoch ended), already saved when ``output`` was given.
     """
@@ -92,6 +99,7 @@ def fit(
     if threads is not None:
         use_threads(threads)
     plan = _plan(data, config, epochs, seed, output, metrics, resume, stream)
+    plan.strict = strict
     if nproc is not None and not distributed.launched_by_torchrun():
         # Each worker takes its share of the CPUs: N workers with a thread per CPU each would contend.
         share = threads if threads is not None else max(1, default_threads() // nproc)
@@ -168,6 +176,10 @@ def _fit(
         stopped = _train(trainer, plan, metrics_file, reporter, on_epoch)
         model = stopped.model if isinstance(stopped, (Interrupted, Diverged)) else stopped
         assert model is not None  # _train re-raises a stop that has no model
+        if plan.strict and model.info.get("warnings") and isinstance(stopped, Model):
+            _report(model, None, reporter)
+            # Raised inside the block: the metrics file is discarded with the checkpoint, nothing is written.
+            raise StrictFitError(model)
         if metrics_file is not None:
             # The file holds exactly the epochs of the saved state (an interrupt may cut an epoch short).
             metrics_file.seek(0)
@@ -180,8 +192,26 @@ def _fit(
     if isinstance(stopped, Interrupted):
         raise stopped
     dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
-    reporter.message(summary(model, plan.output))
+    _report(model, plan.output, reporter)
     return model
+
+
+class StrictFitError(TrainingError):
+    """``fit --strict`` and a fit with warnings: nothing was saved; ``model`` is the model that was not."""
+
+    def __init__(self, model: Model) -> None:
+        warnings = model.info["warnings"]
+        super().__init__(
+            f"--strict: the fit has {len(warnings)} warning(s), so nothing was saved; the first: {warnings[0]}"
+        )
+        self.model = model
+
+
+def _report(model: Model, output: str | None, reporter: Reporter) -> None:
+    """The summary line of a fit, then one ``Warning: ...`` line per warning (stderr; none with --quiet)."""
+    reporter.message(summary(model, output))
+    for warning in model.info.get("warnings", []):
+        reporter.message(f"Warning: {warning}")
 
 
 def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Generator) -> Any:
@@ -252,8 +282,10 @@ def summary(model: Model, output: str | None) -> str:
     """The line that ends a fit: best validation NLL, epochs, time, and where the checkpoint went."""
     info = model.info
     saved = f"; saved {output}" if output is not None else ""
+    gaussian = info.get("gaussian_val_nll")
+    baseline = f" (a single Gaussian: {gaussian:.4f})" if gaussian is not None else ""
     return (
-        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
+        f"best validation NLL {info['best_val_nll']:.4f} nats/row{baseline} at epoch {info['best_epoch']} "
         f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s){saved}"
     )
 
@@ -324,6 +356,7 @@ def _launch(
         args += ["--metrics", str(plan.metrics)] if plan.metrics is not None else []
         args += ["--quiet"] if reporter.quiet else []
         args += ["--stream"] if plan.stream else []
+        args += ["--strict"] if plan.strict else []
         code = distributed.launch(nproc, args)
     if code != 0:
         raise ReportedFailure(code)  # rank 0 has printed the one-line error
