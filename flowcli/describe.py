@@ -146,7 +146,9 @@ def _overview(d: dict[str, Any]) -> Table:
     overview = _key_value_table(Text(f"flowcli checkpoint {d['checkpoint']}"))
     p = d["parameters"]
     layers = sum(r["parameters"] for r in p["layers"])
-    _row(overview, "parameters", f"{p['total']:,} (layers {layers:,}, whitening {p['whitening']:,}, base {p['base']:,})")
+    _row(
+        overview, "parameters", f"{p['total']:,} (layers {layers:,}, whitening {p['whitening']:,}, base {p['base']:,})"
+    )
     _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
     _row(overview, "base", _text(d["config"]["base"]))
     _row(overview, "training config", _text(d["config"]["training"]))
