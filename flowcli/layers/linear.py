@@ -116,36 +116,45 @@ class Permute(Layer):
 
 @register("whiten")
 class Whiten(Layer):
-    """Data-initialized whitening z = A (x - loc), A lower-triangular with a positive diagonal.
+    """Data-initialized whitening z = (I + L) (e^d * A (x - loc)) - shift, with A the fixed whitening map.
 
-    ``initialize`` sets ``loc`` to the mean of its batch and A to the inverse of the Cholesky factor of
-    its covariance (plus a ridge of ``RIDGE`` times the mean variance, so a degenerate direction, such as
-    a column that is an exact function of others, stays invertible): the batch then has zero mean and
-    identity covariance, and a flow whose other layers start as the identity starts as the
-    maximum-likelihood full-covariance Gaussian of its inputs. Actnorm (Kingma & Dhariwal 2018, "Glow",
-    section 3.1) initializes a diagonal map from the data in the same way; this is its full-covariance
-    version, the linear step of Gaussianization (Chen & Gopinath 2000, "Gaussianization").
+    ``initialize`` sets ``loc`` to the mean of its batch and A (lower-triangular, positive diagonal) to the
+    inverse of the Cholesky factor of its covariance (plus a ridge of ``RIDGE`` times the mean variance, so
+    a degenerate direction, such as a column that is an exact function of others, stays invertible): the
+    batch then has zero mean and identity covariance, and a flow whose other layers start as the
+    identity starts as the maximum-likelihood full-covariance Gaussian of its inputs. Actnorm (Kingma &
+    Dhariwal 2018, "Glow", section 3.1) initializes a diagonal map from the data in the same way; this is
+    its full-covariance version, the linear step of Gaussianization (Chen & Gopinath 2000, "Gaussianization").
 
-    Trainable, parameterized as offsets from that start (a strictly-lower-triangular offset, a log
-    factor on the diagonal, a shift; all zero at first): weight decay pulls them, like the conditioner
-    weights, towards the Gaussian start. log|det| = sum(log diag A); both directions are one pass (the
-    inverse is a triangular solve). The model builder puts one right after the preprocessing of every
-    flow (``model.Flow``); as a YAML layer it whitens whatever reaches it.
+    Trainable through an affine map on the *whitened* side, all zero at first: a strictly-lower-triangular
+    L, log scales d and a shift, so weight decay pulls them, like the conditioner weights, towards the
+    Gaussian start. On the whitened side an optimizer step of size lr moves every direction by about lr
+    of its scale; on the data side it would not: for a near-collinear pair (b = 2a + 1e-3 noise) A holds
+    entries of 2000 whose cancellation makes the residual, and a step of 1e-3 on one of them moved the
+    residual by 2 of its standard deviations (the first Adam steps cost 2 nats/row). log|det| =
+    sum(log diag A) + sum(d); both directions are one pass (the inverse: two triangular solves). The
+    model builder puts one right after the preprocessing of every flow (``model.Flow``); as a YAML layer
+    it whitens whatever reaches it.
     """
 
-    RIDGE = 1e-9  # relative to the mean variance: far below any real residual variance, but invertible
+    # Relative to the mean variance: invertible, yet far below a real residual variance (b = 2a + 1e-3 noise
+    # leaves 2.5e-7 of it; a ridge of 1e-9 cost that pair's Gaussian 0.004 nats/row). An exactly degenerate
+    # direction is scaled by up to 1e6, which float32 rounding noise (6e-8) keeps near unit scale.
+    RIDGE = 1e-12
 
     # buffers: the Gaussian start, fixed after ``initialize``
     loc: Tensor
     factor: Tensor
+    eye: Tensor
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(dim))
         self.register_buffer("factor", torch.eye(dim))
-        self.shift = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("eye", torch.eye(dim), persistent=False)
         self.lower = nn.Parameter(torch.zeros(dim, dim))
-        self.log_diag = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+        self.shift = nn.Parameter(torch.zeros(dim))
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
@@ -155,23 +164,25 @@ class Whiten(Layer):
         self.loc.copy_(loc)
         self.factor.copy_(factor)
 
-    def _matrix(self) -> Tensor:
-        diag = torch.diagonal(self.factor) * self.log_diag.exp()
-        return torch.tril(self.factor, -1) + torch.tril(self.lower, -1) + torch.diag(diag)
+    def _mix(self) -> Tensor:
+        return torch.tril(self.lower, -1) + self.eye
 
     def _log_det(self) -> Tensor:
-        return (torch.diagonal(self.factor).log() + self.log_diag).sum()
+        return (torch.diagonal(self.factor).log() + self.log_scale).sum()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z = (x - self.loc - self.shift) @ self._matrix().T
+        whitened = (x - self.loc) @ self.factor.T
+        z = (whitened * self.log_scale.exp()) @ self._mix().T - self.shift
         return z, self._log_det().expand(x.shape[0])
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        x = torch.linalg.solve_triangular(self._matrix(), z.T, upper=False).T + self.loc + self.shift
+        scaled = torch.linalg.solve_triangular(self._mix(), (z + self.shift).T, upper=False, unitriangular=True)
+        whitened = scaled.T * (-self.log_scale).exp()
+        x = torch.linalg.solve_triangular(self.factor, whitened.T, upper=False).T + self.loc
         return x, -self._log_det().expand(z.shape[0])
 
     def gaussian(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The map of the Gaussian start (the offsets ignored): whitened ``x`` and log|det|."""
+        """The map of the Gaussian start (the trainable part ignored): whitened ``x`` and log|det|."""
         z = (x - self.loc) @ self.factor.T
         return z, torch.diagonal(self.factor).log().sum().expand(x.shape[0])
 
