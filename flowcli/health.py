@@ -9,12 +9,13 @@ Each warning is one line that says what happened and what to try:
 - **diverged**: after its best epoch the validation NLL rose by more than ``1 + 0.5 * dim`` nats/row, or
   became non-finite. Overfitting past the best epoch moves it by hundredths to tenths of a nat; a
   run going unstable (the measured 23.8 -> 1103 -> 33928 on a table with a dozen broken rows) by far more.
-- **best epoch early**: the weights kept are from one of the first epochs (at most epoch 2, or the first
+- **best epoch early**: the weights kept are from one of the first epochs (epoch 1 or 2, or in the first
   10% of the run) of a run of 10 or more epochs, while the training NLL kept improving after it by more than
   0.1 nats/row: what training learnt did not carry over to held-out rows.
-- **no better than a Gaussian**: no epoch beat the start (the model kept is the Gaussian start, epoch 0),
-  or the model is worse than the Gaussian by more than 0.001 nats/row (possible without validation rows,
-  or when the config's layers or base do not start at the identity).
+- **no better than a Gaussian**: the model kept is the Gaussian start (epoch 0), because no epoch beat it
+  on the validation rows or the best one's gain was within two standard errors of nothing
+  (``Trainer.result``), or the model is worse than the Gaussian by more than 0.001 nats/row (possible
+  without validation rows, or when the config's layers or base do not start at the identity).
 
 The warnings are stored in the checkpoint (``info.warnings``, with ``info.gaussian_val_nll``); ``fit``
 prints them on stderr and ``fit --strict`` fails on them.
@@ -41,12 +42,19 @@ def fit_warnings(info: dict[str, Any], dim: int) -> list[str]:
     best_epoch, best = int(info["best_epoch"]), float(info["best_val_nll"])
     gaussian = info.get("gaussian_val_nll")
     warnings = [w for w in (_diverged(history, best_epoch, best, dim), _early(history, best_epoch)) if w]
+    gain = info.get("gain_over_start")
     if gaussian is not None and math.isfinite(gaussian):
         if best_epoch == 0:
+            why = (
+                f"the best epoch's gain over it on the validation rows, {gain[0]:.3g} +- {gain[1]:.2g} nats/row, "
+                "is within noise"
+                if gain
+                else "no epoch beat it on the validation rows"
+            )
             warnings.append(
-                f"no epoch beat the start, a single full-covariance Gaussian (validation NLL "
-                f"{gaussian:.4f} nats/row): the model kept is that Gaussian. Try more epochs, a lower "
-                "training.lr, or a smaller model (hidden) for so few rows"
+                f"the model kept is the start, a single full-covariance Gaussian (validation NLL {gaussian:.4f} "
+                f"nats/row): {why}. The flow added nothing; with so few rows a Gaussian may be all the data "
+                "support, else try more epochs or a lower training.lr"
             )
         elif best > gaussian + WORSE_TOLERANCE:
             warnings.append(
@@ -72,9 +80,9 @@ def _diverged(history: list[dict[str, Any]], best_epoch: int, best: float, dim: 
 
 def _early(history: list[dict[str, Any]], best_epoch: int) -> str | None:
     runs = len(history)
-    if runs < 10 or best_epoch > max(2, runs // 10):
+    if runs < 10 or not 1 <= best_epoch <= max(2, runs // 10):  # epoch 0, the start, has a warning of its own
         return None
-    start = history[max(best_epoch, 1) - 1]["train_nll"]
+    start = history[best_epoch - 1]["train_nll"]
     end = history[-1]["train_nll"]
     if not (math.isfinite(start) and math.isfinite(end)) or start - end <= IMPROVING:
         return None

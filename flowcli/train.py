@@ -37,6 +37,9 @@ MAX_FAILURES = 5  # consecutive non-finite steps before a run is declared diverg
 GAUSSIAN_ROWS = 200_000  # training rows the whitening (the Gaussian the flow starts from) is fitted to
 # training.weight_decay: auto, the weight decay is max(AUTO_DECAY_FLOOR, 1 / training rows) (see ``weight_decay``).
 AUTO_DECAY_FLOOR = 1e-4
+# The weights kept must beat the start (the Gaussian) on the validation rows by this many standard errors
+# of the per-row gain, else the start is kept (see ``Trainer.result``).
+GAIN_Z = 2.0
 
 
 @dataclass
@@ -194,10 +197,11 @@ class Trainer:
         self.state = TrainState(lr=lr, data_sha256=data.fingerprint)
         self.saved: TrainState | None = None
         self.best_weights = copy.deepcopy(self.flow.state_dict())
-        self.gaussian_nll, start_nll = self._score_start()
-        if self.n_val and math.isfinite(start_nll):
+        self.start_weights = self.best_weights  # the Gaussian start (epoch 0); never modified in place
+        self.gaussian_nll, self.start_nll = self._score_start()
+        if self.n_val and math.isfinite(self.start_nll):
             # The start competes as epoch 0: a run whose epochs all do worse on held-out rows keeps it.
-            self.state.best_val = start_nll
+            self.state.best_val = self.start_nll
 
     @torch.no_grad()
     def _score_start(self) -> tuple[float, float]:
@@ -362,6 +366,40 @@ class Trainer:
             raise TrainingError("training never reached a finite validation loss; check the data or lower training.lr")
         return model
 
+    @torch.no_grad()
+    def _validation_scores(self) -> list[Tensor]:
+        self.flow.eval()
+        return [self.flow.log_prob(batch).double() for batch in self.data.validation(VAL_BATCH)]
+
+    def _gain_over_start(self) -> tuple[float, float]:
+        """Mean and standard error, over the validation rows of every rank, of log p(row) under the weights
+        kept minus log p(row) under the start's (the same rows, in the same order, for both)."""
+        kept = self._validation_scores()
+        self.flow.load_state_dict(self.start_weights)
+        start = self._validation_scores()
+        self.flow.load_state_dict(self.best_weights)
+        gain = torch.cat([k - s for k, s in zip(kept, start, strict=True)]) if kept else torch.zeros(0)
+        total, squares, count = self.dist.sum(float(gain.sum()), float((gain * gain).sum()), len(gain))
+        if not count:
+            return math.nan, math.nan
+        mean = total / count
+        return mean, math.sqrt(max(squares / count - mean * mean, 0.0) / max(count - 1, 1))
+
+    def _kept(self, saved: TrainState, stopped: str) -> tuple[int, float, tuple[float, float] | None]:
+        """(epoch, validation NLL, gain over the start) of the weights a finished run keeps: its best epoch,
+        unless that epoch's gain over the Gaussian start on the validation rows is within ``GAIN_Z``
+        standard errors of nothing; then the start (epoch 0). Early stopping picks the best of many noisy
+        validation scores, which flatters the winner most where the validation rows are few: on 60 rows
+        (6 held out) every epoch of the default config looked better than the Gaussian on them and was
+        0.27 nats/row worse on new rows."""
+        if stopped not in ("completed", "early_stopping") or not self.n_val or saved.best_epoch == 0:
+            return saved.best_epoch, saved.best_val, None
+        gain = self._gain_over_start()
+        if gain[0] > GAIN_Z * gain[1]:
+            return saved.best_epoch, saved.best_val, gain
+        self.flow.load_state_dict(self.start_weights)
+        return 0, self.start_nll, gain
+
     def result(self, stopped: str) -> Model | None:
         """The best model so far with the state at the end of the last completed epoch (None if no
         epoch ended, or if no step ever succeeded: an untrained model is not worth saving)."""
@@ -369,10 +407,11 @@ class Trainer:
         if saved is None or saved.lr.step == 0 or not math.isfinite(saved.best_val):
             return None
         self.flow.load_state_dict(self.best_weights)
+        best_epoch, best_val, gain = self._kept(saved, stopped)
         info = {
             "epochs_run": len(saved.history),
-            "best_epoch": saved.best_epoch,
-            "best_val_nll": saved.best_val,
+            "best_epoch": best_epoch,
+            "best_val_nll": best_val,
             "fit_seconds": round(saved.seconds, 3),
             "n_train": self.n_train,
             "n_val": self.n_val,
@@ -382,6 +421,7 @@ class Trainer:
             "stopped": stopped,
             "weight_decay": self.weight_decay,
             "gaussian_val_nll": self.gaussian_nll if math.isfinite(self.gaussian_nll) else None,
+            "gain_over_start": None if gain is None else [round(gain[0], 6), round(gain[1], 6)],
             "metrics": saved.history,
         }
         info["warnings"] = fit_warnings(info, self.data.schema.dim)
