@@ -53,8 +53,8 @@ def fit_warnings(info: dict[str, Any], dim: int) -> list[str]:
             )
             warnings.append(
                 f"the model kept is the start, a single full-covariance Gaussian (validation NLL {gaussian:.4f} "
-                f"nats/row): {why}. The flow added nothing; with so few rows a Gaussian may be all the data "
-                "support, else try more epochs or a lower training.lr"
+                f"nats/row): {why}. The flow added nothing: the data may be that simple (or, with few rows, "
+                "that may be all they support); else try more epochs or a lower training.lr"
             )
         elif best > gaussian + WORSE_TOLERANCE:
             warnings.append(
