@@ -3,7 +3,8 @@
 Reads the checkpoint through ``checkpoint.load`` (the header) and ``model.load_model`` (to count the
 parameters of the rebuilt flow), so nothing is ever unpickled and a checkpoint that does not describe
 a valid model is reported as such. The schema is shown generically: whatever preprocessing fields a
-column carries (mean/std today; categories, bounds or missing rates as the schema grows) are listed.
+column carries (mean/std, which hold a numeric column's median and robust scale; categories, bounds or missing
+rates as the schema grows) are listed. The training summary includes the fit's warnings (health.py).
 """
 
 from __future__ import annotations
