@@ -300,6 +300,15 @@ def test_weight_decay_auto_shrinks_small_tables() -> None:
     assert weight_decay(0.0, 54) == 0.0 and weight_decay(0.003, 10) == 0.003
 
 
+def test_the_gain_threshold_is_students_t() -> None:
+    from flowcli.health import gain_threshold
+
+    # t quantiles at 0.975 for 3, 5, 10, 99 degrees of freedom; the start is kept below 4 rows.
+    for rows, t in ((4, 3.182), (6, 2.571), (11, 2.228), (100, 1.984)):
+        assert gain_threshold(rows) == pytest.approx(t, rel=0.01)
+    assert gain_threshold(3) == float("inf")
+
+
 # ------------------------------------------------------------------------------------------ warnings
 
 
@@ -322,7 +331,7 @@ def test_warnings_name_divergence_an_early_best_epoch_and_no_gain_over_a_gaussia
     assert "epoch 1 of 21" in warning and "kept improving" in warning
     start = {**healthy, "best_epoch": 0, "best_val_nll": 5.5, "gain_over_start": [0.01, 0.05]}
     (warning,) = fit_warnings(start, dim=3)
-    assert "kept is the start" in warning and "within noise" in warning
+    assert "kept is the start" in warning and "0.01 +- 0.05 nats/row, is not significant" in warning
     worse = {**healthy, "val_nll": 6, "best_val_nll": 6.0}
     (warning,) = fit_warnings(worse, dim=3)
     assert "worse than a single full-covariance Gaussian" in warning
