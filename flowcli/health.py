@@ -14,8 +14,9 @@ Each warning is one line that says what happened and what to try:
   0.1 nats/row: what training learnt did not carry over to held-out rows.
 - **no better than a Gaussian**: the model kept is the Gaussian start (epoch 0), because no epoch beat it
   on the validation rows or the best one's gain was not significant (``gain_threshold``,
-  ``Trainer._kept``), or the model is worse than the Gaussian by more than 0.001 nats/row (possible
-  without validation rows, or when the config's layers or base do not start at the identity).
+  ``Trainer._kept``); or the model is worse than the Gaussian by more than 0.001 nats/row (possible
+  without validation rows, or with a base that does not start as a Gaussian: studentt, mixture,
+  uniform); or, with such a base, the model kept is not significantly better than the Gaussian.
 
 The warnings are stored in the checkpoint (``info.warnings``, with ``info.gaussian_val_nll``); ``fit``
 prints them on stderr and ``fit --strict`` fails on them.
@@ -61,31 +62,41 @@ def diverged_rise(dim: int) -> float:
 
 def fit_warnings(info: dict[str, Any], dim: int) -> list[str]:
     """The warnings of a finished fit, from its ``info`` (metrics history, best epoch and validation NLL,
-    the Gaussian's validation NLL) and the number of latent dimensions."""
+    the Gaussian's validation NLL, the kept weights' gain over it) and the number of latent dimensions."""
     history = info.get("metrics") or []
     best_epoch, best = int(info["best_epoch"]), float(info["best_val_nll"])
-    gaussian = info.get("gaussian_val_nll")
     warnings = [w for w in (_diverged(history, best_epoch, best, dim), _early(history, best_epoch)) if w]
-    gain = info.get("gain_over_start")
+    gaussian = info.get("gaussian_val_nll")
     if gaussian is not None and math.isfinite(gaussian):
-        if best_epoch == 0:
-            why = (
-                f"the best epoch's gain over it on the validation rows, {gain[0]:.3g} +- {gain[1]:.2g} nats/row, "
-                "is not significant"
-                if gain
-                else "no epoch beat it on the validation rows"
-            )
-            warnings.append(
-                f"the model kept is the start, a single full-covariance Gaussian (validation NLL {gaussian:.4f} "
-                f"nats/row): {why}. The flow added nothing: the data may be that simple (or, with few rows, "
-                "that may be all they support); else try more epochs or a lower training.lr"
-            )
-        elif best > gaussian + WORSE_TOLERANCE:
-            warnings.append(
-                f"the model (validation NLL {best:.4f} nats/row) is worse than a single full-covariance "
-                f"Gaussian ({gaussian:.4f}). Try -c default, more epochs, or a lower training.lr"
-            )
+        warning = _no_gain(best_epoch, best, gaussian, info.get("gain_over_gaussian"), info.get("gain_significant"))
+        warnings += [warning] if warning else []
     return warnings
+
+
+def _no_gain(
+    best_epoch: int, best: float, gaussian: float, gain: list[float] | None, significant: bool | None
+) -> str | None:
+    shown = f"{gain[0]:.3g} +- {gain[1]:.2g} nats/row" if gain else ""
+    if best > gaussian + WORSE_TOLERANCE:
+        what = " (the untrained start: this config's base does not start as a Gaussian)" if best_epoch == 0 else ""
+        return (
+            f"the model{what} is worse than a single full-covariance Gaussian on the validation rows ({best:.4f} "
+            f"against {gaussian:.4f} nats/row). Try -c default, more epochs, or a lower training.lr"
+        )
+    if best_epoch == 0:
+        why = f"the best epoch's gain over it, {shown}, is not significant" if gain else "no epoch beat it"
+        return (
+            f"the model kept is the start, a single full-covariance Gaussian (validation NLL {gaussian:.4f} "
+            f"nats/row): {why}. The flow added nothing: the data may be that simple (or, with few rows, that "
+            "may be all they support); else try more epochs or a lower training.lr"
+        )
+    if significant is False:
+        return (
+            f"the model is not significantly better than a single full-covariance Gaussian on the validation "
+            f"rows (gain {shown}); it may do worse on new rows. Try -c default (which starts as that Gaussian and "
+            "keeps it unless training beats it)"
+        )
+    return None
 
 
 def _diverged(history: list[dict[str, Any]], best_epoch: int, best: float, dim: int) -> str | None:

@@ -27,7 +27,7 @@ from .averaging import WeightAverage
 from .config import Config
 from .distributed import DistContext, LogProb
 from .errors import TrainingError
-from .health import fit_warnings, gain_threshold
+from .health import WORSE_TOLERANCE, fit_warnings, gain_threshold
 from .model import Flow, Model, complete_weights, load_weights
 from .quantiles import logprob_quantiles
 from .trainstate import LearningRate, ResumePoint, TrainState
@@ -361,40 +361,39 @@ class Trainer:
         return model
 
     @torch.no_grad()
-    def _validation_scores(self) -> list[Tensor]:
+    def _gain_over_gaussian(self) -> tuple[float, float]:
+        """Mean and standard error, over the validation rows of every rank, of log p(row) under the current
+        weights minus log p(row) under the Gaussian start (``Flow.gaussian_log_prob``)."""
         self.flow.eval()
-        return [self.flow.log_prob(batch).double() for batch in self.data.validation(VAL_BATCH)]
-
-    def _gain_over_start(self) -> tuple[float, float]:
-        """Mean and standard error, over the validation rows of every rank, of log p(row) under the weights
-        kept minus log p(row) under the start's (the same rows, in the same order, for both)."""
-        kept = self._validation_scores()
-        self.flow.load_state_dict(self.start_weights)
-        start = self._validation_scores()
-        self.flow.load_state_dict(self.best_weights)
-        gain = torch.cat([k - s for k, s in zip(kept, start, strict=True)]) if kept else torch.zeros(0)
-        total, squares, count = self.dist.sum(float(gain.sum()), float((gain * gain).sum()), len(gain))
+        sums = [0.0, 0.0, 0.0]  # gain, gain squared, rows
+        for batch in self.data.validation(VAL_BATCH):
+            gain = (self.flow.log_prob(batch) - self.flow.gaussian_log_prob(batch)).double()
+            sums = [sums[0] + float(gain.sum()), sums[1] + float((gain * gain).sum()), sums[2] + len(gain)]
+        total, squares, count = self.dist.sum(*sums)
         if not count:
             return math.nan, math.nan
         mean = total / count
         return mean, math.sqrt(max(squares / count - mean * mean, 0.0) / max(count - 1, 1))
 
     def _kept(self, saved: TrainState, stopped: str) -> tuple[int, float, tuple[float, float] | None]:
-        """(epoch, validation NLL, gain over the start) of the weights a finished run keeps: its best epoch,
-        if that beats the Gaussian start on the validation rows significantly (``health.gain_threshold``),
-        else the start (epoch 0). Early stopping picks the best of many noisy validation scores, which
-        flatters the winner most where the validation rows are few: on 60 rows (6 held out) the default
-        kept an epoch better than the Gaussian on those rows and 0.27 nats/row worse on new rows. The
-        start does not take part in early stopping itself: a flow may have to get worse before it
-        gets better (a bimodal column), and patience counts from its own best epoch."""
+        """(epoch, validation NLL, gain over the Gaussian) of the weights a finished run keeps: its best
+        epoch if that beats the Gaussian on the validation rows significantly (``health.gain_threshold``),
+        else the untrained start (epoch 0: that Gaussian itself when the base is normal) unless the best
+        epoch is still better than the start (a start that is not the Gaussian: another base).
+
+        Early stopping picks the best of many noisy validation scores, which flatters the winner most where
+        the validation rows are few: on 60 rows (6 held out) the default kept an epoch better than the
+        Gaussian on those rows and 0.27 nats/row worse on new rows. The start does not take part in early
+        stopping itself: a flow may have to get worse before it gets better (a bimodal column), and
+        patience counts from its own best epoch."""
         if stopped not in ("completed", "early_stopping") or not self.n_val:
             return saved.best_epoch, saved.best_val, None
-        if saved.best_val < self.start_nll:
-            gain = self._gain_over_start()
-            if gain[0] > gain_threshold(self.n_val) * gain[1]:
-                return saved.best_epoch, saved.best_val, gain
-        else:
-            gain = None  # no epoch beat the start at all
+        gain = self._gain_over_gaussian()
+        significant = gain[0] > gain_threshold(self.n_val) * gain[1]
+        # A start that is not the Gaussian (another base) is no better harbour than a best epoch that beats it.
+        start_not_gaussian = self.start_nll > self.gaussian_nll + WORSE_TOLERANCE
+        if significant or (start_not_gaussian and saved.best_val < self.start_nll):
+            return saved.best_epoch, saved.best_val, gain
         self.flow.load_state_dict(self.start_weights)
         return 0, self.start_nll, gain
 
@@ -419,7 +418,8 @@ class Trainer:
             "stopped": stopped,
             "weight_decay": self.weight_decay,
             "gaussian_val_nll": self.gaussian_nll if math.isfinite(self.gaussian_nll) else None,
-            "gain_over_start": None if gain is None else [round(gain[0], 6), round(gain[1], 6)],
+            "gain_over_gaussian": None if gain is None else [round(gain[0], 6), round(gain[1], 6)],
+            "gain_significant": None if gain is None else bool(gain[0] > gain_threshold(self.n_val) * gain[1]),
             "metrics": saved.history,
         }
         info["warnings"] = fit_warnings(info, self.data.schema.dim)

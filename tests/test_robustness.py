@@ -329,12 +329,17 @@ def test_warnings_name_divergence_an_early_best_epoch_and_no_gain_over_a_gaussia
     early = {"metrics": runs, "best_epoch": 1, "best_val_nll": 3.0, "gaussian_val_nll": 5.0}
     (warning,) = fit_warnings(early, dim=3)
     assert "epoch 1 of 21" in warning and "kept improving" in warning
-    start = {**healthy, "best_epoch": 0, "best_val_nll": 5.5, "gain_over_start": [0.01, 0.05]}
+    start = {**healthy, "best_epoch": 0, "best_val_nll": 5.5, "gain_over_gaussian": [0.01, 0.05]}
     (warning,) = fit_warnings(start, dim=3)
     assert "kept is the start" in warning and "0.01 +- 0.05 nats/row, is not significant" in warning
-    worse = {**healthy, "val_nll": 6, "best_val_nll": 6.0}
+    worse = {**healthy, "best_val_nll": 6.0}
     (warning,) = fit_warnings(worse, dim=3)
     assert "worse than a single full-covariance Gaussian" in warning
+    (warning,) = fit_warnings({**worse, "best_epoch": 0}, dim=3)  # a studentt or uniform base's start
+    assert "the untrained start" in warning
+    unsure = {**healthy, "best_val_nll": 5.4, "gain_over_gaussian": [0.1, 0.08], "gain_significant": False}
+    (warning,) = fit_warnings(unsure, dim=3)
+    assert "not significantly better than a single full-covariance Gaussian" in warning
 
 
 @pytest.fixture(scope="module")
