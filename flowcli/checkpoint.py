@@ -20,7 +20,8 @@ from .files import atomic_write_bytes
 
 FORMAT = "flowcli-checkpoint"
 # 2: MADE output units parameter-major; the checksum covers the header; optional training state.
-FORMAT_VERSION = 2
+# 3: robust standardizing with soft tails, a whitening layer in every flow, bounded conditioner inputs.
+FORMAT_VERSION = 3
 HEADER_KEY = "flowcli"
 
 

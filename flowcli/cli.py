@@ -45,6 +45,14 @@ OutputOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 ChunkOpt = Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per streamed chunk (bounds memory).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads for torch. Default: OMP_NUM_THREADS if set, else the CPUs this process may run on. On a shared machine give each job its share (e.g. --threads 1).",
+    ),
+]
 PrecisionOpt = Annotated[
     str,
     typer.Option(
@@ -167,6 +175,12 @@ def _load(checkpoint: str, device: str, precision: str = "float64") -> Any:
     return load_model(checkpoint, resolve_device(device), dtypes[precision])
 
 
+def _threads(threads: int | None) -> int:
+    from .devices import use_threads
+
+    return use_threads(threads)
+
+
 # The options of fit, defined here so that its signature reads as a list.
 CkptOutputOpt = Annotated[str, typer.Option("-o", "--output", help="Checkpoint to write (conventionally .flow).")]
 ConfigOpt = Annotated[
@@ -208,6 +222,13 @@ NprocOpt = Annotated[
         help="Train one model on N processes of this machine with torch.distributed (gloo on CPU, one GPU each on CUDA); runs torch.distributed.run.",
     ),
 ]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail (exit 1, nothing saved: an existing checkpoint at -o is kept) when the fit has a warning: diverged, best epoch among the first ones, or no better than a single Gaussian.",
+    ),
+]
 StreamOpt = Annotated[
     bool,
     typer.Option(
@@ -236,11 +257,17 @@ def fit(
     quiet: QuietOpt = False,
     nproc: NprocOpt = None,
     stream: StreamOpt = False,
+    strict: StrictOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Learn the density of a table and save it as a checkpoint.
 
     Ctrl-C (exit 130) or SIGTERM (exit 143) stops after saving the best model so far; `--resume` continues such a run, or a
     finished one with a larger --epochs.
+
+    At the end the validation NLL is printed beside a single full-covariance Gaussian's, with a
+    'Warning: ...' line for a fit that diverged, kept one of its first epochs, or did not beat the
+    Gaussian (also stored in the checkpoint: flowcli inspect shows them); --strict makes them errors.
 
     Example: flowcli fit data-samples/penguins.csv -c maf -o penguins.flow --epochs 100 --seed 0
     """
@@ -249,6 +276,7 @@ def fit(
     from .progress import Reporter
     from .train import Interrupted
 
+    _threads(threads)
     reporter = Reporter(quiet=quiet or is_secondary_rank())
     try:
         fit_table(
@@ -263,6 +291,8 @@ def fit(
             resume=resume,
             stream=stream,
             nproc=nproc,
+            threads=threads,
+            strict=strict,
             reporter=reporter,
         )
     except Interrupted as stop:
@@ -285,6 +315,7 @@ def sample(
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
     precision: PrecisionOpt = "float64",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Synthesize rows with the training table's column names and types.
 
@@ -296,6 +327,7 @@ def sample(
 
     if n < 1:
         raise DataError(f"-n {n}: the number of rows must be at least 1")
+    _threads(threads)
     table_format(output)
     check_not_input(output, [checkpoint])
     model = _load(checkpoint, device, precision)
@@ -400,6 +432,7 @@ def logprob(
     ] = False,
     precision: LogprobPrecisionOpt = "float32",
     shard: ShardOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Append a 'logprob' column: the log of each row's probability (density of its continuous values in
     the units of their columns, times the probability of its discrete values).
@@ -412,6 +445,7 @@ def logprob(
         raise typer.BadParameter(f"{on_invalid!r} is not one of 'error', 'neg-inf'", param_hint="--on-invalid")
     if flag_below is not None and not 0 < flag_below < 1:
         raise DataError(f"--flag-below {flag_below}: the quantile must be between 0 and 1 (e.g. 0.01)")
+    _threads(threads)
     threshold: list[float] = []
 
     def score(model: Any, frame: Any, offset: int) -> Any:
@@ -449,11 +483,13 @@ def encode(
     chunk_size: ChunkOpt = 65536,
     precision: PrecisionOpt = "float64",
     shard: ShardOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Map rows to latent columns z0..z{k-1} (the base distribution's space).
 
     Example: flowcli encode penguins.flow data-samples/penguins.csv -o latent.csv
     """
+    _threads(threads)
     _stream(
         checkpoint,
         data,
@@ -485,11 +521,13 @@ def decode(
     chunk_size: ChunkOpt = 65536,
     precision: PrecisionOpt = "float64",
     shard: ShardOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Map latent rows z0..z{k-1} back to rows with the original column names.
 
     Example: flowcli encode penguins.flow data-samples/penguins.csv | flowcli decode penguins.flow - -o roundtrip.csv
     """
+    _threads(threads)
     _stream(
         checkpoint,
         data,
@@ -536,6 +574,7 @@ def report(
     ] = 0,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Write PNG figures, summary.json and index.html showing how well the model matches DATA.
 
@@ -551,6 +590,7 @@ def report(
     from .progress import Reporter
     from .report import build_report, check_output_dir, staged_directory
 
+    _threads(threads)
     reporter = Reporter(quiet=quiet)
     options = _read_options(sep, decimal, encoding, no_header, input_format)
     out = check_output_dir(output)

@@ -104,7 +104,9 @@ def parse_column_overrides(raw: Any) -> dict[str, dict[str, Any]]:
 class Column:
     """One training column: its role, the statistics of its encoding, and why it got that role.
 
-    ``mean``/``std`` standardize the encoded value of a numeric column. Categorical features and
+    ``mean``/``std`` standardize the encoded value of a numeric column: its location and scale, which are
+    the median and IQR / 1.349 since flowcli standardizes robustly (``roles/numeric.py``; the field names
+    are kept from when they were the mean and sd). Categorical features and
     missingness indicators are centred and scaled by their number of levels K, not by the data:
     standardizing a rare level's indicator would put it many deviations out. ``fill`` is an in-domain stand-in (in data units) for missing or out-of-support values.
     """

@@ -13,6 +13,7 @@ import difflib
 import inspect
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,8 @@ class TrainingConfig:
     lr: float = 1e-3
     val_fraction: float = 0.1
     patience: int = 20
-    weight_decay: float = 0.0
+    # "auto": max(1e-4, 1 / training rows), more shrinkage on small tables (train.weight_decay); or a number.
+    weight_decay: float | Literal["auto"] = "auto"
     grad_clip: float = 5.0
     ema: float = 0.999  # decay of the weight average that is validated and saved (0: the raw weights)
     schedule: Literal["cosine", "plateau", "constant"] = "cosine"
@@ -64,9 +66,9 @@ class TrainingConfig:
         _require(0 <= self.val_fraction < 1, "training.val_fraction", "must be in [0, 1)")
         _require(self.patience >= 1, "training.patience", "must be an integer >= 1")
         _require(
-            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            self.weight_decay == "auto" or (math.isfinite(self.weight_decay) and self.weight_decay >= 0),
             "training.weight_decay",
-            "must be a finite number >= 0",
+            "must be a finite number >= 0, or auto",
         )
         _require(self.grad_clip > 0, "training.grad_clip", "must be > 0")
         _require(0 <= self.ema < 1, "training.ema", "must be in [0, 1) (0 turns weight averaging off)")
@@ -104,6 +106,8 @@ def _unknown_key(key: str, where: str, allowed: list[str]) -> ConfigError:
 
 def _describe(hint: Any) -> str:
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arm) for arm in typing.get_args(hint))
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if origin in (list, tuple):
@@ -115,6 +119,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against a type hint; ints are accepted where floats are expected."""
     origin = typing.get_origin(hint)
     ok: bool
+    if origin in (typing.Union, types.UnionType):  # the first arm that accepts the value
+        for arm in typing.get_args(hint):
+            try:
+                return _coerce(value, arm, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_describe(hint)}, got {value!r}")
     if origin is Literal:
         ok = value in typing.get_args(hint) and isinstance(value, (str, int, float, bool))
     elif origin in (list, tuple):

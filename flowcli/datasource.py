@@ -12,7 +12,7 @@ only its own shard of the rows:
 
 The column statistics (standardization) come from one pass over the shard, merged across ranks
 (``moments.py``), so every rank builds the same schema, equal to ``Schema.infer`` on the whole table
-up to rounding.
+up to rounding (up to the sampling error of the quantiles for tables beyond 65536 rows).
 
 Streaming (``StreamingData``) never holds the table: each epoch reads the rank's row groups in a
 random order, ``chunk_rows`` rows at a time, through a shuffle buffer of ``shuffle_buffer`` rows from
@@ -337,7 +337,7 @@ class StreamingData:
         """One streaming pass: moments of every row of the shard, and the train/validation counts."""
         moments, n_val, n_all = Moments(), 0, 0
         for rows, matrix in self.shard.chunks():
-            moments = moments.merge(Moments.of(matrix))
+            moments = moments.merge(Moments.of(matrix, rows))
             n_val += int(validation_mask(rows, self.val_fraction).sum())
             n_all += len(rows)
         return agreed_schema(self.shard, moments), n_all - n_val, n_val

@@ -3,7 +3,8 @@
 Reads the checkpoint through ``checkpoint.load`` (the header) and ``model.load_model`` (to count the
 parameters of the rebuilt flow), so nothing is ever unpickled and a checkpoint that does not describe
 a valid model is reported as such. The schema is shown generically: whatever preprocessing fields a
-column carries (mean/std today; categories, bounds or missing rates as the schema grows) are listed.
+column carries (mean/std, which hold a numeric column's median and robust scale; categories, bounds or missing
+rates as the schema grows) are listed. The training summary includes the fit's warnings (health.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ if TYPE_CHECKING:  # rich is imported when a table is drawn, not when the module
     from rich.table import Table
     from rich.text import Text
 
-TRAINING_KEYS = ("epochs_run", "best_epoch", "best_val_nll", "fit_seconds", "n_train", "n_val", "seed", "device")
+TRAINING_KEYS = (
+    "epochs_run",
+    "best_epoch",
+    "best_val_nll",
+    "gaussian_val_nll",
+    "warnings",
+    "fit_seconds",
+    "n_train",
+    "n_val",
+    "seed",
+    "device",
+)
 
 
 def _parameters(module: nn.Module) -> int:
@@ -66,6 +78,7 @@ def describe(path: str) -> dict[str, Any]:
             "total": _parameters(model.flow),
             "base": _parameters(model.flow.base),
             "preprocessing": _parameters(model.flow.preprocess),
+            "whitening": _parameters(model.flow.whiten),
             "layers": layer_parameters(model),
         },
         "training": training,
@@ -105,6 +118,7 @@ TRAINING_LABELS = {
     "max_epochs": "max epochs (config)",
     "best_epoch": "best epoch (weights kept)",
     "best_val_nll": "best validation NLL (nats/row)",
+    "gaussian_val_nll": "a single Gaussian's validation NLL",
     "final_train_nll": "last training NLL (nats/row)",
     "fit_seconds": "fit time (s)",
     "n_train": "training rows",
@@ -135,7 +149,9 @@ def _overview(d: dict[str, Any]) -> Table:
     overview = _key_value_table(Text(f"flowcli checkpoint {d['checkpoint']}"))
     p = d["parameters"]
     layers = sum(r["parameters"] for r in p["layers"])
-    _row(overview, "parameters", f"{p['total']:,} (layers {layers:,}, base {p['base']:,})")
+    _row(
+        overview, "parameters", f"{p['total']:,} (layers {layers:,}, whitening {p['whitening']:,}, base {p['base']:,})"
+    )
     _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
     _row(overview, "base", _text(d["config"]["base"]))
     _row(overview, "training config", _text(d["config"]["training"]))
@@ -175,6 +191,8 @@ def _training(d: dict[str, Any]) -> Table:
     training = _key_value_table("Training")
     for key, label in TRAINING_LABELS.items():
         _row(training, label, _text(d["training"].get(key)) or "n/a")
+    for warning in d["training"].get("warnings") or []:
+        _row(training, "warning", warning, style="bold")
     for key, value in d["info"].items():
         if key == INFO_KEY:  # a grid of ~120 levels: show the usual anomaly thresholds
             stored = StoredQuantiles.from_info(d["info"])

@@ -30,7 +30,8 @@ import yaml
 from . import distributed
 from .config import Config, resolve_config
 from .datasource import StreamingData, in_memory_source
-from .errors import DataError, ReportedFailure
+from .devices import default_threads, use_threads
+from .errors import DataError, ReportedFailure, TrainingError
 from .files import WatchableTextFile, check_not_input, check_writable
 from .io import ReadOptions, format_of
 from .model import Model, load_model, save_model, without_times
@@ -54,6 +55,7 @@ class FitPlan:
     resume: ResumePoint | None
     stream: bool
     read_options: ReadOptions = ReadOptions()  # how to read a text table (--sep, --decimal, ...)
+    strict: bool = False
 
 
 def fit(
@@ -68,6 +70,8 @@ def fit(
     resume: str | Path | ResumePoint | None = None,
     stream: bool = False,
     nproc: int | None = None,
+    threads: int | None = None,
+    strict: bool = False,
     reporter: Reporter | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     read_options: ReadOptions | None = None,
@@ -82,17 +86,29 @@ def fit(
     it: ``model.flow`` -> ``model.metrics.jsonl``). ``resume``: continue the run in this checkpoint
     (same data; its config and seed). ``stream``: read a Parquet file in chunks instead of loading it.
     ``nproc``: train on N processes of this machine (torch.distributed; needs ``data`` as a file and
-    ``output``). ``reporter`` shows progress and messages on stderr (None: silent); ``on_epoch`` is
-    called with each epoch's report. ``read_options``: how to read a text table (``io.ReadOptions``).
+    ``output``). ``threads``: torch's CPU threads (``torch.set_num_threads``; None leaves them as they are,
+    and gives each ``nproc`` worker its share of the CPUs this process may use). ``reporter`` shows
+    progress and messages on stderr (None: silent); ``on_epoch`` is called with each epoch's report.
+    ``read_options``: how to read a text table (``io.ReadOptions``).
+
+    After training the model is compared with a single full-covariance Gaussian of the same rows (the
+    flow's start, see health.py); what went wrong (divergence, a best epoch among the first ones, no gain
+    over the Gaussian) is listed in ``model.info["warnings"]`` and printed as ``Warning: ...`` lines.
+    ``strict``: raise ``StrictFitError`` (carrying the model in ``.model``) instead, without saving.
 
     Ctrl-C or SIGTERM raise ``Interrupted`` and a diverged loss ``Diverged``; both carry the best model
     so far in ``.model`` (None before the first epoch ended), already saved when ``output`` was given.
     """
     reporter = reporter or Reporter(quiet=True)
+    if threads is not None:
+        use_threads(threads)
     plan = _plan(data, config, epochs, seed, output, metrics, resume, stream)
     plan.read_options = read_options or ReadOptions()
+    plan.strict = strict
     if nproc is not None and not distributed.launched_by_torchrun():
-        return _launch(plan, config, epochs, device, nproc, reporter)
+        # Each worker takes its share of the CPUs: N workers with a thread per CPU each would contend.
+        share = threads if threads is not None else max(1, default_threads() // nproc)
+        return _launch(plan, config, epochs, device, nproc, share, reporter)
     dist = distributed.init(device)
     try:
         return _fit(plan, dist, reporter, on_epoch)
@@ -186,6 +202,10 @@ def _fit(
         stopped = _train(trainer, plan, metrics_file, reporter, on_epoch)
         model = stopped.model if isinstance(stopped, (Interrupted, Diverged)) else stopped
         assert model is not None  # _train re-raises a stop that has no model
+        if plan.strict and model.info.get("warnings") and isinstance(stopped, Model):
+            _report(model, None, reporter)
+            # Raised inside the block: the metrics file is discarded with the checkpoint, nothing is written.
+            raise StrictFitError(model)
         if metrics_file is not None:
             # The file holds exactly the epochs of the saved state (an interrupt may cut an epoch short).
             metrics_file.seek(0)
@@ -198,8 +218,26 @@ def _fit(
     if isinstance(stopped, Interrupted):
         raise stopped
     dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
-    reporter.message(summary(model, plan.output))
+    _report(model, plan.output, reporter)
     return model
+
+
+class StrictFitError(TrainingError):
+    """``fit --strict`` and a fit with warnings: nothing was saved; ``model`` is the model that was not."""
+
+    def __init__(self, model: Model) -> None:
+        warnings = model.info["warnings"]
+        super().__init__(
+            f"--strict: the fit has {len(warnings)} warning(s), so nothing was saved; the first: {warnings[0]}"
+        )
+        self.model = model
+
+
+def _report(model: Model, output: str | None, reporter: Reporter) -> None:
+    """The summary line of a fit, then one ``Warning: ...`` line per warning (stderr; none with --quiet)."""
+    reporter.message(summary(model, output))
+    for warning in model.info.get("warnings", []):
+        reporter.message(f"Warning: {warning}")
 
 
 def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Generator) -> Any:
@@ -272,8 +310,10 @@ def summary(model: Model, output: str | None) -> str:
     """The line that ends a fit: best validation NLL, epochs, time, and where the checkpoint went."""
     info = model.info
     saved = f"; saved {output}" if output is not None else ""
+    gaussian = info.get("gaussian_val_nll")
+    baseline = f" (a single Gaussian: {gaussian:.4f})" if gaussian is not None else ""
     return (
-        f"best validation NLL {info['best_val_nll']:.4f} nats/row at epoch {info['best_epoch']} "
+        f"best validation NLL {info['best_val_nll']:.4f} nats/row{baseline} at epoch {info['best_epoch']} "
         f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s){saved}"
     )
 
@@ -364,7 +404,13 @@ def terminate_as_interrupt() -> Iterator[_Stop]:
 
 
 def _launch(
-    plan: FitPlan, config: ConfigLike, epochs: int | None, device: str | torch.device, nproc: int, reporter: Reporter
+    plan: FitPlan,
+    config: ConfigLike,
+    epochs: int | None,
+    device: str | torch.device,
+    nproc: int,
+    threads: int,
+    reporter: Reporter,
 ) -> Model:
     """``nproc`` worker processes under torch.distributed.run, each running this fit as ``flowcli fit``;
     rank 0 writes the checkpoint, which is then loaded here."""
@@ -382,13 +428,14 @@ def _launch(
         )
     seed = random.SystemRandom().randrange(2**31) if plan.seed is None else plan.seed  # one seed for every rank
     with contextlib.ExitStack() as stack:
-        args = [plan.data, "-o", plan.output, "--device", str(device), "--seed", str(seed)]
+        args = [plan.data, "-o", plan.output, "--device", str(device), "--seed", str(seed), "--threads", str(threads)]
         args += ["-c", _config_arg(config, plan.config, stack)] if config is not None else []
         args += ["--epochs", str(epochs)] if epochs else []
         args += ["--metrics", str(plan.metrics)] if plan.metrics is not None else []
         args += ["--quiet"] if reporter.quiet else []
         args += ["--stream"] if plan.stream else []
         args += plan.read_options.cli_args()
+        args += ["--strict"] if plan.strict else []
         code = distributed.launch(nproc, args)
     if code != 0:
         raise ReportedFailure(code)  # rank 0 has printed the one-line error

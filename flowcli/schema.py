@@ -23,6 +23,9 @@ from .layers.base import Layer
 from .roles import FeatureSpec, Transform
 
 OnInvalid = Literal["error", "neg-inf"]
+# The largest excess over the tail knee that the inverse expands: sinh of it is 1e15 (robust units), far
+# beyond any value a column can sensibly hold and still finite after unstandardizing in float32 and float64.
+MAX_TAIL_EXCESS = math.asinh(1e15)
 
 
 class Schema:
@@ -129,8 +132,17 @@ class Preprocess(Layer):
 
     For each feature: t = f(x), the ``Transform`` its column's role chose in the feature spec (the identity,
     log x for positive, logit((x - low) / (high - low)) for bounded: see ``roles/``); then
-    y = (t - shift) / scale. log|det| sums log|dt/dx| - log scale, so densities are in the units of
-    the user's data.
+    y = (t - shift) / scale; then, for numeric features, soft tails beyond +-``tail`` (y kept up to the
+    knee, ``knee + asinh(|y| - knee)`` beyond it; see ``roles/numeric.py``). log|det| sums log|dt/dx|,
+    -log scale and the tails' -log hypot(1, |y| - knee), so densities are in the units of the user's data.
+
+    The inverse (sampling, ``decode``) keeps every value representable, so a sample is never inf, NaN,
+    0 for a positive column or on the bound of a bounded one, and the model that drew it scores it
+    finitely: beyond the tail knee the excess is capped at ``MAX_TAIL_EXCESS`` (values up to 1e15 robust
+    units from the median), the log of a positive column at the range of the float type (values in
+    [smallest normal, largest / e]), and a bounded column strictly inside its bounds (the nearest
+    representable values). The caps act only in the inverse on latent points that would overflow, so the
+    density (forward direction) stays exact.
 
     Dequantized features (integers, categories, missingness indicators) arrive at the centre of their
     cell. In training mode a uniform offset over the middle ``width`` of the cell is added, so the flow
@@ -157,6 +169,8 @@ class Preprocess(Layer):
     dequant: Tensor
     integrate: Tensor
     kind: Tensor  # the index in ``transforms`` of the feature's transform
+    knee: Tensor  # where the soft tails start (robust units; 0: the feature has none)
+    tailed: Tensor
 
     def __init__(self, specs: list[FeatureSpec]) -> None:
         super().__init__()
@@ -169,6 +183,9 @@ class Preprocess(Layer):
         buffer("low", [s.low for s in specs])
         buffer("high", [s.high for s in specs])
         buffer("fill", [s.fill for s in specs])
+        buffer("knee", [s.tail for s in specs])
+        buffer("tailed", [s.tail > 0 for s in specs], torch.bool)
+        self.any_tail = any(s.tail > 0 for s in specs)
         # The distinct transforms of the features, in order of first use; identity features need no work.
         by_name: dict[str, Transform] = {}
         for s in specs:
@@ -207,6 +224,21 @@ class Preprocess(Layer):
             x, ladj = torch.where(mine, x_own, x), torch.where(mine, ladj_own, ladj)
         return x, ladj
 
+    def _tails(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Soft tails: y up to the knee, knee + asinh(excess) beyond it; and log|d out / dy|."""
+        excess = (y.abs() - self.knee).clamp_min(0.0)
+        beyond = self.tailed & (excess > 0)
+        out = torch.where(beyond, torch.sign(y) * (self.knee + torch.asinh(excess)), y)
+        return out, torch.where(beyond, -torch.hypot(torch.ones_like(excess), excess).log(), 0.0)
+
+    def _untails(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The inverse of ``_tails`` (excess capped at ``MAX_TAIL_EXCESS``) and log|dy / du| = log cosh(excess)."""
+        excess = (u.abs() - self.knee).clamp(0.0, MAX_TAIL_EXCESS)
+        beyond = self.tailed & (u.abs() > self.knee)
+        y = torch.where(beyond, torch.sign(u) * (self.knee + torch.sinh(excess)), u)
+        log_cosh = excess + torch.log1p(torch.exp(-2 * excess)) - math.log(2)
+        return y, torch.where(beyond, log_cosh, 0.0)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         missing = torch.isnan(x)
         x = torch.where(missing, self.fill, x)
@@ -215,6 +247,9 @@ class Preprocess(Layer):
         t, ladj = self._transform(x)
         y = (t - self.shift) / self.scale
         ladj = ladj - torch.log(self.scale)
+        if self.any_tail:
+            y, tail_ladj = self._tails(y)
+            ladj = ladj + tail_ladj
         if missing.any():
             stand_in = torch.randn_like(x) if self.training else torch.zeros_like(x)
             y = torch.where(missing, stand_in, y)
@@ -222,5 +257,10 @@ class Preprocess(Layer):
         return y, ladj.sum(-1) + self.log_width
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        tail_ladj = torch.zeros_like(y)
+        if self.any_tail:
+            y, tail_ladj = self._untails(y)
         x, ladj = self._untransform(y * self.scale + self.shift)
-        return x, (ladj + torch.log(self.scale)).sum(-1) - self.log_width
+        big = torch.finfo(x.dtype).max
+        x = x.clamp(-big, big)  # a finite sample even where a layer's output was extreme
+        return x, (ladj + tail_ladj + torch.log(self.scale)).sum(-1) - self.log_width

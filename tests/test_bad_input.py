@@ -5,9 +5,11 @@ key, option or row), a non-zero exit code (1 for bad input, 2 for a malformed co
 traceback, nothing on stdout, and no file created, removed or changed in the working directory; each
 case that names an output file runs twice, the second time with a precious file already at that path.
 
-Decision for extreme but finite values at scoring time (see the last tests): `logprob` of a row so far
-outside the training range that float64 overflows is -inf (the density underflows), never NaN;
-`encode`/`decode` refuse such a row with an error naming it, since an infinite latent is useless.
+Decision for extreme but finite values at scoring time (see the last tests): `logprob` of a row far
+outside the training range is a finite, very negative score (the soft tails of the preprocessing keep
+even 1e300 representable: its log-density is about -1e4 and more negative), or -inf if anything
+overflows, never NaN; `encode` and `decode` map every finite row to finite values (see
+tests/test_robustness.py), and refuse a row whose result is not finite with an error naming it.
 """
 
 from __future__ import annotations
@@ -330,26 +332,12 @@ CASES: list[Case] = [
         stdin=b"weight_kg\n1\n",
         out="new.csv",
     ),
-    Case(
-        "encode-overflow",
-        "encode m.flow - -o {out}",
-        ("row 2", "overflow"),
-        stdin=b"height_cm,weight_kg\n170,60\n-1.7e308,1.7e308\n",
-        out="new.csv",
-    ),
     Case("decode-missing-latent-column", "decode m.flow good.csv -o {out}", ("missing column 'z0'",), out="new.csv"),
     Case(
         "decode-text-latent",
         "decode m.flow - -o {out}",
         ("'z1'", "row 1", "'x'"),
         stdin=b"z0,z1\n0.5,x\n",
-        out="new.csv",
-    ),
-    Case(
-        "decode-overflow",
-        "decode m.flow - -o {out}",
-        ("row 1", "overflow"),
-        stdin=b"z0,z1\n1e308,-1e308\n",
         out="new.csv",
     ),
 ]
@@ -440,11 +428,13 @@ def test_logprob_of_extreme_rows_is_minus_infinity_never_nan(banana_files: dict,
     scores = banana_model.log_prob(rows)
     assert not np.isnan(scores).any()
     assert np.isfinite(scores[0]) and scores[0] > -20
-    assert (scores[1:5] == -np.inf).all()
-    assert scores[5] < scores[0]  # far away, still representable or -inf, but never above a typical row
+    # The soft tails keep these rows representable: a finite log-density, far below any real row's.
+    assert (scores[1:5] < -1e4).all()
+    assert scores[5] < scores[0] - 100  # far away, and never above a typical row
     result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), "-"], input=rows.to_csv(index=False))
     assert result.exit_code == 0, result.stderr
-    assert list(pd.read_csv(pd.io.common.StringIO(result.stdout))["logprob"].iloc[1:5]) == [-np.inf] * 4
+    scored = pd.read_csv(pd.io.common.StringIO(result.stdout))["logprob"].iloc[1:5]
+    assert (scored < -1e4).all()  # float32 scoring: finite or -inf, never NaN
 
 
 def test_logprob_replaces_nan_from_the_network_by_minus_infinity(banana_model, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -97,8 +97,8 @@ def test_streamed_moments_match_the_in_memory_schema(parquet_dir: tuple[Path, pd
     for rank in range(3):
         shard = Shard(str(path), DistContext(rank=rank, world=3), chunk_rows=61)
         m = Moments()
-        for _, matrix in shard.chunks():
-            m = m.merge(Moments.of(matrix))
+        for rows, matrix in shard.chunks():
+            m = m.merge(Moments.of(matrix, rows))
         per_rank.append(m)
     schema = schema_from_moments(list(frame.columns), [str(frame[c].dtype) for c in frame.columns], merge_all(per_rank))
     assert [(c.name, c.role, c.dtype) for c in schema.columns] == [(c.name, c.role, c.dtype) for c in expected.columns]

@@ -42,11 +42,18 @@ STEPS_PER_EPOCH = 3
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """These fits are tiny: with torch's default of one thread per core they mostly wait on each other
-    (40x slower on a busy 2-core machine), so they run on one thread, as do their subprocesses."""
-    before = torch.get_num_threads()
+    (40x slower on a busy 2-core machine), so they run on one thread, as do their subprocesses. The CLI
+    sets its thread count from OMP_NUM_THREADS (--threads' default), so that is set too: a run resumed
+    in this process then computes exactly as the subprocess that was interrupted."""
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
 
 
 TINY_LAYERS = [{"type": "affine_coupling", "hidden": [16]}, {"type": "permute"}, {"type": "maf", "hidden": [16]}]

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flowcli"
 TIERS: list[tuple[str, set[str]]] = [
     ("cli", {"flowcli", "flowcli.cli", "flowcli.__main__"}),
     ("fitting and reading a model", {"flowcli.fitting", "flowcli.report", "flowcli.describe", "flowcli.plots", "flowcli.compare"}),
-    ("training", {"flowcli.train", "flowcli.accel", "flowcli.averaging"}),
+    ("training", {"flowcli.train", "flowcli.accel", "flowcli.averaging", "flowcli.health"}),
     ("data sources", {"flowcli.datasource", "flowcli.distributed", "flowcli.moments", "flowcli.io", "flowcli.delimited",
                       "flowcli.outputs"}),
     ("model", {"flowcli.model", "flowcli.trainstate", "flowcli.checkpoint", "flowcli.config"}),

@@ -11,7 +11,7 @@ from typing import Literal
 from torch import Tensor
 
 from .base import Layer, check, register, soft_clamp
-from .nets import ACTIVATIONS, coupling_mask, mlp
+from .nets import ACTIVATIONS, bound_inputs, coupling_mask, mlp
 
 
 class _Coupling(Layer):
@@ -33,7 +33,8 @@ class _Coupling(Layer):
         self.net = mlp(len(self.conditioning), hidden, n_b * self.n_params, activation)
 
     def _params(self, x_a: Tensor) -> Tensor:
-        return self.net(x_a).view(x_a.shape[0], len(self.transformed), self.n_params)
+        # Bounded inputs: the shift and scale stay what the network learnt near the data (nets.py).
+        return self.net(bound_inputs(x_a)).view(x_a.shape[0], len(self.transformed), self.n_params)
 
     def _couple(self, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         x_a, x_b = x[:, self.conditioning], x[:, self.transformed]

@@ -1,4 +1,15 @@
-"""Conditioner networks shared by the coupling and autoregressive layers."""
+"""Conditioner networks shared by the coupling and autoregressive layers.
+
+Conditioners see their inputs softly bounded, ``bound_inputs(x) = INPUT_BOUND * tanh(x / INPUT_BOUND)``
+(about the identity within 2 units, never beyond +-INPUT_BOUND). A network only learns what to do where
+the data are; beyond them a ReLU network extrapolates linearly, and in a flow that extrapolation
+compounds: a sample drawn in the latent tails lands outside the data, where the next dimension's shift
+and scale, then the next layer's, grow without bound (a MAF fitted to a table with |a| < 3.3 drew about
+2% absurd rows, a down to -1.08e6, which the model then scored -4.2e16). With bounded inputs every shift and
+scale stays within what the network computes on a bounded box, so a layer cannot blow up a sample. The
+bound acts on the conditioner's input only, not on the transformed variable, so the transform stays an
+exact bijection with the same triangular Jacobian.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +19,15 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
+from .base import soft_clamp
+
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+INPUT_BOUND = 5.0  # the flow's features are about N(0, 1) after the whitening: 5 is the edge of any data
+
+
+def bound_inputs(x: Tensor) -> Tensor:
+    """A conditioner's inputs, softly bounded to (-INPUT_BOUND, INPUT_BOUND) (see the module docstring)."""
+    return soft_clamp(x, INPUT_BOUND)
 
 
 def mlp(n_in: int, hidden: Sequence[int], n_out: int, activation: str = "relu") -> nn.Sequential:
@@ -92,7 +111,7 @@ class MADE(nn.Module):
         return all(torch.equal(lin.mask.cpu().bool(), mask) for lin, mask in zip(linears, expected, strict=True))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).view(*x.shape[:-1], self.n_params, self.dim).transpose(-1, -2)
+        return self.net(bound_inputs(x)).view(*x.shape[:-1], self.n_params, self.dim).transpose(-1, -2)
 
     def solve(self, z: Tensor, invert: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         """Invert an autoregressive transform in one network pass instead of ``dim`` passes.
@@ -114,7 +133,7 @@ class MADE(nn.Module):
         for k in range(self.dim):
             # Step k solves the variable of degree k+1: first the hidden units of degree k (which
             # only see variables of degree <= k, all solved), then that variable's parameters.
-            below, known = solved, k
+            below, known = bound_inputs(solved[:, :k]), k  # the network sees bounded inputs, as in forward
             for l_idx, w in enumerate(weights[:-1]):
                 lo, hi = (self._ends[l_idx][k - 1] if k > 0 else 0), self._ends[l_idx][k]
                 if hi > lo:

@@ -81,7 +81,8 @@ class FeatureSpec:
 
     ``width`` > 0 dequantizes the feature over that much of its unit cell (integers, categories,
     missingness indicators); ``integrate`` marks the features whose probability ``logprob`` integrates
-    over their cell; ``fill`` is an in-domain stand-in, in data units, for a missing value."""
+    over their cell; ``fill`` is an in-domain stand-in, in data units, for a missing value; ``tail`` > 0
+    compresses y beyond +-tail logarithmically (see ``roles/numeric.py``; 0: no compression)."""
 
     transform: Transform
     shift: float
@@ -91,6 +92,7 @@ class FeatureSpec:
     low: float = 0.0
     high: float = 1.0
     integrate: bool = False
+    tail: float = 0.0
 
 
 def indicator_spec() -> FeatureSpec:

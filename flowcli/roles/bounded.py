@@ -1,5 +1,5 @@
 """bounded: numbers strictly between the config's ``low`` and ``high``, modelled on the logit scale,
-y = (logit((x - low) / (high - low)) - mean) / sd.
+y = (logit((x - low) / (high - low)) - median) / scale (robust standardizing and soft tails: see ``numeric.py``).
 
 Never inferred: the bounds are the user's to state (the observed range is not a bound).
 """
@@ -36,7 +36,10 @@ class Logit(Transform):
     def inverse(self, t: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
         width = high - low
         ladj = torch.log(width) + torch.nn.functional.logsigmoid(t) + torch.nn.functional.logsigmoid(-t)
-        return low + width * torch.sigmoid(t), ladj
+        # sigmoid rounds to 0 or 1 for |t| > 37 (float64): keep samples strictly inside (low, high), where
+        # the model that drew them can score them.
+        x = low + width * torch.sigmoid(t)
+        return torch.minimum(torch.maximum(x, torch.nextafter(low, high)), torch.nextafter(high, low)), ladj
 
     def safe_input(self, x: Tensor, low: Tensor, high: Tensor) -> Tensor:
         return ((low + high) / 2).expand_as(x)

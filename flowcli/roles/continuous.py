@@ -8,7 +8,7 @@ from .numeric import NumericRole
 
 @register_role("continuous")
 class Continuous(NumericRole):
-    """A real-valued column: y = (x - mean) / sd."""
+    """A real-valued column: y = (x - median) / scale, with soft tails (see ``numeric.py``)."""
 
     inference_rank = 50  # last: numbers nothing else claimed
 

@@ -1,9 +1,26 @@
 """What the number-valued roles (continuous, positive, bounded, integer) share.
 
-Such a column is one feature, its value in data units, mapped by the role's ``transform`` and then
-standardized by the mean and standard deviation of the transformed training values. A column with
-missing values gets a missingness indicator first (a two-level category), and its missing values are
-imputed by ``Preprocess``. A value outside the role's support scores -inf (density 0).
+Such a column is one feature, its value in data units, mapped by the role's ``transform``, then
+standardized robustly and given soft tails (both part of the flow, with their log|det|, in ``Preprocess``):
+
+    t = transform(x);  y = (t - median) / scale;  feature = y where |y| <= TAIL_KNEE,
+                                                 else sign(y) (TAIL_KNEE + asinh(|y| - TAIL_KNEE))
+
+- **Robust scale**: ``scale = IQR / 1.349`` of the transformed training values (the standard deviation
+  of a normal distribution with that interquartile range, so it equals the sd on normal data), or their
+  standard deviation when the IQR is 0 (more than half the values equal), or 1 when that is 0 too. A few
+  wild values cannot hijack it: a column ~ N(100, 10) with 5 values up to 3e6 has an sd of 4.5e4, which
+  squeezed the real rows into a sliver of the standardized space (3.6% of default-config samples landed
+  above 1000, where 0.1% of the data is); its IQR / 1.349 is 10.
+- **Soft tails**: beyond ``TAIL_KNEE`` robust units the value is compressed logarithmically (asinh of
+  the excess: identity, slope and curvature match at the knee, so the density stays smooth). Outliers
+  6 orders of magnitude out arrive near 18 instead of 3e5, so they neither dominate the loss and its
+  gradients nor the covariance the flow starts from (``layers/linear.Whiten``), and heavy tails reach
+  the flow as moderate ones. Normal data is untouched (6e-5 of it lies beyond 4 sd). The map is a
+  bijection of the real line with its log|det| in ``logprob``, so densities stay exact in data units.
+
+A column with missing values gets a missingness indicator first (a two-level category), and its missing
+values are imputed by ``Preprocess``. A value outside the role's support scores -inf (density 0).
 """
 
 from __future__ import annotations
@@ -21,6 +38,20 @@ from .written import as_written, parse_written
 
 if TYPE_CHECKING:
     from ..columns import Column
+
+IQR_TO_SD = 1.349  # the interquartile range of a normal distribution, in standard deviations
+TAIL_KNEE = 4.0  # robust units beyond which a numeric feature's tails are compressed (see the module docstring)
+
+
+def robust_location_scale(values: np.ndarray, sd: float | None = None) -> tuple[float, float]:
+    """(median, IQR / 1.349) of ``values``; the scale falls back to ``sd`` (default: the values' standard
+    deviation) when the IQR is 0, and to 1 when that is 0 too. ``values`` may be a sample of the column
+    (the streamed fit's, ``moments.py``) with ``sd`` computed exactly over all of it."""
+    q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
+    scale = float(q75 - q25) / IQR_TO_SD
+    if not scale > 0:
+        scale = float(values.std()) if sd is None else sd
+    return float(median), scale if scale > 0 else 1.0
 
 
 class NumericRole(Role):
@@ -59,11 +90,11 @@ class NumericRole(Role):
         self.check(column, evidence, numbers, override)
         low, high = self.bounds(numbers, override)
         encoded = self.transform.numpy(numbers, 0.0 if low is None else low, 1.0 if high is None else high)
-        std = float(encoded.std())
+        location, scale = robust_location_scale(encoded)
         return replace(
             column,
-            mean=float(encoded.mean()),
-            std=std if std > 0 else 1.0,
+            mean=location,
+            std=scale,
             low=low,
             high=high,
             fill=float(np.median(numbers)),
@@ -71,7 +102,9 @@ class NumericRole(Role):
 
     def feature_specs(self, column: Column) -> list[FeatureSpec]:
         low, high = self.transform_bounds(column)
-        value = FeatureSpec(self.transform, column.mean, column.std, self.dequantize, column.fill, low, high)
+        value = FeatureSpec(
+            self.transform, column.mean, column.std, self.dequantize, column.fill, low, high, tail=TAIL_KNEE
+        )
         return [indicator_spec(), value] if self.has_indicator(column) else [value]
 
     def encode(self, column: Column, series: pd.Series, row_offset: int) -> Encoded:
@@ -118,4 +151,4 @@ class NumericRole(Role):
         return as_written(values, column, self.whole)
 
     def describe(self, column: Column) -> str:
-        return f"mean {column.mean:.4g}, sd {column.std:.4g}"
+        return f"median {column.mean:.4g}, scale {column.std:.4g}"

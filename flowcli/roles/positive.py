@@ -1,10 +1,12 @@
-"""positive: numbers > 0, modelled on the log scale, y = (log x - mean) / sd.
+"""positive: numbers > 0, modelled on the log scale, y = (log x - median) / scale (robust
+standardizing and soft tails: see ``numeric.py``).
 
 Never inferred: a log changes what the density means, which the user should choose in the config.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,10 @@ class Log(Transform):
         return torch.log(x), -torch.log(x)
 
     def inverse(self, t: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        # Clamped to the float type's range, so that a sample is never 0.0 nor inf (which this very
+        # model would refuse to score): from the smallest normal number to the largest / e.
+        info = torch.finfo(t.dtype)
+        t = t.clamp(math.log(info.tiny), math.log(info.max) - 1)
         return torch.exp(t), t
 
     def safe_input(self, x: Tensor, low: Tensor, high: Tensor) -> Tensor:
