@@ -53,7 +53,7 @@ class Flow(nn.Module):
 
     The whitening sits after the config's layers rather than before them because it shears the
     coordinates the conditioners see: on penguin_measures.csv (3 species) whitening first cost the
-    default and maf 0.3 nats/row on held-out rows. ``gaussian_log_prob`` scores the maximum-likelihood
+    default and maf about 0.3 nats/row on held-out rows. ``gaussian_log_prob`` scores the maximum-likelihood
     Gaussian (kept in ``baseline``), the figure a fit is compared with.
     """
 
