@@ -21,7 +21,8 @@ from .files import atomic_write_bytes
 FORMAT = "flowcli-checkpoint"
 # 2: MADE output units parameter-major; the checksum covers the header; optional training state.
 # 3: robust standardizing with soft tails, a whitening layer in every flow, bounded conditioner inputs.
-FORMAT_VERSION = 3
+# 4: the whitening after the config's layers, a residualizing layer before them, the baseline Gaussian.
+FORMAT_VERSION = 4
 HEADER_KEY = "flowcli"
 
 

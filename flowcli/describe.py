@@ -41,7 +41,8 @@ def layer_parameters(model: Any) -> list[dict[str, Any]]:
     """One entry per layer of the flow (the config's layers, then a base's bridge if any)."""
     specs = model.config.layers
     rows = []
-    for i, layer in enumerate(model.flow.layers):
+    bridge = [model.flow.bridge] if model.flow.bridge is not None else []
+    for i, layer in enumerate([*model.flow.layers, *bridge]):
         name = getattr(layer, "type_name", type(layer).__name__)
         options = specs[i].options if i < len(specs) and specs[i].type == name else {}
         rows.append({"index": i, "type": name, "options": options, "parameters": _parameters(layer)})

@@ -6,7 +6,6 @@ DataFrames, in batches so memory stays bounded whatever the table size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -21,7 +20,7 @@ from .columns import Column
 from .config import Config
 from .errors import ConfigError, DataError
 from .layers import Layer, build_layer
-from .layers.linear import Whiten
+from .layers.linear import GaussianBaseline, Residualize, Whiten
 from .quantiles import StoredQuantiles
 from .schema import OnInvalid, Schema
 
@@ -40,75 +39,97 @@ def cell_lattice(points: int, dims: int) -> np.ndarray:
 
 
 class Flow(nn.Module):
-    """preprocessing -> whitening -> layers -> (bridge) -> base.  forward: data -> latent, with summed log|det|.
+    """preprocessing -> residualize -> layers -> whitening -> (bridge) -> base.  forward: data -> latent.
 
-    The whitening layer (``layers.linear.Whiten``) is part of every flow, whatever the config: fitted to
-    the preprocessed training rows before training (``initialize``), it makes the flow start as the
-    maximum-likelihood full-covariance Gaussian of those features (the config's layers start as the
-    identity or close to it), which training then improves on; ``gaussian_log_prob`` keeps scoring that
-    Gaussian, the baseline a fit is compared with.
+    Two data-initialized linear layers frame the config's layers in every flow (``initialize``):
+
+    - ``residualize`` (``layers.linear.Residualize``) first: a feature that the features before it
+      nearly determine (R^2 > 0.9: a near-collinear pair, b = 2a + 1e-3 noise) is replaced by its
+      regression residual, and nothing else moves. The conditioners see the columns as they are, and the
+      whitening after them is well conditioned, so an optimizer step cannot be amplified 2000-fold.
+    - ``whiten`` (``layers.linear.Whiten``) last: fitted to the rows as they leave the config's layers at
+      initialization, so that the flow starts as the maximum-likelihood full-covariance Gaussian of the
+      preprocessed rows (exactly, when the config's layers start as the identity or an affine map).
+
+    The whitening sits after the config's layers rather than before them because it shears the
+    coordinates the conditioners see: on penguin_measures.csv (3 species) whitening first cost the
+    default and maf about 0.3 nats/row on held-out rows. ``gaussian_log_prob`` scores the maximum-likelihood
+    Gaussian (kept in ``baseline``), the figure a fit is compared with.
     """
 
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__()
         dim = schema.dim
         self.preprocess = schema.preprocessing()
-        self.whiten = Whiten(dim)
+        self.residualize = Residualize(dim)
         layers: list[Layer] = []
         for i, spec in enumerate(config.layers):
             try:
                 layers.append(build_layer(spec.type, dim, i, spec.options))
             except ConfigError as exc:  # a layer's own range check: say which layer
                 raise ConfigError(f"layers[{i}].{exc}") from None
-        self.base: Base = build_base(config.base.type, dim, config.base.options)
-        bridge = self.base.bridge()
-        if bridge is not None:
-            layers.append(bridge)
         self.layers = nn.ModuleList(layers)
+        self.whiten = Whiten(dim)
+        self.baseline = GaussianBaseline(dim)
+        self.base: Base = build_base(config.base.type, dim, config.base.options)
+        self.bridge = self.base.bridge()
 
     @property
     def steps(self) -> Sequence[Layer]:
-        """The layers in order, typed: iterating ``self.layers`` gives plain ``nn.Module``s."""
+        """The config's layers in order, typed: iterating ``self.layers`` gives plain ``nn.Module``s."""
         return cast("Sequence[Layer]", self.layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z, ladj = self.preprocess(x)
-        z, step = self.whiten(z)
-        ladj = ladj + step
-        for layer in self.steps:
+        for layer in (self.residualize, *self.steps, self.whiten, *([self.bridge] if self.bridge else [])):
             z, step = layer(z)
             ladj = ladj + step
         return z, ladj
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         ladj = z.new_zeros(z.shape[0])
-        for layer in reversed(self.steps):
+        for layer in reversed((self.residualize, *self.steps, self.whiten, *([self.bridge] if self.bridge else []))):
             z, step = layer.inverse(z)
             ladj = ladj + step
-        z, step = self.whiten.inverse(z)
-        x, step_pre = self.preprocess.inverse(z)
-        return x, ladj + step + step_pre
+        x, step = self.preprocess.inverse(z)
+        return x, ladj + step
 
     def log_prob(self, x: Tensor) -> Tensor:
         z, ladj = self(x)
         return self.base.log_prob(z) + ladj
 
     def gaussian_log_prob(self, x: Tensor) -> Tensor:
-        """log-density of the Gaussian the flow started from: N(0, I) after the preprocessing and the
-        whitening's initial map, with their log|det|: a density in the same units as ``log_prob``."""
+        """log-density of the maximum-likelihood full-covariance Gaussian of the preprocessed training rows,
+        with the preprocessing's log|det|: a density in the same units as ``log_prob``."""
         y, ladj = self.preprocess(x)
-        z, step = self.whiten.gaussian(y)
-        return -0.5 * (z.pow(2).sum(1) + z.shape[1] * math.log(2 * math.pi)) + ladj + step
+        u, step = self.residualize(y)
+        return self.baseline(u) + ladj + step
 
     @torch.no_grad()
     def initialize(self, x: Tensor, gaussian_rows: Tensor | None = None) -> None:
-        """Fit the whitening to ``gaussian_rows`` (default ``x``), then run the data-dependent
-        initialization of each layer on the batch ``x`` as it reaches that layer."""
-        self.whiten.initialize(self.preprocess(x if gaussian_rows is None else gaussian_rows)[0])
-        z, _ = self.whiten(self.preprocess(x)[0])
+        """Fit the residualizing and the Gaussian to ``gaussian_rows`` (default ``x``), run the data-dependent
+        initialization of each layer on the batch ``x`` as it reaches that layer, then fit the whitening
+        to ``gaussian_rows`` as they leave the layers."""
+        # Categories and missingness indicators are left out of the residualizing and the whitening: a
+        # Gaussian spreads their mass beyond the outermost cells, and starting there a MAF learnt the
+        # probabilities of a two-column categorical table 2-5x worse (total variation of its samples 0.10 and
+        # 0.17 after 30 epochs, seeds 0 and 1; 0.02 and 0.04 without). The comparison baseline is the full
+        # Gaussian all the same.
+        continuous = ~self.preprocess.integrate
+        rows = self.preprocess(x if gaussian_rows is None else gaussian_rows)[0]
+        self.residualize.initialize(rows, continuous)
+        rows = self.residualize(rows)[0]
+        self.baseline.initialize(rows)
+        z, _ = self.residualize(self.preprocess(x)[0])
         for layer in self.steps:
             layer.initialize(z)
             z, _ = layer(z)
+        out = []
+        for part in rows.split(SCORING_BATCH):
+            for layer in self.steps:
+                part, _ = layer(part)
+            out.append(part)
+        self.whiten.initialize(torch.cat(out), continuous)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         x, _ = self.inverse(self.base.sample(n, generator))

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .base import check, register
 from .monotone import MonotoneAutoregressive, expand_bracket
-from .nets import ACTIVATIONS, MADE, autoregressive_order, mlp
+from .nets import ACTIVATIONS, MADE, autoregressive_order, bound_inputs, mlp
 
 # g = softplus(h + SHIFT) + FLOOR equals 1 when the integrand network outputs h = 0 (its initial state),
 # so a fresh layer is z = x + b(x_<i) with b = 0: the identity. FLOOR bounds the slope below, which keeps
@@ -83,8 +83,12 @@ class UMNN(MonotoneAutoregressive):
         self._nodes, self._weights = (nodes + 1) / 2, weights / 2
 
     def _g(self, s: Tensor, xi: Tensor) -> Tensor:
-        """The positive integrand at points ``s`` (..., k) with embeddings ``xi`` (..., embedding)."""
-        inputs = torch.cat([s[..., None], xi[..., None, :].expand(*s.shape, self.embedding)], -1)
+        """The positive integrand at points ``s`` (..., k) with embeddings ``xi`` (..., embedding).
+
+        The network sees ``s`` softly bounded (nets.bound_inputs), so beyond the data the map continues
+        with about the slope it has at their edge: an unbounded network extrapolated g down to its floor
+        there, a slope of 1e-3 per layer, and a hurried fit drew 3.6% of its samples at 1e15 robust units."""
+        inputs = torch.cat([bound_inputs(s)[..., None], xi[..., None, :].expand(*s.shape, self.embedding)], -1)
         return nn.functional.softplus(self.integrand(inputs)[..., 0] + SHIFT) + FLOOR
 
     def transform(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
