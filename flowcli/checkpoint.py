@@ -22,7 +22,8 @@ FORMAT = "flowcli-checkpoint"
 # 2: MADE output units parameter-major; the checksum covers the header; optional training state.
 # 3: robust standardizing with soft tails, a whitening layer in every flow, bounded conditioner inputs.
 # 4: the whitening after the config's layers, a residualizing layer before them, the baseline Gaussian.
-FORMAT_VERSION = 4
+# 5: discrete parts with exact probabilities (a categorical MADE) and the flow conditioned on them; atoms.
+FORMAT_VERSION = 5
 HEADER_KEY = "flowcli"
 
 
@@ -84,7 +85,7 @@ def load(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version} is not supported by this flowcli "
-            f"(which reads version {FORMAT_VERSION}); refit the model or use a matching flowcli version"
+            f"(which reads version {FORMAT_VERSION}); refit the model (flowcli fit) or use a matching flowcli version"
         )
     if header.get("sha256") != _digest(tensors, header):
         raise CheckpointError(f"{path}: checkpoint is corrupt (checksum mismatch)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .layers.base import BUILDER_ARGS
 from .registry import Registry
 
 DEFAULT_CONFIG_NAME = "default.yaml"
@@ -164,7 +165,7 @@ def class_options(cls: type[Any]) -> dict[str, tuple[Any, Any]]:
     return {
         name: (hints.get(name, Any), p.default)
         for name, p in params.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in BUILDER_ARGS
     }
 
 

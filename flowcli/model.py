@@ -18,30 +18,31 @@ from torch import Tensor, nn
 from .bases import Base, build_base
 from .columns import Column
 from .config import Config
+from .discrete import DiscreteModel
 from .errors import ConfigError, DataError
 from .layers import Layer, build_layer
+from .layers.context import ContextAffine
 from .layers.linear import GaussianBaseline, Residualize, Whiten
 from .quantiles import StoredQuantiles
 from .schema import OnInvalid, Schema
 
 SCORING_BATCH = 65536
-# Points of the lattice rule that integrates the density over the unit cell of a row's discrete values
-# (see ``Model.log_prob_features``). Scoring a table with discrete columns costs this many flow passes.
-CELL_POINTS = 16
-
-
-def cell_lattice(points: int, dims: int) -> np.ndarray:
-    """A centred rank-1 (Korobov) lattice of ``points`` offsets in [-1/2, 1/2)^dims: the midpoint rule
-    in one dimension, an even spread in more (Sloan & Joe 1994, "Lattice Methods for Multiple Integration")."""
-    generator = [pow(3, i, points) if points > 1 else 0 for i in range(dims)]
-    j = np.arange(points)[:, None]
-    return ((j * np.asarray(generator)[None, :] + 0.5) / points) % 1.0 - 0.5
 
 
 class Flow(nn.Module):
-    """preprocessing -> residualize -> layers -> whitening -> (bridge) -> base.  forward: data -> latent.
+    """The density of a row: log p(row) = log P(d) + log p(c | d).  forward: data -> latent.
 
-    Two data-initialized linear layers frame the config's layers in every flow (``initialize``):
+    d is the row's discrete part (its categories, and the state of each numeric column with missing values
+    or atoms: a value, missing, or which atom), modelled exactly by ``discrete`` (``discrete.DiscreteModel``,
+    an autoregressive categorical network). c is its continuous part, the density of a flow over the
+    continuous features conditioned on d (the one-hot codes are the *context*):
+
+        preprocessing -> residualize -> condition -> layers -> whitening -> (bridge) -> base
+
+    ``condition`` (``layers.context.ContextAffine``, only with discrete features) shifts and scales each
+    continuous feature by d, and the config's conditional layers (coupling, autoregressive) take d as an
+    input of their conditioners; other layers are the same map for every d. Two data-initialized linear
+    layers frame the config's layers (``initialize``):
 
     - ``residualize`` (``layers.linear.Residualize``) first: a feature that the features before it
       nearly determine (R^2 > 0.9: a near-collinear pair, b = 2a + 1e-3 noise) is replaced by its
@@ -49,23 +50,42 @@ class Flow(nn.Module):
       whitening after them is well conditioned, so an optimizer step cannot be amplified 2000-fold.
     - ``whiten`` (``layers.linear.Whiten``) last: fitted to the rows as they leave the config's layers at
       initialization, so that the flow starts as the maximum-likelihood full-covariance Gaussian of the
-      preprocessed rows (exactly, when the config's layers start as the identity or an affine map).
+      preprocessed rows (exactly, when the config's layers start as the identity or an affine map), and
+      the discrete part as the product of the training frequencies.
 
     The whitening sits after the config's layers rather than before them because it shears the
     coordinates the conditioners see: on penguin_measures.csv (3 species) whitening first cost the
-    default and maf about 0.3 nats/row on held-out rows. ``gaussian_log_prob`` scores the maximum-likelihood
-    Gaussian (kept in ``baseline``), the figure a fit is compared with.
+    default and maf about 0.3 nats/row on held-out rows. ``gaussian_log_prob`` scores that start (kept in
+    ``baseline`` and ``discrete.marginal``), the figure a fit is compared with.
+
+    The latent space has one coordinate per feature, in feature order: a continuous feature's is the
+    flow's output, a discrete feature's the normal quantile of its code's conditional CDF interval
+    (``DiscreteModel.encode``), so sampling is decoding a standard draw.
     """
+
+    _anchor: Tensor  # a buffer that gives the model's device and dtype
+    discrete_index: Tensor
+    continuous_index: Tensor
 
     def __init__(self, schema: Schema, config: Config) -> None:
         super().__init__()
-        dim = schema.dim
+        specs = schema.feature_specs()
+        self.dim = len(specs)
+        discrete = [i for i, spec in enumerate(specs) if spec.levels > 0]
+        continuous = [i for i, spec in enumerate(specs) if spec.levels == 0]
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+        self.register_buffer("discrete_index", torch.tensor(discrete, dtype=torch.long), persistent=False)
+        self.register_buffer("continuous_index", torch.tensor(continuous, dtype=torch.long), persistent=False)
+        self.discrete = DiscreteModel([specs[i].levels for i in discrete]) if discrete else None
+        context = self.discrete.width if self.discrete is not None else 0
+        dim = len(continuous)
         self.preprocess = schema.preprocessing()
         self.residualize = Residualize(dim)
+        self.condition = ContextAffine(dim, context) if context and dim else None
         layers: list[Layer] = []
-        for i, spec in enumerate(config.layers):
+        for i, spec in enumerate(config.layers if dim else []):
             try:
-                layers.append(build_layer(spec.type, dim, i, spec.options))
+                layers.append(build_layer(spec.type, dim, i, spec.options, context))
             except ConfigError as exc:  # a layer's own range check: say which layer
                 raise ConfigError(f"layers[{i}].{exc}") from None
         self.layers = nn.ModuleList(layers)
@@ -79,60 +99,125 @@ class Flow(nn.Module):
         """The config's layers in order, typed: iterating ``self.layers`` gives plain ``nn.Module``s."""
         return cast("Sequence[Layer]", self.layers)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _chain(self) -> list[Layer]:
+        """The continuous part's layers after the preprocessing, in the forward direction."""
+        framed = [self.residualize, *([self.condition] if self.condition else []), *self.steps, self.whiten]
+        return framed + ([self.bridge] if self.bridge else [])
+
+    def codes(self, x: Tensor) -> Tensor:
+        """The integer codes (n, discrete features) of feature rows."""
+        codes = self._split(x)[0]
+        return codes if codes is not None else x.new_zeros(x.shape[0], 0, dtype=torch.long)
+
+    def _split(self, x: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor]:
+        """(codes, their one-hot context, continuous features) of feature rows."""
+        if self.discrete is None:
+            return None, None, x  # every feature is continuous
+        codes = x[:, self.discrete_index].floor().long().clamp_min(0)
+        codes = torch.minimum(codes, (self.discrete.offsets[1:] - self.discrete.offsets[:-1]) - 1)
+        return codes, self.discrete.one_hot(codes), x[:, self.continuous_index]
+
+    def _continuous(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         z, ladj = self.preprocess(x)
-        for layer in (self.residualize, *self.steps, self.whiten, *([self.bridge] if self.bridge else [])):
-            z, step = layer(z)
+        for layer in self._chain():
+            z, step = layer(z, context) if layer.conditional else layer(z)
             ladj = ladj + step
         return z, ladj
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _continuous_inverse(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         ladj = z.new_zeros(z.shape[0])
-        for layer in reversed((self.residualize, *self.steps, self.whiten, *([self.bridge] if self.bridge else []))):
-            z, step = layer.inverse(z)
+        for layer in reversed(self._chain()):
+            # A conditional layer's inverse takes the context too (``Layer.conditional``).
+            z, step = cast(Any, layer).inverse(z, context) if layer.conditional else layer.inverse(z)
             ladj = ladj + step
         x, step = self.preprocess.inverse(z)
         return x, ladj + step
 
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Feature rows -> latent rows, and the log|det| of the continuous part's map."""
+        codes, context, continuous = self._split(x)
+        z_c, ladj = self._continuous(continuous, context)
+        z = x.new_empty(x.shape[0], self.dim)
+        z[:, self.continuous_index] = z_c
+        if self.discrete is not None and codes is not None:
+            z[:, self.discrete_index] = self.discrete.encode(codes)
+        return z, ladj
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent rows -> feature rows (discrete features as code + 1/2), and the continuous log|det|."""
+        x = z.new_empty(z.shape[0], self.dim)
+        context = None
+        if self.discrete is not None:
+            codes = self.discrete.decode(z[:, self.discrete_index])
+            context = self.discrete.one_hot(codes).to(z.dtype)
+            x[:, self.discrete_index] = codes.to(z.dtype) + 0.5
+        x_c, ladj = self._continuous_inverse(z[:, self.continuous_index], context)
+        x[:, self.continuous_index] = x_c
+        return x, ladj
+
     def log_prob(self, x: Tensor) -> Tensor:
-        z, ladj = self(x)
-        return self.base.log_prob(z) + ladj
+        codes, context, continuous = self._split(x)
+        z, ladj = self._continuous(continuous, context)
+        out = self.base.log_prob(z) + ladj
+        if self.discrete is not None and codes is not None:
+            out = out + self.discrete.log_prob(codes, context)
+        return out
 
     def gaussian_log_prob(self, x: Tensor) -> Tensor:
-        """log-density of the maximum-likelihood full-covariance Gaussian of the preprocessed training rows,
-        with the preprocessing's log|det|: a density in the same units as ``log_prob``."""
-        y, ladj = self.preprocess(x)
+        """log-probability under the start: the maximum-likelihood full-covariance Gaussian of the preprocessed
+        continuous features (with the preprocessing's log|det|: a density in the same units as ``log_prob``)
+        times the discrete part's probability. The discrete part is fitted before the flow and then fixed
+        (``train.Trainer``), so the start and the fitted flow share it and differ in the continuous part
+        only, the part this baseline is there to judge."""
+        codes, _, continuous = self._split(x)
+        y, ladj = self.preprocess(continuous)
         u, step = self.residualize(y)
-        return self.baseline(u) + ladj + step
+        out = self.baseline(u) + ladj + step
+        if self.discrete is not None and codes is not None:
+            out = out + self.discrete.log_prob(codes)
+        return out
 
     @torch.no_grad()
     def initialize(self, x: Tensor, gaussian_rows: Tensor | None = None) -> None:
-        """Fit the residualizing and the Gaussian to ``gaussian_rows`` (default ``x``), run the data-dependent
-        initialization of each layer on the batch ``x`` as it reaches that layer, then fit the whitening
-        to ``gaussian_rows`` as they leave the layers."""
-        # Categories and missingness indicators are left out of the residualizing and the whitening: a
-        # Gaussian spreads their mass beyond the outermost cells, and starting there a MAF learnt the
-        # probabilities of a two-column categorical table 2-5x worse (total variation of its samples 0.10 and
-        # 0.17 after 30 epochs, seeds 0 and 1; 0.02 and 0.04 without). The comparison baseline is the full
-        # Gaussian all the same.
-        continuous = ~self.preprocess.integrate
-        rows = self.preprocess(x if gaussian_rows is None else gaussian_rows)[0]
-        self.residualize.initialize(rows, continuous)
+        """Fit the discrete part's frequencies, the residualizing and the Gaussian to ``gaussian_rows``
+        (default ``x``), run the data-dependent initialization of each layer on the batch ``x`` as it
+        reaches that layer, then fit the whitening to ``gaussian_rows`` as they leave the layers."""
+        gaussian_rows = x if gaussian_rows is None else gaussian_rows
+        codes, context_all, continuous_all = self._split(gaussian_rows)
+        if self.discrete is not None and codes is not None:
+            self.discrete.initialize(codes)
+        rows = self.preprocess(continuous_all)[0]
+        self.residualize.initialize(rows)
         rows = self.residualize(rows)[0]
         self.baseline.initialize(rows)
-        z, _ = self.residualize(self.preprocess(x)[0])
-        for layer in self.steps:
+        _, context, continuous = self._split(x)
+        z, _ = self.residualize(self.preprocess(continuous)[0])
+        for layer in self._conditioned_steps():
             layer.initialize(z)
-            z, _ = layer(z)
+            z, _ = layer(z, context) if layer.conditional else layer(z)
         out = []
-        for part in rows.split(SCORING_BATCH):
-            for layer in self.steps:
-                part, _ = layer(part)
+        for index in torch.arange(len(rows), device=rows.device).split(SCORING_BATCH):
+            part, part_context = rows[index], None if context_all is None else context_all[index]
+            for layer in self._conditioned_steps():
+                part, _ = layer(part, part_context) if layer.conditional else layer(part)
             out.append(part)
-        self.whiten.initialize(torch.cat(out), continuous)
+        self.whiten.initialize(torch.cat(out))
+
+    def _conditioned_steps(self) -> list[Layer]:
+        return [*([self.condition] if self.condition else []), *self.steps]
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws of the latent distribution: the base for the continuous coordinates, N(0, 1) for the
+        discrete ones (see ``DiscreteModel``)."""
+        z = self._anchor.new_empty(n, self.dim)
+        z[:, self.continuous_index] = self.base.sample(n, generator)
+        if len(self.discrete_index):
+            shape = (n, len(self.discrete_index))
+            z[:, self.discrete_index] = torch.randn(shape, generator=generator, device=z.device, dtype=z.dtype)
+        return z
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        x, _ = self.inverse(self.base.sample(n, generator))
+        x, _ = self.inverse(self.sample_latent(n, generator))
         return x
 
 
@@ -169,11 +254,11 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        return self.flow.base._anchor.device
+        return self.flow._anchor.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.flow.base._anchor.dtype
+        return self.flow._anchor.dtype
 
     @property
     def latent_names(self) -> list[str]:
@@ -214,31 +299,9 @@ class Model:
         return values
 
     def log_prob_features(self, matrix: np.ndarray) -> np.ndarray:
-        """``log_prob`` of rows already encoded by ``Schema.to_features``.
-
-        Without categorical features this is the flow's log-density (integers: at the centre of their
-        unit cell, the midpoint rule, accurate because a density over many integers is smooth across
-        neighbouring cells). With categories or missingness indicators, their probability is the integral
-        of the flow's density over their unit cell, the same cell that sampling maps to that value,
-        computed with a ``CELL_POINTS``-point lattice rule over the cells (a log-mean-exp of the density
-        at the lattice points). The midpoint alone (density at the cell centre times the trained width)
-        proved a poor estimate for categories: a flow does not learn a flat density inside a cell, and on
-        a toy table of two categorical columns it was off by up to 2x per cell.
-        """
-        pre = self.flow.preprocess
-        discrete = pre.integrate.cpu().numpy()
-        if not discrete.any():
-            return self._map(matrix, self.flow.log_prob, 1)[:, 0]
-        lattice = cell_lattice(CELL_POINTS, int(discrete.sum()))
-        scores = np.empty((CELL_POINTS, len(matrix)))
-        for j, offset in enumerate(lattice):
-            shifted = matrix.copy()
-            shifted[:, discrete] += offset
-            # The flow's log-density includes log(width) of the training cells; the integral is over unit cells.
-            scores[j] = self._map(shifted, self.flow.log_prob, 1)[:, 0] - pre.log_width_integrated
-        top = scores.max(axis=0)
-        safe = np.where(np.isfinite(top), top, 0.0)
-        return safe + np.log(np.exp(scores - safe).mean(axis=0))
+        """``log_prob`` of rows already encoded by ``Schema.to_features``: one pass of the discrete model
+        and one of the flow (``Flow.log_prob``)."""
+        return self._map(matrix, self.flow.log_prob, 1)[:, 0]
 
     def logprob_threshold(self, level: float) -> float:
         """The ``level``-quantile of ``logprob`` over the held-out training rows (interpolated)."""

@@ -98,7 +98,7 @@ def stored_thresholds(info: dict[str, Any], levels: tuple[float, ...] = DATA_QUA
 def _base_samples(model: Model, n: int, seed: int) -> np.ndarray:
     generator = torch.Generator(device=model.device).manual_seed(seed)
     with torch.inference_mode():
-        return model.flow.base.sample(n, generator).double().cpu().numpy()
+        return model.flow.sample_latent(n, generator).double().cpu().numpy()
 
 
 def _latent_summary(z: np.ndarray, base: np.ndarray, names: list[str]) -> list[dict[str, Any]]:

@@ -116,8 +116,23 @@ class Schema:
                 data[col.name] = series
         return pd.DataFrame(data, index=pd.RangeIndex(len(matrix)))
 
+    def feature_specs(self) -> list[FeatureSpec]:
+        """Every feature's spec, in feature order (the columns of ``to_features``)."""
+        return [spec for c in self.columns for spec in c.feature_specs()]
+
+    @property
+    def discrete_features(self) -> list[int]:
+        """The positions of the discrete features (``FeatureSpec.levels`` > 0) among all features."""
+        return [i for i, spec in enumerate(self.feature_specs()) if spec.levels > 0]
+
+    @property
+    def continuous_features(self) -> list[int]:
+        """The positions of the continuous features among all features."""
+        return [i for i, spec in enumerate(self.feature_specs()) if spec.levels == 0]
+
     def preprocessing(self) -> Preprocess:
-        return Preprocess([spec for c in self.columns for spec in c.feature_specs()])
+        """The preprocessing layer of the continuous features (the discrete ones are not preprocessed)."""
+        return Preprocess([spec for spec in self.feature_specs() if spec.levels == 0])
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.columns]
@@ -144,17 +159,20 @@ class Preprocess(Layer):
     representable values). The caps act only in the inverse on latent points that would overflow, so the
     density (forward direction) stays exact.
 
-    Dequantized features (integers, categories, missingness indicators) arrive at the centre of their
-    cell. In training mode a uniform offset over the middle ``width`` of the cell is added, so the flow
+    The preprocessing sees the continuous features only; the discrete ones (categories, the state of a
+    numeric column) are modelled exactly by ``discrete.DiscreteModel``. Dequantized features (integers)
+    arrive at the centre of their cell. In training mode a uniform offset over the middle ``width`` of the cell is added, so the flow
     fits the density of value + U(-width/2, width/2); at evaluation they stay at the centre. Either way
     log(width) is added: with q = U(-width/2, width/2), log P(value) >= E_q[log p(value + u)] + log(width)
     (Jensen), which is the training objective, and log p(centre) + log(width) is the midpoint estimate of
     log P(value) used for scoring (the mass of the cell = its density times its width).
 
-    Missing values (NaN) are imputed in y-space: y ~ N(0, 1) in training, y = 0 at evaluation, and the
-    log-density of that imputation, log N(y; 0, 1), is subtracted. The result estimates the density of
-    the observed part of the row: exact when the flow has learnt that a missing value's stand-in is
-    independent N(0, 1) noise, which is what maximum likelihood on such rows teaches it.
+    Absent values (NaN: a missing cell, or one on an atom, whose value the discrete part already gives)
+    are imputed in y-space: y ~ N(0, 1) in training, y = 0 at evaluation, and the log-density of that
+    imputation, log N(y; 0, 1), is subtracted. The result estimates the density of the present part of
+    the row: exact when the flow has learnt that an absent value's stand-in is independent N(0, 1) noise,
+    which is what maximum likelihood on such rows teaches it (the flow knows which cells are absent: the
+    discrete part it is conditioned on says so).
 
     The statistics live in the schema JSON, not in the weights, so the buffers are not persistent.
     """
@@ -167,7 +185,6 @@ class Preprocess(Layer):
     fill: Tensor
     width: Tensor
     dequant: Tensor
-    integrate: Tensor
     kind: Tensor  # the index in ``transforms`` of the feature's transform
     knee: Tensor  # where the soft tails start (robust units; 0: the feature has none)
     tailed: Tensor
@@ -197,11 +214,8 @@ class Preprocess(Layer):
         buffer("kind", [names.index(s.transform.name) for s in specs], torch.long)
         buffer("width", [s.width for s in specs])
         buffer("dequant", [s.width > 0 for s in specs], torch.bool)
-        # Categories and missingness indicators are scored by integrating over their cell (Model.log_prob_features).
-        buffer("integrate", [s.integrate for s in specs], torch.bool)
         # The log(width) of the dequantized features, a constant of every row.
         self.log_width = float(sum(math.log(s.width) for s in specs if s.width > 0))
-        self.log_width_integrated = float(sum(math.log(s.width) for s in specs if s.integrate))
 
     def _transform(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """t = f(x) per feature and log|dt/dx|. Each transform runs on the whole matrix (other features

@@ -22,7 +22,8 @@ TIERS: list[tuple[str, set[str]]] = [
     ("schema", {"flowcli.schema"}),
     ("columns", {"flowcli.columns", "flowcli.roles"}),
     ("foundation", {"flowcli.errors", "flowcli.files", "flowcli.devices", "flowcli.progress", "flowcli.registry",
-                    "flowcli.quantiles", "flowcli.formats", "flowcli.bases", "flowcli.layers"}),
+                    "flowcli.quantiles", "flowcli.formats", "flowcli.bases", "flowcli.layers",
+                    "flowcli.discrete"}),
 ]  # fmt: skip
 
 

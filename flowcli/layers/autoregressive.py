@@ -24,6 +24,8 @@ class MAF(Layer):
       scale_bound: bound on |log scale| per dimension.
     """
 
+    conditional = True
+
     def __init__(
         self,
         dim: int,
@@ -33,28 +35,29 @@ class MAF(Layer):
         order: Literal["alternate", "random"] = "alternate",
         scale_bound: float = 5.0,
         index: int = 0,
+        context: int = 0,
     ) -> None:
         super().__init__()
         check(all(h > 0 for h in hidden), "hidden", "layer widths must be positive integers")
         check(activation in ACTIVATIONS, "activation", f"must be one of {', '.join(ACTIVATIONS)}")
         check(scale_bound > 0, "scale_bound", "must be > 0")
         self.dim, self.scale_bound = dim, scale_bound
-        self.made = MADE(dim, hidden, 2, autoregressive_order(dim, index, order), activation)
+        self.made = MADE(dim, hidden, 2, autoregressive_order(dim, index, order), activation, context)
 
-    def _scale_shift(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        params = self.made(x)
+    def _scale_shift(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        params = self.made(x, context)
         return soft_clamp(params[..., 0], self.scale_bound), params[..., 1]
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_s, shift = self._scale_shift(x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        log_s, shift = self._scale_shift(x, context)
         return x * log_s.exp() + shift, log_s.sum(1)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         def invert(z_i: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
             log_s = soft_clamp(params[:, 0], self.scale_bound)
             return (z_i - params[:, 1]) * (-log_s).exp(), -log_s
 
-        return self.made.solve(z, invert)
+        return self.made.solve(z, invert, context)
 
 
 @register("iaf")
@@ -70,8 +73,8 @@ class IAF(MAF):
     Options: as ``maf`` (hidden, activation, order, scale_bound).
     """
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return MAF.inverse(self, x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return MAF.inverse(self, x, context)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return MAF.forward(self, z)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return MAF.forward(self, z, context)

@@ -26,11 +26,22 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import Registry
 
+# Constructor arguments the model builder supplies, never YAML options: the layer's position in the stack,
+# and the width of the context a conditional layer takes (``Layer.conditional``).
+BUILDER_ARGS = ("index", "context")
+
 
 class Layer(nn.Module):
-    """A bijection between data space and latent space with its log|det Jacobian|."""
+    """A bijection between data space and latent space with its log|det Jacobian|.
+
+    A layer whose class sets ``conditional = True`` takes a second argument, ``context`` (a tensor of
+    shape ``(n, width)``, the one-hot discrete part of each row, or None), in both directions, and its
+    constructor a ``context`` width; its conditioner networks see the context, so the map (and its
+    density) depends on the row's discrete values. Other layers are the same map for every row.
+    """
 
     type_name: ClassVar[str]  # set by ``register``; unregistered helper layers have none
+    conditional: ClassVar[bool] = False
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -53,15 +64,18 @@ def register(name: str) -> Callable[[type[Layer]], type[Layer]]:
 def layer_options(cls: type[Layer]) -> dict[str, inspect.Parameter]:
     """The YAML options of a layer: its keyword-only constructor parameters."""
     params = inspect.signature(cls.__init__).parameters
-    return {n: p for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {n: p for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in BUILDER_ARGS}
 
 
-def build_layer(type_name: str, dim: int, index: int, options: dict[str, Any]) -> Layer:
-    """Instantiate a registered layer; options are assumed validated by ``config.py``."""
+def build_layer(type_name: str, dim: int, index: int, options: dict[str, Any], context: int = 0) -> Layer:
+    """Instantiate a registered layer; options are assumed validated by ``config.py``. ``context`` is the
+    width of the context a conditional layer is built for (0: none)."""
     cls = LAYERS[type_name]
     kwargs = dict(options)
     if "index" in inspect.signature(cls.__init__).parameters:
         kwargs["index"] = index
+    if context and cls.conditional:
+        kwargs["context"] = context
     return cls(dim, **kwargs)
 
 

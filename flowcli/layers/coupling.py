@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from .base import Layer, check, register, soft_clamp
@@ -15,14 +16,16 @@ from .nets import ACTIVATIONS, bound_inputs, coupling_mask, mlp
 
 
 class _Coupling(Layer):
-    """Shared plumbing: split by a mask, run the conditioner, merge back."""
+    """Shared plumbing: split by a mask, run the conditioner (on the conditioning half and the context), merge back."""
+
+    conditional = True
 
     n_params: int = 1
     # buffers: indices of the transformed and of the conditioning dimensions
     transformed: Tensor
     conditioning: Tensor
 
-    def __init__(self, dim: int, hidden: list[int], activation: str, mask: str, index: int) -> None:
+    def __init__(self, dim: int, hidden: list[int], activation: str, mask: str, index: int, context: int = 0) -> None:
         super().__init__()
         check(all(h > 0 for h in hidden), "hidden", "layer widths must be positive integers")
         check(activation in ACTIVATIONS, "activation", f"must be one of {', '.join(ACTIVATIONS)}")
@@ -30,24 +33,28 @@ class _Coupling(Layer):
         self.register_buffer("transformed", transformed.nonzero().flatten())
         self.register_buffer("conditioning", (~transformed).nonzero().flatten())
         n_b = len(self.transformed)
-        self.net = mlp(len(self.conditioning), hidden, n_b * self.n_params, activation)
+        self.context = context
+        self.net = mlp(len(self.conditioning) + context, hidden, n_b * self.n_params, activation)
 
-    def _params(self, x_a: Tensor) -> Tensor:
+    def _params(self, x_a: Tensor, context: Tensor | None) -> Tensor:
         # Bounded inputs: the shift and scale stay what the network learnt near the data (nets.py).
-        return self.net(bound_inputs(x_a)).view(x_a.shape[0], len(self.transformed), self.n_params)
+        inputs = bound_inputs(x_a)
+        if self.context:
+            inputs = torch.cat([inputs, context if context is not None else x_a.new_zeros(len(x_a), self.context)], 1)
+        return self.net(inputs).view(x_a.shape[0], len(self.transformed), self.n_params)
 
-    def _couple(self, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _couple(self, x: Tensor, inverse: bool, context: Tensor | None) -> tuple[Tensor, Tensor]:
         x_a, x_b = x[:, self.conditioning], x[:, self.transformed]
-        y_b, ladj = self._transform(x_b, self._params(x_a), inverse)
+        y_b, ladj = self._transform(x_b, self._params(x_a, context), inverse)
         y = x.clone()
         y[:, self.transformed] = y_b
         return y, ladj
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self._couple(x, inverse=False)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(x, False, context)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self._couple(z, inverse=True)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(z, True, context)
 
     def _transform(self, x_b: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         raise NotImplementedError  # pragma: no cover
@@ -76,8 +83,9 @@ class AdditiveCoupling(_Coupling):
         activation: str = "relu",
         mask: Literal["alternate", "half"] = "alternate",
         index: int = 0,
+        context: int = 0,
     ) -> None:
-        super().__init__(dim, hidden, activation, mask, index)
+        super().__init__(dim, hidden, activation, mask, index, context)
 
     def _transform(self, x_b: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         shift = params[..., 0]
@@ -110,9 +118,10 @@ class AffineCoupling(_Coupling):
         mask: Literal["alternate", "half"] = "alternate",
         scale_bound: float = 5.0,
         index: int = 0,
+        context: int = 0,
     ) -> None:
         check(scale_bound > 0, "scale_bound", "must be > 0")
-        super().__init__(dim, hidden, activation, mask, index)
+        super().__init__(dim, hidden, activation, mask, index, context)
         self.scale_bound = scale_bound
 
     def _transform(self, x_b: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:

@@ -160,7 +160,7 @@ class Whiten(Layer):
     @torch.no_grad()
     def initialize(self, x: Tensor, active: Tensor | None = None) -> None:
         """Whiten the features of ``x`` marked in ``active`` (default: all); the others pass unchanged."""
-        if x.shape[0] < 2:
+        if x.shape[0] < 2 or x.shape[1] == 0:  # too few rows, or no continuous feature
             return
         loc, factor = gaussian_whitening(x, active)
         self.loc.copy_(loc)
@@ -218,7 +218,7 @@ class Residualize(Layer):
     @torch.no_grad()
     def initialize(self, x: Tensor, active: Tensor | None = None) -> None:
         """Residualize among the features of ``x`` marked in ``active`` (default: all)."""
-        if x.shape[0] < 2:
+        if x.shape[0] < 2 or x.shape[1] == 0:  # too few rows, or no continuous feature
             return
         loc, whitening = gaussian_whitening(x, active)
         variance = x.double().var(0, unbiased=False)

@@ -78,6 +78,7 @@ class MonotoneAutoregressive(Layer):
 
     made: MADE
     inverse_tolerance: float = 1e-9
+    conditional = True
 
     def transform(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -85,8 +86,8 @@ class MonotoneAutoregressive(Layer):
     def bracket(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, log_deriv = self.transform(x, self.made(x))
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z, log_deriv = self.transform(x, self.made(x, context))
         return z, log_deriv.sum(1)
 
     def _invert_one(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,5 +106,5 @@ class MonotoneAutoregressive(Layer):
         x = x_root - (f - z) / log_deriv.detach().exp()
         return x, -log_deriv
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self.made.solve(z, self._invert_one)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.made.solve(z, self._invert_one, context)

@@ -62,6 +62,11 @@ class MADE(nn.Module):
     Germain, Gregor, Murray & Larochelle (2015), "MADE: Masked Autoencoder for Distribution Estimation".
     ``order`` is a permutation of ``range(dim)``; returns a tensor of shape ``(batch, dim, n_params)``.
 
+    With ``context`` > 0 the network also takes a context vector (the one-hot discrete part of a row,
+    ``model.Flow``) that every output may depend on, as in conditional MAF (Papamakarios et al. 2017,
+    section 3.4): it enters the first hidden layer unmasked, and hidden degrees then start at 0, so the
+    first variable's parameters depend on the context too (units of degree 0 see the context only).
+
     The output units are laid out parameter-major (all variables' first parameter, then all second
     parameters, ...), so ``params[..., j]`` is a contiguous slice of memory: the elementwise math that
     follows (clamping, exp, the spline arithmetic) runs on dense tensors in both directions.
@@ -69,9 +74,11 @@ class MADE(nn.Module):
 
     order: Tensor  # buffer
 
-    def __init__(self, dim: int, hidden: Sequence[int], n_params: int, order: Tensor, activation: str = "relu") -> None:
+    def __init__(
+        self, dim: int, hidden: Sequence[int], n_params: int, order: Tensor, activation: str = "relu", context: int = 0
+    ) -> None:
         super().__init__()
-        self.dim, self.n_params, self.hidden = dim, n_params, list(hidden)
+        self.dim, self.n_params, self.hidden, self.context = dim, n_params, list(hidden), context
         masks, degrees = self._masks(order)
         layers: list[nn.Module] = []
         for mask in masks[:-1]:
@@ -81,6 +88,8 @@ class MADE(nn.Module):
         nn.init.zeros_(last.bias)
         layers.append(last)
         self.net = nn.Sequential(*layers)
+        # The context's share of the first hidden layer's pre-activation (no bias: the masked layer has one).
+        self.context_in = nn.Linear(context, self.hidden[0], bias=False) if context else None
         # Saved with the weights: a random order cannot be rebuilt from the config, and sampling needs it.
         self.register_buffer("order", order.clone())
         # ends[l][k] = number of units of hidden layer l with degree <= k (a prefix, since degrees are sorted).
@@ -93,7 +102,7 @@ class MADE(nn.Module):
         degree_in[order.cpu()] = torch.arange(1, dim + 1)  # variable order[k] is the (k+1)-th to be generated
         # Hidden degrees cycle through 1..dim-1 so every hidden unit can feed some output; 0 when dim == 1.
         # They are sorted so that the units of each degree are contiguous (see ``solve``).
-        low, span = min(1, dim - 1), max(1, dim - 1)
+        low, span = (0, dim) if self.context else (min(1, dim - 1), max(1, dim - 1))
         degrees = [degree_in]
         masks = []
         for width in self.hidden:
@@ -110,10 +119,17 @@ class MADE(nn.Module):
         expected, _ = self._masks(self.order)
         return all(torch.equal(lin.mask.cpu().bool(), mask) for lin, mask in zip(linears, expected, strict=True))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(bound_inputs(x)).view(*x.shape[:-1], self.n_params, self.dim).transpose(-1, -2)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if self.context_in is None or context is None:
+            out = self.net(bound_inputs(x))
+        else:
+            first, rest = self.net[0], self.net[1:]
+            out = rest(first(bound_inputs(x)) + self.context_in(context))
+        return out.view(*x.shape[:-1], self.n_params, self.dim).transpose(-1, -2)
 
-    def solve(self, z: Tensor, invert: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    def solve(
+        self, z: Tensor, invert: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Invert an autoregressive transform in one network pass instead of ``dim`` passes.
 
         ``invert(z_i, params_i) -> (x_i, ladj_i)`` inverts the elementwise transformer of one variable.
@@ -126,6 +142,8 @@ class MADE(nn.Module):
         weights = [lin.weight * lin.mask for lin in linears]
         weights[0] = weights[0][:, self.order]  # input columns in solving order
         n = z.shape[0]
+        # The context's contribution to the first hidden layer, computed once for all steps.
+        context_part = self.context_in(context) if self.context_in is not None and context is not None else None
         in_place = not torch.is_grad_enabled()  # preallocated buffers; under autograd, grow by concatenation
         hidden: list[Tensor] = [z.new_zeros(n, w.shape[0]) if in_place else z.new_zeros(n, 0) for w in weights[:-1]]
         solved = z.new_zeros(n, self.dim) if in_place else z.new_zeros(n, 0)  # x in solving order
@@ -137,7 +155,10 @@ class MADE(nn.Module):
             for l_idx, w in enumerate(weights[:-1]):
                 lo, hi = (self._ends[l_idx][k - 1] if k > 0 else 0), self._ends[l_idx][k]
                 if hi > lo:
-                    h = acts[l_idx](below[:, :known] @ w[lo:hi, :known].T + linears[l_idx].bias[lo:hi])
+                    pre = below[:, :known] @ w[lo:hi, :known].T + linears[l_idx].bias[lo:hi]
+                    if l_idx == 0 and context_part is not None:
+                        pre = pre + context_part[:, lo:hi]
+                    h = acts[l_idx](pre)
                     if in_place:
                         hidden[l_idx][:, lo:hi] = h
                     else:

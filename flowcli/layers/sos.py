@@ -56,6 +56,7 @@ class SOS(MonotoneAutoregressive):
         order: Literal["alternate", "random"] = "alternate",
         scale_bound: float = 5.0,
         index: int = 0,
+        context: int = 0,
     ) -> None:
         super().__init__()
         check(all(h > 0 for h in hidden), "hidden", "layer widths must be positive integers")
@@ -65,7 +66,7 @@ class SOS(MonotoneAutoregressive):
         check(scale_bound > 0, "scale_bound", "must be > 0")
         self.dim, self.degree, self.polynomials, self.scale_bound = dim, degree, polynomials, scale_bound
         n_coef = polynomials * (degree + 1)
-        self.made = MADE(dim, hidden, 2 + n_coef, autoregressive_order(dim, index, order), activation)
+        self.made = MADE(dim, hidden, 2 + n_coef, autoregressive_order(dim, index, order), activation, context)
         # The MADE's last layer starts at zero. Squares have zero gradient at zero, so coefficients starting at
         # zero would never move: a learnable offset, small and random, shared by the variables, is added to them
         # (the layer starts near, not at, the identity).

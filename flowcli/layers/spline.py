@@ -139,10 +139,11 @@ class SplineCoupling(_Coupling):
         activation: str = "relu",
         mask: Literal["alternate", "half"] = "alternate",
         index: int = 0,
+        context: int = 0,
     ) -> None:
         _check_spline_options(bins, bound, hidden, activation)
         self.n_params = spline_param_count(bins)  # read by _Coupling to size the conditioner
-        super().__init__(dim, hidden, activation, mask, index)
+        super().__init__(dim, hidden, activation, mask, index, context)
         self.bound = bound
 
     def _transform(self, x_b: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
@@ -152,6 +153,7 @@ class SplineCoupling(_Coupling):
 
 @register("spline_autoregressive")
 class SplineAutoregressive(Layer):
+    conditional = True
     # The inverse is exact in closed form, but solving variable by variable compounds rounding: an error in
     # x_i moves the spline parameters of every later variable. For splines at the MIN_BIN/MIN_DERIVATIVE
     # limits (slopes up to ~1e3) that leaves float64 round trips near 1e-7, not 1e-12.
@@ -182,18 +184,20 @@ class SplineAutoregressive(Layer):
         activation: str = "relu",
         order: Literal["alternate", "random"] = "alternate",
         index: int = 0,
+        context: int = 0,
     ) -> None:
         super().__init__()
         _check_spline_options(bins, bound, hidden, activation)
         self.bound = bound
-        self.made = MADE(dim, hidden, spline_param_count(bins), autoregressive_order(dim, index, order), activation)
+        order_ = autoregressive_order(dim, index, order)
+        self.made = MADE(dim, hidden, spline_param_count(bins), order_, activation, context)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, ladj = rational_quadratic(x, self.made(x), self.bound)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z, ladj = rational_quadratic(x, self.made(x, context), self.bound)
         return z, ladj.sum(1)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         def invert(z_i: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
             return rational_quadratic(z_i, params, self.bound, True)
 
-        return self.made.solve(z, invert)
+        return self.made.solve(z, invert, context)

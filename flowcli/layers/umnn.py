@@ -65,6 +65,7 @@ class UMNN(MonotoneAutoregressive):
         steps: int = 32,
         order: Literal["alternate", "random"] = "alternate",
         index: int = 0,
+        context: int = 0,
     ) -> None:
         super().__init__()
         check(all(h > 0 for h in hidden), "hidden", "layer widths must be positive integers")
@@ -74,7 +75,7 @@ class UMNN(MonotoneAutoregressive):
         check(integrand_activation in ACTIVATIONS, "integrand_activation", f"must be one of {', '.join(ACTIVATIONS)}")
         check(2 <= steps <= 512, "steps", "must be an integer between 2 and 512")
         self.dim, self.embedding = dim, embedding
-        self.made = MADE(dim, hidden, embedding + 1, autoregressive_order(dim, index, order), activation)
+        self.made = MADE(dim, hidden, embedding + 1, autoregressive_order(dim, index, order), activation, context)
         self.integrand = mlp(1 + embedding, integrand_hidden, 1, integrand_activation)
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         # Nodes mapped from [-1, 1] to [0, 1]; the integral over [0, x] is then x * Σ w_k g(x t_k).

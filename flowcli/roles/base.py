@@ -80,7 +80,8 @@ class FeatureSpec:
     """The parameters of one feature in the preprocessing layer: y = (f(x) - shift) / scale.
 
     ``width`` > 0 dequantizes the feature over that much of its unit cell (integers, categories,
-    missingness indicators); ``integrate`` marks the features whose probability ``logprob`` integrates
+    missingness indicators); ``levels`` > 0 makes the feature discrete, valued code + 1/2 with code in
+    0..levels-1, modelled by ``discrete.DiscreteModel`` and not preprocessed (``integrate`` is its old name)
     over their cell; ``fill`` is an in-domain stand-in, in data units, for a missing value; ``tail`` > 0
     compresses y beyond +-tail logarithmically (see ``roles/numeric.py``; 0: no compression)."""
 
@@ -92,12 +93,13 @@ class FeatureSpec:
     low: float = 0.0
     high: float = 1.0
     integrate: bool = False
+    levels: int = 0
     tail: float = 0.0
 
 
 def indicator_spec() -> FeatureSpec:
     """The missingness indicator of a numeric column: a two-level category (0.5 present, 1.5 missing)."""
-    return FeatureSpec(IDENTITY, 1.0, 1.0, CATEGORY_WIDTH, 0.5, integrate=True)
+    return FeatureSpec(IDENTITY, 1.0, 1.0, CATEGORY_WIDTH, 0.5, integrate=True, levels=2)
 
 
 # ---------------------------------------------------------------------------------------- roles

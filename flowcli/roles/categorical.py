@@ -75,7 +75,7 @@ class Categorical(Role):
 
     def feature_specs(self, column: Column) -> list[FeatureSpec]:
         k = column.levels  # cells [0, k) centred on 0, scaled so many levels do not span a huge range
-        return [FeatureSpec(IDENTITY, k / 2, max(1.0, k / 4), CATEGORY_WIDTH, 0.5, integrate=True)]
+        return [FeatureSpec(IDENTITY, k / 2, max(1.0, k / 4), CATEGORY_WIDTH, 0.5, integrate=True, levels=k)]
 
     def encode(self, column: Column, series: pd.Series, row_offset: int) -> Encoded:
         codes, invalid = _codes(column, series, row_offset)
