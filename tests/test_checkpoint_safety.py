@@ -190,7 +190,7 @@ def test_a_newer_format_version_is_a_clear_error(
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         f"Error: {tmp_path / 'future.flow'}: checkpoint format version 99 is not supported by "
-        f"this flowcli (which reads version {checkpoint.FORMAT_VERSION}); refit the model or use a matching flowcli version"
+        f"this flowcli (which reads version {checkpoint.FORMAT_VERSION}); refit the model (flowcli fit) or use a matching flowcli version"
     )
 
 
