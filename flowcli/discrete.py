@@ -11,7 +11,8 @@ category pairs in samples) and whose probability was an integral costing many fl
 Latent space: feature i's code maps to the midpoint of its interval of the conditional CDF, through the
 normal quantile, z_i = Phi^-1(F_i(code - 1) + P_i(code) / 2); ``decode`` takes a z_i back to the code
 whose interval holds Phi(z_i). Sampling draws z ~ N(0, I) and decodes it, so the codes come out with the
-model's exact probabilities, and ``decode(encode(d)) == d``.
+model's exact probabilities, and ``decode(encode(d)) == d`` for every code whose conditional probability is
+above about 1e-15 (the float64 resolution of a CDF near 1; a rarer one decodes to a neighbouring level).
 
 Training starts from the product of the features' training frequencies (``initialize``: every head's
 bias is the log of its frequencies, its weights zero), the independent model that
@@ -121,7 +122,9 @@ class DiscreteModel(nn.Module):
         for i, k in enumerate(self.levels):
             logits = self.logits(one_hot)[:, bounds[i] : bounds[i + 1]]
             cdf = torch.softmax(logits, 1).cumsum(1)
-            code = torch.searchsorted(cdf.contiguous(), u[:, i : i + 1].to(cdf.dtype).contiguous())[:, 0]
+            # The number of levels whose CDF is <= u: a code of tiny probability whose midpoint rounds onto
+            # the CDF of the level below is still found.
+            code = torch.searchsorted(cdf.contiguous(), u[:, i : i + 1].to(cdf.dtype).contiguous(), right=True)[:, 0]
             codes[:, i] = code.clamp(max=k - 1)
             one_hot[:, bounds[i] : bounds[i + 1]] = nn.functional.one_hot(codes[:, i], k).to(one_hot.dtype)
         return codes
