@@ -445,6 +445,9 @@ class Trainer:
             "gaussian_val_nll": self.gaussian_nll if math.isfinite(self.gaussian_nll) else None,
             "gain_over_gaussian": None if gain is None else [round(gain[0], 6), round(gain[1], 6)],
             "gain_significant": None if gain is None else bool(gain[0] > gain_threshold(self.n_val) * gain[1]),
+            # The discrete part's own fit (``_fit_discrete``): validation NLL of the training frequencies'
+            # product and of the network kept, epochs run; None without discrete features.
+            "discrete_fit": self.discrete_fit,
             "metrics": saved.history,
         }
         info["warnings"] = fit_warnings(info, self.data.schema.dim)
