@@ -79,10 +79,14 @@ IDENTITY = Transform()
 class FeatureSpec:
     """The parameters of one feature in the preprocessing layer: y = (f(x) - shift) / scale.
 
-    ``width`` > 0 dequantizes the feature over that much of its unit cell (integers, categories,
-    missingness indicators); ``integrate`` marks the features whose probability ``logprob`` integrates
-    over their cell; ``fill`` is an in-domain stand-in, in data units, for a missing value; ``tail`` > 0
-    compresses y beyond +-tail logarithmically (see ``roles/numeric.py``; 0: no compression)."""
+    ``levels`` > 0 makes the feature *discrete*: its value in the feature matrix is ``code + 0.5``, code
+    in ``0 .. levels - 1`` (a category, or the state of a numeric column: continuous, missing, an atom),
+    and the model gives it an exact probability; ``levels == 0`` is a continuous feature in data units (NaN
+    where the row has no continuous value there). ``width`` > 0 dequantizes a feature over that much of
+    its unit cell (integers); ``fill`` is an in-domain stand-in, in data units, for a missing value;
+    ``tail`` > 0 compresses y beyond +-tail logarithmically (see ``roles/numeric.py``; 0: no compression).
+    ``low``/``high`` are the transform's parameters (the bounds of a logit, a bound and a reference
+    point for the inverse softplus)."""
 
     transform: Transform
     shift: float
@@ -91,13 +95,22 @@ class FeatureSpec:
     fill: float
     low: float = 0.0
     high: float = 1.0
-    integrate: bool = False
+    levels: int = 0
     tail: float = 0.0
 
+    @property
+    def integrate(self) -> bool:
+        """Pre-issue-14 name of ``levels > 0`` (the lattice-integrated features of the former model)."""
+        return self.levels > 0
 
-def indicator_spec() -> FeatureSpec:
-    """The missingness indicator of a numeric column: a two-level category (0.5 present, 1.5 missing)."""
-    return FeatureSpec(IDENTITY, 1.0, 1.0, CATEGORY_WIDTH, 0.5, integrate=True)
+
+def discrete_spec(levels: int) -> FeatureSpec:
+    """A discrete feature of ``levels`` codes (a category index or a numeric column's state).
+
+    The discrete model reads only ``levels``; shift, scale and width are what the former dequantizing
+    model used (centred and scaled by the number of levels, the middle half of each unit cell), kept so
+    that it still runs on these features until it is replaced."""
+    return FeatureSpec(IDENTITY, levels / 2, max(1.0, levels / 4), CATEGORY_WIDTH, 0.5, levels=levels)
 
 
 # ---------------------------------------------------------------------------------------- roles
@@ -156,8 +169,9 @@ class Role:
     reads_times: ClassVar[bool] = False  # set in the config, a column is read as dates and times
     # Decoded values are numbers, written back as the training values were (Column.written, decimals).
     writes_numbers: ClassVar[bool] = False
-    # True: a missing value is a level of the column itself; False: numeric columns get an indicator.
+    # True: a missing value is a level of the column itself; False: numeric columns get a state feature.
     missing_level: ClassVar[bool] = False
+    takes_atoms: ClassVar[bool] = False  # accepts ``atoms:`` in the config (numeric roles with point masses)
 
     def parse_options(self, spec: Mapping[str, Any], where: str) -> dict[str, Any]:
         """The validated options of an override (keys already checked against ``options``)."""
@@ -171,9 +185,9 @@ class Role:
         """Check the training values and return ``column`` with this role's statistics filled in."""
         return column
 
-    def has_indicator(self, column: Column) -> bool:
-        """The column's missing values get an indicator feature of their own."""
-        return column.missing and not self.missing_level
+    def has_state(self, column: Column) -> bool:
+        """The column gets a discrete state feature (continuous / missing / atoms) before its value."""
+        return not self.missing_level and (column.missing or bool(column.atoms))
 
     def feature_specs(self, column: Column) -> list[FeatureSpec]:
         """The column's features for the preprocessing layer, in feature order."""
