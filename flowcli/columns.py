@@ -178,7 +178,6 @@ class Column:
         return self.rules.modelled
 
     @property
-    @property
     def has_state(self) -> bool:
         """A numeric column with a discrete state feature (missing values or atoms) before its value."""
         return self.rules.has_state(self)
