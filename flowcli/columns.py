@@ -5,19 +5,35 @@ A column becomes zero, one or two *features* (coordinates the flow sees). What a
 statistics it fitted (what the checkpoint stores) and hands every question to the role:
 
     role         features   encoding of a value x (before standardizing)
-    continuous   value      x
+    continuous   value      x; log(expm1(x / s)) when the continuous values are all > 0 (kept support)
     positive     value      log x
     bounded      value      logit((x - low) / (high - low))
     integer      value      x, dequantized: x + u with u ~ U(-1/2, 1/2) in training, u = 0 at scoring
-    categorical  value      k + 1/2 + u for the category index k of K levels, u ~ U(-1/4, 1/4) in training,
-                            u = 0 at scoring: the middle half of unit cell k (see ``CATEGORY_WIDTH``)
+    categorical  discrete   k + 1/2 for the category index k of K levels (+ a "missing" level)
     datetime     value      days since the column's origin (a training value), from whole microseconds
     constant     none       (mass 1 at the training value)
     ignore       none       (not modelled)
 
-A numeric column with missing values gets a missingness indicator first (a two-level categorical
-feature) and its value second; a categorical one gets a "missing" level instead. How each of these
-enters ``logprob`` is documented in the README ("What logprob means") and in ``Preprocess``.
+A *discrete* feature (``FeatureSpec.levels`` > 0) holds ``code + 0.5`` and gets an exact probability
+from the model; a continuous one holds a value in data units, NaN where the row has none. A numeric
+column with missing values or atoms (point masses: ``roles/atoms.py`` has the rule) gets a discrete
+*state* feature first (0 = a continuous value, 1 = missing if the column has missing values, then one
+code per atom) and its value second, NaN unless the state is 0; a categorical one gets a "missing"
+level instead. How each of these enters ``logprob`` is documented in the README ("What logprob
+means").
+
+Atoms, the kept support and the grid of numeric columns (``roles/atoms.py``, ``roles/continuous.py``):
+
+- a value is an atom if it holds at least 1% of the present values and at least 10 rows, and at least
+  4 times as many rows as the most common of its neighbours within 2 steps on the column's grid (the
+  step: 1 for whole numbers, the learnt step, 10^-decimals; floats without a grid have no neighbours); in a column
+  of values >= 0, 0 is an atom whenever it occurs in at least 2 rows; at most 8 atoms, the most common.
+  ``columns: {x: {atoms: [0]}}`` sets them (the role stays inferred), ``atoms: []`` switches them off.
+  The column's statistics (median, scale, fill, bounds, support) are those of its other values;
+- a continuous column whose other values are all > 0 gets the support x > 0 (an inverse softplus);
+  integers keep their observed range, positive and bounded their own support;
+- floats are rounded to their decimals, and to a learnt step (0.25, 5, ...) when nearly all distinct
+  values are multiples of one; samples are rounded, kept inside the support and off the atoms.
 
 Inference is deliberately conservative, and each column carries the reason it got its role. Roles are
 asked in the order of their ``inference_rank`` and the first to claim the column gets it:
@@ -46,7 +62,6 @@ import pandas as pd
 
 from .errors import ConfigError, DataError, shown
 from .roles import (
-    CATEGORY_WIDTH,
     ID_LIKE_MIN,
     MAX_INTEGER_LEVELS,
     ROLE_REGISTRY,
@@ -61,6 +76,7 @@ from .roles import (
     read_values,
     unusable,
 )
+from .roles.atoms import parse_atoms
 
 # The built-in roles as registered on import (the override parser reads the registry itself, so a role
 # registered later is accepted too).
@@ -71,7 +87,8 @@ _parse_numbers = parse_numbers
 
 
 def parse_column_overrides(raw: Any) -> dict[str, dict[str, Any]]:
-    """Validate the ``columns:`` section of a config: ``name: role`` or ``name: {role: bounded, low: 0, high: 1}``."""
+    """Validate the ``columns:`` section of a config: ``name: role``, ``name: {role: bounded, low: 0, high: 1}``,
+    or ``name: {atoms: [0]}`` (atoms of a numeric column, its role left to inference; ``[]``: none)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -82,22 +99,34 @@ def parse_column_overrides(raw: Any) -> dict[str, dict[str, Any]]:
         where = f"columns.{name}"
         if isinstance(spec, str):
             spec = {"role": spec}
-        if not isinstance(spec, dict) or "role" not in spec:
-            raise ConfigError(f"{where}: expected a role ({', '.join(roles)}) or a mapping with a 'role' key")
-        role = spec["role"]
-        if role not in roles:
-            close = difflib.get_close_matches(str(role), roles, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}.role: unknown role {role!r}{hint}; allowed: {', '.join(roles)}")
-        rules = ROLE_REGISTRY[role]
-        allowed = {"role", *rules.options}
-        for key in spec:
-            if key not in allowed:
-                raise ConfigError(
-                    f"{where}.{key}: unknown key for role {role!r}; allowed keys: {', '.join(sorted(allowed))}"
-                )
-        out[str(name)] = {"role": role, **rules.parse_options(spec, where)}
+        if not isinstance(spec, dict) or not ("role" in spec or set(spec) == {"atoms"}):
+            raise ConfigError(
+                f"{where}: expected a role ({', '.join(roles)}) or a mapping with a 'role' key (or only 'atoms')"
+            )
+        parsed: dict[str, Any] = {}
+        if "role" in spec:
+            parsed = _parse_role(spec, where, roles)
+        if "atoms" in spec:
+            parsed["atoms"] = parse_atoms(spec["atoms"], f"{where}.atoms")
+        out[str(name)] = parsed
     return out
+
+
+def _parse_role(spec: dict[str, Any], where: str, roles: tuple[str, ...]) -> dict[str, Any]:
+    """The role of an override mapping and its validated options (``atoms`` is parsed by the caller)."""
+    role = spec["role"]
+    if role not in roles:
+        close = difflib.get_close_matches(str(role), roles, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}.role: unknown role {role!r}{hint}; allowed: {', '.join(roles)}")
+    rules = ROLE_REGISTRY[role]
+    allowed = {"role", *rules.options, *(("atoms",) if rules.takes_atoms else ())}
+    for key in spec:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}.{key}: unknown key for role {role!r}; allowed keys: {', '.join(sorted(allowed))}"
+            )
+    return {"role": role, **rules.parse_options(spec, where)}
 
 
 @dataclass
@@ -106,9 +135,9 @@ class Column:
 
     ``mean``/``std`` standardize the encoded value of a numeric column: its location and scale, which are
     the median and IQR / 1.349 since flowcli standardizes robustly (``roles/numeric.py``; the field names
-    are kept from when they were the mean and sd). Categorical features and
-    missingness indicators are centred and scaled by their number of levels K, not by the data:
-    standardizing a rare level's indicator would put it many deviations out. ``fill`` is an in-domain stand-in (in data units) for missing or out-of-support values.
+    are kept from when they were the mean and sd), of its continuous values (atoms excluded). Discrete
+    features (categories, states) are not standardized. ``fill`` is an in-domain stand-in (in data units)
+    for missing or out-of-support values.
     """
 
     name: str
@@ -119,7 +148,7 @@ class Column:
     low: float | None = None  # bounded: the bounds; integer: the observed range (samples are clipped to it)
     high: float | None = None
     categories: list[Any] | None = None  # categorical: the labels, in index order (missing excluded)
-    missing: bool = False  # training had missing values: an indicator (numeric) or a "missing" level
+    missing: bool = False  # training had missing values: a state code (numeric) or a "missing" level
     missing_rate: float = 0.0
     fill: float = 0.0
     value: Any = None  # constant: the value
@@ -130,6 +159,10 @@ class Column:
     unit: str | None = None  # datetime: the resolution of the values (D, h, min, s, ms, us)
     tz: str | None = None  # datetime: the time zone of the values (None: naive)
     ordered: bool = False  # categorical: the levels are ordered, in ``categories`` order
+    atoms: list[float] | None = None  # numeric: the point masses, in state-code order (roles/atoms.py)
+    atom_rates: list[float] | None = None  # numeric: each atom's share of the training rows
+    step: float | None = None  # numeric: the learnt grid step, coarser than the decimals (samples are rounded to it)
+    bound_scale: float | None = None  # continuous with a lower bound: the s of t = log(expm1((x - low) / s))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,8 +177,9 @@ class Column:
         return self.rules.modelled
 
     @property
-    def has_indicator(self) -> bool:
-        return self.rules.has_indicator(self)
+    def has_state(self) -> bool:
+        """A numeric column with a discrete state feature (missing values or atoms) before its value."""
+        return self.rules.has_state(self)
 
     @property
     def levels(self) -> int:
@@ -161,7 +195,7 @@ class Column:
         """A short human summary of the encoding, for the table printed at fit time."""
         text = self.rules.describe(self)
         if self.missing and self.modelled:
-            how = "'missing' level" if self.rules.missing_level else "indicator"
+            how = "'missing' level" if self.rules.missing_level else "a state"
             text += f"; missing {100 * self.missing_rate:.2g}% ({how})"
         return text
 
@@ -190,7 +224,8 @@ class Column:
 def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
     """The role and statistics of one training column (see the module docstring for the rules)."""
     isna = series.isna().to_numpy()
-    chosen = ROLE_REGISTRY[override["role"]] if override else None
+    override = override or {}
+    chosen = ROLE_REGISTRY[override["role"]] if "role" in override else None
 
     def column(role: Role, reason: str, evidence: Evidence | None = None) -> Column:
         numeric = evidence is not None and role.writes_numbers  # how numbers are written back
@@ -209,11 +244,17 @@ def infer_column(series: pd.Series, override: dict[str, Any] | None) -> Column:
         return column(chosen, SET_IN_CONFIG)
     evidence = _evidence(series, isna, chosen)
     if chosen is not None:
-        return chosen.fit(column(chosen, SET_IN_CONFIG, evidence), evidence, override or {})
+        return chosen.fit(column(chosen, SET_IN_CONFIG, evidence), evidence, override)
     for role in inference_order():
         reason = role.claims(evidence)
-        if reason is not None:
-            return role.fit(column(role, reason, evidence), evidence, {})
+        if reason is None:
+            continue
+        if override.get("atoms") and not role.takes_atoms:
+            raise DataError(
+                f"column {series.name!r}: the config gives it atoms, but it was inferred {role.name} ({reason}); "
+                "atoms apply to continuous, positive, bounded and integer columns: set its role too"
+            )
+        return role.fit(column(role, reason, evidence), evidence, override)
     raise RuntimeError(f"no column role claims column {series.name!r}")  # continuous takes any numbers
 
 
@@ -260,7 +301,6 @@ def columns_from_dicts(raw: list[dict[str, Any]]) -> list[Column]:
 
 
 __all__ = [
-    "CATEGORY_WIDTH",
     "ID_LIKE_MIN",
     "MAX_INTEGER_LEVELS",
     "OVERRIDABLE",

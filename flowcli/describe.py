@@ -131,7 +131,7 @@ TRAINING_LABELS = {
 
 def render(description: dict[str, Any], console: Any) -> None:
     """Print the description as rich tables on ``console`` (stdout: it is the command's data)."""
-    for table in (_overview, _columns, _layers, _training, _versions):
+    for table in (_overview, _columns, _encodings, _layers, _training, _versions):
         console.print(table(description))
 
 
@@ -162,6 +162,17 @@ def _overview(d: dict[str, Any]) -> Table:
     return overview
 
 
+def _encoding(column: dict[str, Any]) -> str:
+    """The column's one-line summary as the fit-time table shows it (which support, atoms and grid it
+    got, and why); empty for a column this version cannot read."""
+    from .columns import columns_from_dicts
+
+    try:
+        return columns_from_dicts([column])[0].describe()
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ""
+
+
 def _columns(d: dict[str, Any]) -> Table:
     from rich.table import Table
 
@@ -173,6 +184,18 @@ def _columns(d: dict[str, Any]) -> Table:
         cells = [str(col.get("name")), str(col.get("role")), str(col.get("dtype")), _text(_preprocessing(col))]
         _row(columns, *cells, *([_text(col.get("reason"))] if with_reason else []))
     return columns
+
+
+def _encodings(d: dict[str, Any]) -> Table:
+    """Each column's encoding as the fit-time table shows it: its support, atoms and grid, and why."""
+    from rich.table import Table
+
+    encodings = Table(title="Encodings (support, atoms, grid)", title_justify="left")
+    for heading in ("column", "encoding"):
+        encodings.add_column(heading)
+    for col in d["columns"]:
+        _row(encodings, str(col.get("name")), _encoding(col))
+    return encodings
 
 
 def _layers(d: dict[str, Any]) -> Table:

@@ -239,7 +239,8 @@ def test_override_keys_are_the_roles_own(role: str) -> None:
     mapping = {"role": spec} if isinstance(spec, str) else dict(spec)
     parsed = parse_column_overrides({"a": spec})["a"]
     assert parsed["role"] == role and set(parsed) == {"role", *ROLE_REGISTRY[role].options}
-    allowed = ", ".join(sorted({"role", *ROLE_REGISTRY[role].options}))
+    atoms = ("atoms",) if ROLE_REGISTRY[role].takes_atoms else ()
+    allowed = ", ".join(sorted({"role", *ROLE_REGISTRY[role].options, *atoms}))
     with pytest.raises(ConfigError) as error:
         parse_column_overrides({"a": {**mapping, "colour": 1}})
     assert str(error.value) == f"columns.a.colour: unknown key for role {role!r}; allowed keys: {allowed}"
@@ -256,10 +257,17 @@ ALLOWED = "continuous, positive, bounded, integer, categorical, datetime, ignore
         ({"a": "positiv"}, f"columns.a.role: unknown role 'positiv' (did you mean 'positive'?); allowed: {ALLOWED}"),
         ({"a": "constant"}, f"columns.a.role: unknown role 'constant'; allowed: {ALLOWED}"),
         ({"a": "zzz"}, f"columns.a.role: unknown role 'zzz'; allowed: {ALLOWED}"),
-        ({"a": {"role": "positive", "low": 0}}, "columns.a.low: unknown key for role 'positive'; allowed keys: role"),
+        (
+            {"a": {"role": "positive", "low": 0}},
+            "columns.a.low: unknown key for role 'positive'; allowed keys: atoms, role",
+        ),
         (
             {"a": {"role": "bounded", "low": 0, "high": 1, "step": 1}},
-            "columns.a.step: unknown key for role 'bounded'; allowed keys: high, low, role",
+            "columns.a.step: unknown key for role 'bounded'; allowed keys: atoms, high, low, role",
+        ),
+        (
+            {"a": {"role": "categorical", "atoms": [0]}},
+            "columns.a.atoms: unknown key for role 'categorical'; allowed keys: role",
         ),
         ({"a": {"role": "bounded", "low": 0}}, "columns.a.high: a bounded column needs a finite number, got None"),
         ({"a": {"role": "bounded", "low": 2, "high": 1}}, "columns.a: low (2) must be less than high (1)"),
@@ -271,7 +279,10 @@ ALLOWED = "continuous, positive, bounded, integer, categorical, datetime, ignore
             {"a": {"role": "bounded", "low": True, "high": 1}},
             "columns.a.low: a bounded column needs a finite number, got True",
         ),
-        ({"a": {"low": 1}}, f"columns.a: expected a role ({ALLOWED}) or a mapping with a 'role' key"),
+        (
+            {"a": {"low": 1}},
+            f"columns.a: expected a role ({ALLOWED}) or a mapping with a 'role' key (or only 'atoms')",
+        ),
         ([1], "columns: expected a mapping of column name to role, got [1]"),
     ],
 )

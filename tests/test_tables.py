@@ -90,7 +90,7 @@ def test_penguins_roles_and_missing_values() -> None:
     schema = Schema.infer(pd.read_csv(PENGUINS))
     by_name = {c.name: c for c in schema.columns}
     assert by_name["year"].role == "categorical" and by_name["year"].categories == [2007, 2008, 2009]
-    assert by_name["flipper_length_mm"].role == "integer" and by_name["flipper_length_mm"].has_indicator
+    assert by_name["flipper_length_mm"].role == "integer" and by_name["flipper_length_mm"].has_state
     assert by_name["sex"].role == "categorical" and by_name["sex"].missing and by_name["sex"].width == 1
     assert by_name["bill_length_mm"].role == "continuous" and by_name["bill_length_mm"].width == 2
 

@@ -10,7 +10,6 @@ from . import continuous, positive, bounded, integer, categorical, datetime, con
 
 # isort: on
 from .base import (
-    CATEGORY_WIDTH,
     MAX_INTEGER_LEVELS,
     ROLE_REGISTRY,
     SET_IN_CONFIG,
@@ -29,7 +28,6 @@ from .ignore import ID_LIKE_MIN
 from .written import read_values, unusable
 
 __all__ = [
-    "CATEGORY_WIDTH",
     "ID_LIKE_MIN",
     "MAX_INTEGER_LEVELS",
     "ROLE_REGISTRY",

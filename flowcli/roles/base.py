@@ -29,11 +29,6 @@ if TYPE_CHECKING:
     from ..columns import Column
 
 MAX_INTEGER_LEVELS = 10  # numeric columns with at most this many distinct values are categorical
-# Categories are dequantized over the middle half of their unit cell, not all of it. The gap between
-# neighbouring categories lets a smooth flow drop its density between them instead of having to draw a
-# cliff at the cell boundary, which it cannot, and which otherwise leaks much of a common category's mass
-# into a rare neighbour (a 0.6% missing rate came out as 16% in samples of penguins.csv with full cells).
-CATEGORY_WIDTH = 0.5
 SET_IN_CONFIG = "set in the config"  # the reason of a role chosen in the config's columns: section
 
 # One encoded column: its features in data units (NaN = missing), the per-row log of the probability
@@ -79,11 +74,14 @@ IDENTITY = Transform()
 class FeatureSpec:
     """The parameters of one feature in the preprocessing layer: y = (f(x) - shift) / scale.
 
-    ``width`` > 0 dequantizes the feature over that much of its unit cell (integers, categories,
-    missingness indicators); ``levels`` > 0 makes the feature discrete, valued code + 1/2 with code in
-    0..levels-1, modelled by ``discrete.DiscreteModel`` and not preprocessed (``integrate`` is its old name)
-    over their cell; ``fill`` is an in-domain stand-in, in data units, for a missing value; ``tail`` > 0
-    compresses y beyond +-tail logarithmically (see ``roles/numeric.py``; 0: no compression)."""
+    ``levels`` > 0 makes the feature *discrete*: its value in the feature matrix is ``code + 0.5``, code
+    in ``0 .. levels - 1`` (a category, or the state of a numeric column: continuous, missing, an atom),
+    and the model gives it an exact probability; ``levels == 0`` is a continuous feature in data units (NaN
+    where the row has no continuous value there). ``width`` > 0 dequantizes a feature over that much of
+    its unit cell (integers); ``fill`` is an in-domain stand-in, in data units, for a missing value;
+    ``tail`` > 0 compresses y beyond +-tail logarithmically (see ``roles/numeric.py``; 0: no compression).
+    ``low``/``high`` are the transform's parameters (the bounds of a logit, a bound and a reference
+    point for the inverse softplus)."""
 
     transform: Transform
     shift: float
@@ -92,14 +90,14 @@ class FeatureSpec:
     fill: float
     low: float = 0.0
     high: float = 1.0
-    integrate: bool = False
     levels: int = 0
     tail: float = 0.0
 
 
-def indicator_spec() -> FeatureSpec:
-    """The missingness indicator of a numeric column: a two-level category (0.5 present, 1.5 missing)."""
-    return FeatureSpec(IDENTITY, 1.0, 1.0, CATEGORY_WIDTH, 0.5, integrate=True, levels=2)
+def discrete_spec(levels: int) -> FeatureSpec:
+    """A discrete feature of ``levels`` codes (a category index or a numeric column's state). The model
+    reads only ``levels`` (``discrete.DiscreteModel``); discrete features are not preprocessed."""
+    return FeatureSpec(IDENTITY, 0.0, 1.0, 0.0, 0.5, levels=levels)
 
 
 # ---------------------------------------------------------------------------------------- roles
@@ -158,8 +156,9 @@ class Role:
     reads_times: ClassVar[bool] = False  # set in the config, a column is read as dates and times
     # Decoded values are numbers, written back as the training values were (Column.written, decimals).
     writes_numbers: ClassVar[bool] = False
-    # True: a missing value is a level of the column itself; False: numeric columns get an indicator.
+    # True: a missing value is a level of the column itself; False: numeric columns get a state feature.
     missing_level: ClassVar[bool] = False
+    takes_atoms: ClassVar[bool] = False  # accepts ``atoms:`` in the config (numeric roles with point masses)
 
     def parse_options(self, spec: Mapping[str, Any], where: str) -> dict[str, Any]:
         """The validated options of an override (keys already checked against ``options``)."""
@@ -173,9 +172,9 @@ class Role:
         """Check the training values and return ``column`` with this role's statistics filled in."""
         return column
 
-    def has_indicator(self, column: Column) -> bool:
-        """The column's missing values get an indicator feature of their own."""
-        return column.missing and not self.missing_level
+    def has_state(self, column: Column) -> bool:
+        """The column gets a discrete state feature (continuous / missing / atoms) before its value."""
+        return not self.missing_level and (column.missing or bool(column.atoms))
 
     def feature_specs(self, column: Column) -> list[FeatureSpec]:
         """The column's features for the preprocessing layer, in feature order."""

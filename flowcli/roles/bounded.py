@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError, shown
 from .base import Evidence, Transform, register_role
-from .numeric import NumericRole
+from .numeric import NumericRole, describe_atoms
 
 if TYPE_CHECKING:
     from ..columns import Column
@@ -84,5 +84,8 @@ class Bounded(NumericRole):
     def outside(self, column: Column, values: np.ndarray) -> np.ndarray:
         return (values <= column.low) | (values >= column.high)
 
+    def exclusive_bounds(self, column: Column) -> tuple[float | None, float | None]:
+        return column.low, column.high
+
     def describe(self, column: Column) -> str:
-        return f"({column.low:g}, {column.high:g})"
+        return "; ".join(text for text in (f"({column.low:g}, {column.high:g})", describe_atoms(column)) if text)

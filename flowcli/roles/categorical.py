@@ -1,7 +1,6 @@
-"""categorical: labels, one feature: the category index k of K levels as k + 1/2 + u, u ~ U(-1/4, 1/4) in
-training and u = 0 at scoring, the middle half of unit cell k (see ``CATEGORY_WIDTH``), centred and scaled
-by K, not by the data (standardizing a rare level would put it many deviations out). Missing values are a
-level of their own, the last.
+"""categorical: labels, one discrete feature (``FeatureSpec.levels`` = K, + 1 with missing values): the
+category index k as k + 1/2, which the model gives an exact probability. Missing values are a level of
+their own, the last.
 
 Inferred for booleans, text, and numbers with at most ``MAX_INTEGER_LEVELS`` distinct values: a density
 would put spikes of unbounded height on so few values. A label not seen in training has probability 0.
@@ -21,13 +20,12 @@ import pandas as pd
 
 from ..errors import DataError, shown
 from .base import (
-    CATEGORY_WIDTH,
-    IDENTITY,
     MAX_INTEGER_LEVELS,
     Encoded,
     Evidence,
     FeatureSpec,
     Role,
+    discrete_spec,
     plain,
     register_role,
     restore,
@@ -74,8 +72,7 @@ class Categorical(Role):
         return column
 
     def feature_specs(self, column: Column) -> list[FeatureSpec]:
-        k = column.levels  # cells [0, k) centred on 0, scaled so many levels do not span a huge range
-        return [FeatureSpec(IDENTITY, k / 2, max(1.0, k / 4), CATEGORY_WIDTH, 0.5, integrate=True, levels=k)]
+        return [discrete_spec(column.levels)]
 
     def encode(self, column: Column, series: pd.Series, row_offset: int) -> Encoded:
         codes, invalid = _codes(column, series, row_offset)

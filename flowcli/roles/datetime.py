@@ -45,6 +45,7 @@ class Datetime(NumericRole):
     options = ("format",)
     needs_numbers = False  # set in the config, text is read as dates, not numbers
     reads_times = True
+    takes_atoms = False  # an instant is not a point mass (a default date such as 1900-01-01 could be, later)
 
     def parse_options(self, spec: Mapping[str, Any], where: str) -> dict[str, Any]:
         fmt = spec.get("format")
@@ -70,7 +71,9 @@ class Datetime(NumericRole):
         origin = int(np.round(np.median(times.micros) / step)) * step
         days = (times.micros - origin) / DAY
         fitted = super().fit(column, replace(evidence, numbers=days), override)
-        return replace(fitted, origin=origin, unit=times.unit, tz=times.tz, written=times.written, decimals=None)
+        return replace(
+            fitted, origin=origin, unit=times.unit, tz=times.tz, written=times.written, decimals=None, step=None
+        )
 
     def bounds(self, numbers: np.ndarray, override: Mapping[str, Any]) -> tuple[float | None, float | None]:
         return float(numbers.min()), float(numbers.max())  # the training range: samples are clipped to it

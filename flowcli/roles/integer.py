@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DataError, shown
 from .base import MAX_INTEGER_LEVELS, Evidence, register_role
-from .numeric import NumericRole
+from .numeric import NumericRole, describe_atoms
 
 if TYPE_CHECKING:
     from ..columns import Column
@@ -57,8 +57,14 @@ class Integer(NumericRole):
             for p in np.flatnonzero(fractional)
         ]
 
+    def grid(self, column: Column) -> float | None:
+        return column.step or 1.0
+
     def round(self, column: Column, values: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint(values), column.low, column.high)
+        """Rounded to whole numbers (or the learnt step) within the observed range of continuous values."""
+        return super().round(column, np.clip(values, column.low, column.high))
 
     def describe(self, column: Column) -> str:
-        return f"{column.low:g} .. {column.high:g}"
+        parts = [f"{column.low:g} .. {column.high:g}", describe_atoms(column)]
+        parts.append(f"grid {column.step:g}" if column.step is not None else "")
+        return "; ".join(text for text in parts if text)

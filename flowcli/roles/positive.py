@@ -61,5 +61,8 @@ class Positive(NumericRole):
     def outside(self, column: Column, values: np.ndarray) -> np.ndarray:
         return values <= 0
 
-    def describe(self, column: Column) -> str:
-        return super().describe(column) + " (of log)"
+    def exclusive_bounds(self, column: Column) -> tuple[float | None, float | None]:
+        return 0.0, None
+
+    def summary(self, column: Column) -> str:
+        return super().summary(column) + " (of log)"
