@@ -136,3 +136,23 @@ def test_streaming_in_chunks_gives_the_same_flags_as_one_chunk(ckpt: Path, tmp_p
     stored = StoredQuantiles.from_info(flowcli.load(ckpt).info)
     expected = outs[0]["logprob"].to_numpy() < stored.thresholds(0.05, rows)
     np.testing.assert_array_equal(outs[0]["anomaly"].to_numpy(), expected)
+
+
+def test_inspect_shows_the_patterns_and_their_rows(ckpt: Path, model: Model) -> None:
+    result = runner.invoke(app, ["inspect", str(ckpt)], env={"COLUMNS": "240"})
+    assert result.exit_code == 0, result.stderr
+    patterns = model.info["logprob_quantiles"]["patterns"]
+    assert "missing: none (complete rows)" in result.stdout and "missing: b" in result.stdout
+    assert f"from {patterns[1]['rows']} rows" in result.stdout
+    assert "missing: other patterns" in result.stdout
+
+
+def test_report_lists_the_thresholds_of_each_pattern(model: Model) -> None:
+    from flowcli.report import pattern_thresholds
+
+    shown = pattern_thresholds(StoredQuantiles.from_info(model.info), (0.01, 0.05))
+    stored = model.info["logprob_quantiles"]["patterns"]
+    assert [(p["missing"], p["rows"]) for p in shown] == [(p["missing"], p["rows"]) for p in stored]
+    assert shown[1]["quantiles"]["0.05"] == pytest.approx(np.interp(0.05, QUANTILE_LEVELS, stored[1]["values"]))
+    complete_only = logprob_quantiles(np.zeros(100), "validation", pd.DataFrame({"a": np.ones(100)}), ["a"])
+    assert pattern_thresholds(StoredQuantiles.from_info({"logprob_quantiles": complete_only})) == []
