@@ -58,11 +58,21 @@ def missing_cells(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
 
 
 def _patterns(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of a bool matrix (patterns) and, per row, the index of its pattern."""
-    if mask.shape[1] == 0:
-        return np.zeros((1, 0), dtype=bool), np.zeros(len(mask), dtype=np.intp)
-    keys, inverse = np.unique(mask, axis=0, return_inverse=True)
-    return keys, inverse.reshape(-1)
+    """The distinct rows of a bool matrix (patterns) and, per row, the index of its pattern.
+
+    Rows are packed into 64-bit words and numbered word by word (a sort of integers per word), as
+    ``np.unique(mask, axis=0)`` sorts rows as raw bytes, about 100x slower on a 65536-row chunk."""
+    n, k = mask.shape
+    if k == 0 or n == 0:
+        return np.zeros((min(n, 1), k), dtype=bool), np.zeros(n, dtype=np.intp)
+    packed = np.packbits(mask, axis=1)
+    words = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8))).view(np.uint64)
+    codes = np.zeros(n, dtype=np.int64)
+    for j in range(words.shape[1]):
+        _, word = np.unique(words[:, j], return_inverse=True)
+        _, codes = np.unique(codes * (int(word.max()) + 1) + word.reshape(-1), return_inverse=True)
+    _, first = np.unique(codes, return_index=True)
+    return mask[first], codes.reshape(-1)
 
 
 def logprob_quantiles(
@@ -209,8 +219,9 @@ class StoredQuantiles:
         if not self.patterns:
             return np.full(len(frame), -1, dtype=np.intp)
         keys, inverse = _patterns(missing_cells(frame, self.pattern_columns))
-        stored = np.array([[c in p.missing for c in self.pattern_columns] for p in self.patterns], dtype=bool)
-        distance = (keys[:, None, :] != stored[None, :, :]).sum(axis=2)
+        distance = np.empty((len(keys), len(self.patterns)), dtype=np.intp)
+        for i, p in enumerate(self.patterns):
+            distance[:, i] = (keys != np.array([c in p.missing for c in self.pattern_columns])).sum(axis=1)
         # argmin takes the first of equal distances: the pattern with the most rows.
         return distance.argmin(axis=1)[inverse] if len(frame) else np.zeros(0, dtype=np.intp)
 

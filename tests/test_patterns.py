@@ -156,3 +156,14 @@ def test_report_lists_the_thresholds_of_each_pattern(model: Model) -> None:
     assert shown[1]["quantiles"]["0.05"] == pytest.approx(np.interp(0.05, QUANTILE_LEVELS, stored[1]["values"]))
     complete_only = logprob_quantiles(np.zeros(100), "validation", pd.DataFrame({"a": np.ones(100)}), ["a"])
     assert pattern_thresholds(StoredQuantiles.from_info({"logprob_quantiles": complete_only})) == []
+
+
+@pytest.mark.parametrize("columns", [0, 1, 9, 64, 70])
+def test_rows_are_grouped_by_pattern_as_np_unique_does(columns: int) -> None:
+    from flowcli.quantiles import _patterns
+
+    mask = np.random.default_rng(columns).random((500, columns)) < 0.05
+    mask[:3] = True
+    keys, inverse = _patterns(mask)
+    np.testing.assert_array_equal(keys[inverse], mask)  # each row's key is its own pattern
+    assert len(keys) == len(np.unique(mask, axis=0)) and len(np.unique(inverse)) == len(keys)
