@@ -420,14 +420,14 @@ def logprob(
         typer.Option(
             "--flag-below",
             metavar="Q",
-            help="Add an 'anomaly' column: true when logprob is below the Q-quantile (0 < Q < 1) of held-out training rows.",
+            help="Add an 'anomaly' column: true when logprob is below the Q-quantile (0 < Q < 1) of held-out training rows with the same missing cells.",
         ),
     ] = None,
     percentile: Annotated[
         bool,
         typer.Option(
             "--percentile",
-            help="Add a 'percentile' column: the row's logprob percentile (0-100) among held-out training rows.",
+            help="Add a 'percentile' column: the row's logprob percentile (0-100) among held-out training rows with the same missing cells.",
         ),
     ] = False,
     precision: LogprobPrecisionOpt = "float32",
@@ -446,11 +446,8 @@ def logprob(
     if flag_below is not None and not 0 < flag_below < 1:
         raise DataError(f"--flag-below {flag_below}: the quantile must be between 0 and 1 (e.g. 0.01)")
     _threads(threads)
-    threshold: list[float] = []
 
     def score(model: Any, frame: Any, offset: int) -> Any:
-        if flag_below is not None and not threshold:
-            threshold.append(model.logprob_threshold(flag_below))
         values = model.log_prob(frame, row_offset=offset, on_invalid=on_invalid)
         # Scored in float32, the scores carry float32 precision: keep that dtype, so they are written
         # as -58.342606 rather than with float64 digits that mean nothing (-58.34260559082031).
@@ -458,10 +455,11 @@ def logprob(
         added = ["logprob"] + ["anomaly"] * (flag_below is not None) + ["percentile"] * percentile
         out = frame.drop(columns=added, errors="ignore")
         out["logprob"] = values
+        # Each row against the held-out rows with the same missing cells (quantiles.py).
         if flag_below is not None:
-            out["anomaly"] = values < threshold[0]
+            out["anomaly"] = values < model.logprob_threshold(flag_below, frame)
         if percentile:
-            out["percentile"] = model.logprob_percentile(values)
+            out["percentile"] = model.logprob_percentile(values, frame)
         return out
 
     options = _read_options(sep, decimal, encoding, no_header, input_format)

@@ -222,9 +222,26 @@ def _training(d: dict[str, Any]) -> Table:
             stored = StoredQuantiles.from_info(d["info"])
             shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in stored.at((0.001, 0.01, 0.05))) or "malformed"
             _row(training, "logprob quantiles (nats)", f"{shown} (from {stored.source})")
+            _patterns(training, stored)
         else:
             _row(training, key, _text(value))
     return training
+
+
+def _patterns(training: Table, stored: StoredQuantiles) -> None:
+    """One row per missingness pattern with quantiles of its own (what ``logprob --flag-below`` compares
+    its rows with), and how many held-out rows had a pattern too rare for that."""
+    if not stored.per_pattern:
+        return
+    for pattern in stored.patterns:
+        shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in stored.at((0.001, 0.01, 0.05), pattern.values))
+        _row(training, f"  missing: {pattern.label}", f"{shown} (from {pattern.rows} rows)")
+    if stored.other_rows:
+        _row(
+            training,
+            "  missing: other patterns",
+            f"{stored.other_rows} rows, fewer than {stored.min_rows} per pattern: compared with the nearest pattern above",
+        )
 
 
 def _versions(d: dict[str, Any]) -> Table:

@@ -303,13 +303,15 @@ class Model:
         and one of the flow (``Flow.log_prob``)."""
         return self._map(matrix, self.flow.log_prob, 1)[:, 0]
 
-    def logprob_threshold(self, level: float) -> float:
-        """The ``level``-quantile of ``logprob`` over the held-out training rows (interpolated)."""
-        return StoredQuantiles.from_info(self.info).threshold(level)
+    def logprob_threshold(self, level: float, frame: pd.DataFrame) -> np.ndarray:
+        """Per row of ``frame``: the ``level``-quantile of ``logprob`` over the held-out training rows with
+        the same missing cells (or the nearest such pattern stored; ``quantiles.py``), interpolated."""
+        return StoredQuantiles.from_info(self.info).thresholds(level, frame)
 
-    def logprob_percentile(self, logprob: np.ndarray) -> np.ndarray:
-        """Percentile (0-100) of each ``logprob`` among the held-out training rows (interpolated)."""
-        return StoredQuantiles.from_info(self.info).percentile(logprob)
+    def logprob_percentile(self, logprob: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
+        """Percentile (0-100) of each ``logprob`` (the scores of ``frame``'s rows) among the held-out
+        training rows with the same missing cells (as ``logprob_threshold``), interpolated."""
+        return StoredQuantiles.from_info(self.info).percentile(logprob, frame)
 
     def encode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
         """Rows -> latent columns ``z0..z{k-1}`` (the base distribution's space). Discrete values map

@@ -1,22 +1,40 @@
 """The logprob quantiles of held-out rows that ``fit`` stores in a checkpoint, written and read here only.
 
-``fit`` stores ``info["logprob_quantiles"] = {"source", "rows", "levels": [...], "values": [...]}``:
-the quantile function of ``log p(x)`` on rows the model did not train on, on a grid of levels. It is
-what ``logprob --flag-below`` and ``--percentile`` compare against, what ``report`` draws as anomaly
-thresholds and what ``inspect`` shows; values between grid points are interpolated linearly.
+``fit`` stores ``info["logprob_quantiles"]``, version 2::
+
+    {"version": 2, "source", "rows", "levels": [...], "values": [...],          # all held-out rows
+     "pattern_columns": [...], "pattern_min_rows": 50, "pattern_other_rows": n,
+     "patterns": [{"missing": [column, ...], "rows": n, "values": [...]}, ...]}  # most rows first
+
+``levels``/``values`` are the quantile function of ``log p(x)`` on rows the model did not train on, on a
+grid of levels; values between grid points are interpolated linearly. ``patterns`` holds the same grid
+for each missingness pattern (the modelled columns whose cell is missing in a row; ``[]`` for complete
+rows) that has at least ``MIN_PATTERN_ROWS`` held-out rows with a finite score, at most
+``MAX_PATTERNS`` of them. The score of a row with missing cells is on another scale than a complete
+row's (it has no density for its missing values and a probability for their being missing), so
+``logprob --flag-below`` and ``--percentile`` compare each row with its own pattern's quantiles
+(``StoredQuantiles.thresholds`` / ``percentile``). A row whose pattern is not stored is compared with
+the nearest stored pattern: the one whose missing cells differ from the row's in the fewest columns
+(ties: the one with more held-out rows), i.e. the one whose score covers the most nearly the same
+observed cells, hence the nearest scale; the overall quantiles are a mixture dominated by the most
+common pattern, which can be further from the row's. Without stored patterns, every row is compared
+with the overall quantiles. ``report`` draws the overall ones as anomaly thresholds and ``inspect``
+shows both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .errors import CheckpointError
 
 INFO_KEY = "logprob_quantiles"
+VERSION = 2  # 2: per-pattern quantiles beside the overall ones
 
 # Levels kept in the checkpoint: every percent, plus fine ones in both tails (anomaly thresholds live
 # in the lower tail).
@@ -25,30 +43,130 @@ QUANTILE_LEVELS = sorted(
     | {round(i / 100, 2) for i in range(1, 100)}
     | {round(0.01 + i / 1000, 3) for i in range(-9, 10)}
 )
+# A pattern gets quantiles of its own from this many held-out rows with a finite score: enough for
+# the 5% quantile to lie between its 2nd and 4th lowest scores; the 1% one is then about the lowest.
+MIN_PATTERN_ROWS = 50
+MAX_PATTERNS = 64  # the most frequent ones (each is a grid of len(QUANTILE_LEVELS) numbers)
 
 
-def logprob_quantiles(values: np.ndarray, source: str) -> dict[str, Any]:
-    """Quantiles of ``logprob`` on held-out rows, as stored under ``info["logprob_quantiles"]``."""
-    finite = values[np.isfinite(values)]
-    return {
+def missing_cells(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """Per row of ``frame`` and each of ``columns``: the cell is missing (a bool matrix; a column the
+    frame lacks counts as missing)."""
+    n = len(frame)
+    parts = [frame[c].isna().to_numpy(dtype=bool) if c in frame.columns else np.ones(n, bool) for c in columns]
+    return np.column_stack(parts) if parts else np.zeros((n, 0), dtype=bool)
+
+
+def _patterns(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a bool matrix (patterns) and, per row, the index of its pattern.
+
+    Rows are packed into 64-bit words and numbered word by word (a sort of integers per word), as
+    ``np.unique(mask, axis=0)`` sorts rows as raw bytes, about 100x slower on a 65536-row chunk."""
+    n, k = mask.shape
+    if k == 0 or n == 0:
+        return np.zeros((min(n, 1), k), dtype=bool), np.zeros(n, dtype=np.intp)
+    packed = np.packbits(mask, axis=1)
+    words = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8))).view(np.uint64)
+    codes = np.zeros(n, dtype=np.int64)
+    for j in range(words.shape[1]):
+        _, word = np.unique(words[:, j], return_inverse=True)
+        _, codes = np.unique(codes * (int(word.max()) + 1) + word.reshape(-1), return_inverse=True)
+    _, first = np.unique(codes, return_index=True)
+    return mask[first], codes.reshape(-1)
+
+
+def logprob_quantiles(
+    values: np.ndarray, source: str, rows: pd.DataFrame | None = None, columns: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Quantiles of ``logprob`` (``values``) on held-out rows, as stored under ``info["logprob_quantiles"]``;
+    per missingness pattern of ``columns`` (the modelled ones) too when the ``rows`` scored are given."""
+    finite = np.isfinite(values)
+    stored: dict[str, Any] = {
+        "version": VERSION,
         "source": source,
         "rows": len(values),
         "levels": QUANTILE_LEVELS,
-        "values": np.quantile(finite, QUANTILE_LEVELS).tolist() if len(finite) else [],
+        "values": np.quantile(values[finite], QUANTILE_LEVELS).tolist() if finite.any() else [],
     }
+    if rows is None:
+        return stored
+    columns = [str(c) for c in columns]
+    keys, inverse = _patterns(missing_cells(rows, columns))
+    counts = np.bincount(inverse, minlength=len(keys))
+    scored = np.bincount(inverse, weights=finite, minlength=len(keys))
+    order = sorted(range(len(keys)), key=lambda i: (-scored[i], keys[i].tolist()))
+    kept = [i for i in order if scored[i] >= MIN_PATTERN_ROWS][:MAX_PATTERNS]
+    stored["pattern_columns"] = columns
+    stored["pattern_min_rows"] = MIN_PATTERN_ROWS
+    stored["pattern_other_rows"] = int(len(values) - sum(counts[i] for i in kept))
+    stored["patterns"] = [
+        {
+            "missing": [columns[j] for j in np.flatnonzero(keys[i])],
+            "rows": int(counts[i]),
+            "values": np.quantile(values[(inverse == i) & finite], QUANTILE_LEVELS).tolist(),
+        }
+        for i in kept
+    ]
+    return stored
+
+
+def _grid(levels: Any, values: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two equal, finite, increasing grids of at least two points, or None."""
+    try:
+        lv = np.asarray(levels, dtype=np.float64)
+        vs = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if lv.ndim != 1 or lv.shape != vs.shape or len(lv) < 2 or not np.isfinite(vs).all() or np.any(np.diff(lv) < 0):
+        return None
+    return lv, vs
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """The stored quantiles of the held-out rows whose cells in ``missing`` (and no others) are missing."""
+
+    missing: tuple[str, ...]
+    rows: int
+    values: np.ndarray
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.missing) if self.missing else "none (complete rows)"
+
+
+def _parse_patterns(raw: Mapping[str, Any], levels: np.ndarray) -> tuple[tuple[str, ...], tuple[Pattern, ...]]:
+    """(pattern columns, patterns) of a stored dict; ((), ()) when absent or malformed (then every row
+    is compared with the overall quantiles)."""
+    columns, entries = raw.get("pattern_columns"), raw.get("patterns")
+    if not isinstance(columns, list) or not isinstance(entries, list):
+        return (), ()
+    patterns = []
+    for entry in entries:
+        grid = _grid(levels, entry.get("values")) if isinstance(entry, dict) else None
+        missing = entry.get("missing") if isinstance(entry, dict) else None
+        if grid is None or not isinstance(missing, list) or not set(missing) <= set(columns):
+            return (), ()
+        patterns.append(Pattern(tuple(str(c) for c in missing), int(entry.get("rows") or 0), grid[1]))
+    return tuple(str(c) for c in columns), tuple(patterns)
 
 
 @dataclass(frozen=True)
 class StoredQuantiles:
-    """The stored quantile function, parsed and checked once.
+    """The stored quantile functions, parsed and checked once.
 
-    ``levels``/``values`` are empty when the checkpoint has none or they are malformed (not two equal,
-    finite, increasing grids of at least two points); ``usable`` tells which.
+    ``levels``/``values`` (all held-out rows) are empty when the checkpoint has none or they are malformed
+    (not two equal, finite, increasing grids of at least two points); ``usable`` tells which.
+    ``patterns`` are those of the missingness patterns with enough held-out rows, most rows first.
     """
 
     levels: np.ndarray
     values: np.ndarray
     source: str  # which rows they come from, e.g. "1522 validation rows"
+    pattern_columns: tuple[str, ...] = ()
+    patterns: tuple[Pattern, ...] = ()
+    min_rows: int = MIN_PATTERN_ROWS
+    other_rows: int = 0  # held-out rows in patterns without quantiles of their own
 
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> StoredQuantiles:
@@ -56,40 +174,78 @@ class StoredQuantiles:
         if not isinstance(raw, dict):
             return cls(np.empty(0), np.empty(0), "held-out rows")
         source = " ".join(str(x) for x in (raw.get("rows"), raw.get("source")) if x is not None) + " rows"
-        try:
-            levels = np.asarray(raw.get("levels"), dtype=np.float64)
-            values = np.asarray(raw.get("values"), dtype=np.float64)
-        except (TypeError, ValueError):
+        grid = _grid(raw.get("levels"), raw.get("values"))
+        if grid is None:
             return cls(np.empty(0), np.empty(0), source)
-        if (
-            levels.ndim != 1
-            or levels.shape != values.shape
-            or len(levels) < 2
-            or not np.isfinite(values).all()
-            or np.any(np.diff(levels) < 0)
-        ):
-            return cls(np.empty(0), np.empty(0), source)
-        return cls(levels, values, source)
+        columns, patterns = _parse_patterns(raw, grid[0])
+        min_rows, other = raw.get("pattern_min_rows"), raw.get("pattern_other_rows")
+        return cls(
+            grid[0],
+            grid[1],
+            source,
+            columns,
+            patterns,
+            int(min_rows) if isinstance(min_rows, int) else MIN_PATTERN_ROWS,
+            int(other) if isinstance(other, int) else 0,
+        )
 
     @property
     def usable(self) -> bool:
         return len(self.levels) > 0
 
-    def at(self, levels: tuple[float, ...]) -> list[tuple[float, float]]:
-        """(level, threshold) for each of ``levels`` inside the stored grid; [] when unusable."""
+    def at(self, levels: tuple[float, ...], values: np.ndarray | None = None) -> list[tuple[float, float]]:
+        """(level, threshold) for each of ``levels`` inside the stored grid, of the overall quantiles or
+        of ``values`` (a pattern's); [] when unusable."""
         if not self.usable:
             return []
-        return [(q, self.threshold(q)) for q in levels if self.levels[0] <= q <= self.levels[-1]]
+        grid = self.values if values is None else values
+        return [(q, float(np.interp(q, self.levels, grid))) for q in levels if self.levels[0] <= q <= self.levels[-1]]
+
+    @property
+    def per_pattern(self) -> bool:
+        """Rows with missing cells have thresholds of their own: worth showing beside the overall ones
+        (with complete rows only, the one pattern's quantiles are the overall ones)."""
+        return any(p.missing for p in self.patterns) or (bool(self.patterns) and self.other_rows > 0)
 
     def threshold(self, level: float) -> float:
-        """The ``level``-quantile of ``logprob`` over the held-out rows (interpolated)."""
+        """The ``level``-quantile of ``logprob`` over all the held-out rows (interpolated)."""
         self._require()
         return float(np.interp(level, self.levels, self.values))
 
-    def percentile(self, logprob: np.ndarray) -> np.ndarray:
-        """Percentile (0-100) of each ``logprob`` among the held-out rows (interpolated)."""
+    def pattern_index(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per row of ``frame``: the index in ``patterns`` of the quantiles it is compared with (its own
+        pattern's, else the nearest stored pattern's: see the module docstring); -1 (the overall
+        quantiles) for every row when no pattern is stored."""
+        if not self.patterns:
+            return np.full(len(frame), -1, dtype=np.intp)
+        keys, inverse = _patterns(missing_cells(frame, self.pattern_columns))
+        distance = np.empty((len(keys), len(self.patterns)), dtype=np.intp)
+        for i, p in enumerate(self.patterns):
+            distance[:, i] = (keys != np.array([c in p.missing for c in self.pattern_columns])).sum(axis=1)
+        # argmin takes the first of equal distances: the pattern with the most rows.
+        return distance.argmin(axis=1)[inverse] if len(frame) else np.zeros(0, dtype=np.intp)
+
+    def thresholds(self, level: float, frame: pd.DataFrame) -> np.ndarray:
+        """Per row of ``frame``: the ``level``-quantile of ``logprob`` over the held-out rows of its
+        missingness pattern (see ``pattern_index``)."""
         self._require()
-        return 100.0 * np.interp(logprob, self.values, self.levels, left=0.0, right=1.0)
+        grids = [p.values for p in self.patterns] + [self.values]  # index -1: the overall quantiles
+        table = np.array([np.interp(level, self.levels, grid) for grid in grids])
+        return table[self.pattern_index(frame)]
+
+    def percentile(self, logprob: np.ndarray, frame: pd.DataFrame | None = None) -> np.ndarray:
+        """Percentile (0-100) of each ``logprob`` among the held-out rows (interpolated): those of the
+        row's missingness pattern when ``frame`` (the scored rows) is given, else all of them."""
+        self._require()
+        logprob = np.asarray(logprob, dtype=np.float64)
+        if frame is None or not self.patterns:
+            return 100.0 * np.interp(logprob, self.values, self.levels, left=0.0, right=1.0)
+        index = self.pattern_index(frame)
+        out = np.empty(len(logprob))
+        for i in np.unique(index):
+            rows = index == i
+            out[rows] = 100.0 * np.interp(logprob[rows], self.patterns[i].values, self.levels, left=0.0, right=1.0)
+        return out
 
     def _require(self) -> None:
         if not self.usable:

@@ -136,6 +136,9 @@ class Thresholds:
     data: dict[str, float]  # "0.01" -> value
     stored: list[tuple[float, float]]
     stored_source: str
+    # Per missingness pattern (what ``logprob --flag-below`` compares a row with), when rows with missing
+    # cells have thresholds of their own: {"missing": [...], "rows": n, "quantiles": {"0.01": value}}.
+    patterns: list[dict[str, Any]] = field(default_factory=list)
 
     def labelled(self) -> list[tuple[str, float]]:
         """(legend label, value) pairs for the log p(x) histogram."""
@@ -147,7 +150,19 @@ class Thresholds:
             "data_quantiles": self.data,
             "stored_quantiles": {f"{q:g}": v for q, v in self.stored},
             "stored_source": self.stored_source if self.stored else None,
+            "stored_pattern_quantiles": self.patterns,
         }
+
+
+def pattern_thresholds(stored: StoredQuantiles, levels: tuple[float, ...] = DATA_QUANTILES) -> list[dict[str, Any]]:
+    """The stored thresholds at ``levels`` of each missingness pattern; [] when there are none worth
+    showing beside the overall ones (``StoredQuantiles.per_pattern``)."""
+    if not stored.per_pattern:
+        return []
+    return [
+        {"missing": list(p.missing), "rows": p.rows, "quantiles": {f"{q:g}": v for q, v in stored.at(levels, p.values)}}
+        for p in stored.patterns
+    ]
 
 
 @dataclass
@@ -207,7 +222,7 @@ def _measure(model: Model, scores: Scores) -> Findings:
         comparison=comparison,
         pairs=strongest_pairs(comparison.corr_real, PAIRS_SHOWN),
         latent=_latent_summary(s.z, s.base, model.latent_names),
-        thresholds=Thresholds(quantiles, stored.at(DATA_QUANTILES), stored.source),
+        thresholds=Thresholds(quantiles, stored.at(DATA_QUANTILES), stored.source, pattern_thresholds(stored)),
         ks_noise=1.36 * math.sqrt((len(s.data) + len(s.synthetic)) / (len(s.data) * len(s.synthetic))),
     )
 
@@ -391,6 +406,13 @@ def _overview_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     for q, v in thresholds["stored_quantiles"].items():
         label = f"anomaly threshold: {float(q):.0%} quantile of {thresholds['stored_source']} (stored at fit)"
         rows.append((label, f"{_fmt(v, 3)} nats"))
+    for pattern in thresholds.get("stored_pattern_quantiles") or []:
+        missing = ", ".join(pattern["missing"]) or "none"
+        for q, v in pattern["quantiles"].items():
+            label = (
+                f"anomaly threshold: {float(q):.0%} quantile of the {pattern['rows']} held-out rows missing {missing}"
+            )
+            rows.append((label, f"{_fmt(v, 3)} nats"))
     if not any(c["missing_real"] or c["missing_synthetic"] for c in summary["columns"]):
         rows.append(("missing values", "none, in DATA or in the synthetic rows"))
     if summary["nonfinite_logprob_rows"]:

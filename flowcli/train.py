@@ -454,6 +454,8 @@ class Trainer:
         model = Model(self.data.schema, self.config, self.flow.to(torch.float64), info)
         model.train_state = saved
         reference, source = reference_rows(self.data)
-        scores = model.log_prob_features(reference.double().cpu().numpy())
-        info["logprob_quantiles"] = logprob_quantiles(scores, source)
+        features = reference.double().cpu().numpy()
+        # Per missingness pattern too (quantiles.py): the rows back in their columns tell which cells are missing.
+        rows, modelled = model.schema.to_frame(features), [c.name for c in model.schema.modelled]
+        info["logprob_quantiles"] = logprob_quantiles(model.log_prob_features(features), source, rows, modelled)
         return model
