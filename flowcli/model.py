@@ -83,12 +83,14 @@ class Flow(nn.Module):
         self.residualize = Residualize(dim)
         self.condition = ContextAffine(dim, context) if context and dim else None
         layers: list[Layer] = []
-        for i, spec in enumerate(config.layers if dim else []):
+        for i, spec in enumerate(config.layers):
             try:
-                layers.append(build_layer(spec.type, dim, i, spec.options, context))
+                # Built even without continuous features (then for one, and dropped), so that a config's
+                # mistakes are reported whatever the table.
+                layers.append(build_layer(spec.type, max(dim, 1), i, spec.options, context))
             except ConfigError as exc:  # a layer's own range check: say which layer
                 raise ConfigError(f"layers[{i}].{exc}") from None
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList(layers if dim else [])
         self.whiten = Whiten(dim)
         self.baseline = GaussianBaseline(dim)
         self.base: Base = build_base(config.base.type, dim, config.base.options)
@@ -303,15 +305,20 @@ class Model:
         and one of the flow (``Flow.log_prob``)."""
         return self._map(matrix, self.flow.log_prob, 1)[:, 0]
 
+    def absent_cells(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per row of ``frame``: which of ``schema.pattern_columns`` have no continuous value (missing, or
+        on an atom): the row's pattern (``quantiles.py``)."""
+        return self.schema.absent_cells(self.schema.to_features(frame, on_invalid="neg-inf")[0])
+
     def logprob_threshold(self, level: float, frame: pd.DataFrame) -> np.ndarray:
-        """Per row of ``frame``: the ``level``-quantile of ``logprob`` over the held-out training rows with
-        the same missing cells (or the nearest such pattern stored; ``quantiles.py``), interpolated."""
-        return StoredQuantiles.from_info(self.info).thresholds(level, frame)
+        """Per row of ``frame``: the ``level``-quantile of ``logprob`` over the reference rows with the same
+        absent cells (or the nearest such pattern stored; ``quantiles.py``), interpolated."""
+        return StoredQuantiles.from_info(self.info).thresholds(level, self.absent_cells(frame))
 
     def logprob_percentile(self, logprob: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
-        """Percentile (0-100) of each ``logprob`` (the scores of ``frame``'s rows) among the held-out
-        training rows with the same missing cells (as ``logprob_threshold``), interpolated."""
-        return StoredQuantiles.from_info(self.info).percentile(logprob, frame)
+        """Percentile (0-100) of each ``logprob`` (the scores of ``frame``'s rows) among the reference
+        rows with the same absent cells (as ``logprob_threshold``), interpolated."""
+        return StoredQuantiles.from_info(self.info).percentile(logprob, self.absent_cells(frame))
 
     def encode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
         """Rows -> latent columns ``z0..z{k-1}`` (the base distribution's space). Discrete values map

@@ -137,7 +137,7 @@ class Thresholds:
     stored: list[tuple[float, float]]
     stored_source: str
     # Per missingness pattern (what ``logprob --flag-below`` compares a row with), when rows with missing
-    # cells have thresholds of their own: {"missing": [...], "rows": n, "quantiles": {"0.01": value}}.
+    # cells have thresholds of their own: {"absent": [...], "rows": n, "quantiles": {"0.01": value}}.
     patterns: list[dict[str, Any]] = field(default_factory=list)
 
     def labelled(self) -> list[tuple[str, float]]:
@@ -160,7 +160,7 @@ def pattern_thresholds(stored: StoredQuantiles, levels: tuple[float, ...] = DATA
     if not stored.per_pattern:
         return []
     return [
-        {"missing": list(p.missing), "rows": p.rows, "quantiles": {f"{q:g}": v for q, v in stored.at(levels, p.values)}}
+        {"absent": list(p.absent), "rows": p.rows, "quantiles": {f"{q:g}": v for q, v in stored.at(levels, p.values)}}
         for p in stored.patterns
     ]
 
@@ -407,7 +407,7 @@ def _overview_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         label = f"anomaly threshold: {float(q):.0%} quantile of {thresholds['stored_source']} (stored at fit)"
         rows.append((label, f"{_fmt(v, 3)} nats"))
     for pattern in thresholds.get("stored_pattern_quantiles") or []:
-        missing = ", ".join(pattern["missing"]) or "none"
+        missing = ", ".join(pattern["absent"]) or "none"
         for q, v in pattern["quantiles"].items():
             label = (
                 f"anomaly threshold: {float(q):.0%} quantile of the {pattern['rows']} held-out rows missing {missing}"

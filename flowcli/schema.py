@@ -130,6 +130,23 @@ class Schema:
         """The positions of the continuous features among all features."""
         return [i for i, spec in enumerate(self.feature_specs()) if spec.levels == 0]
 
+    @property
+    def pattern_columns(self) -> list[str]:
+        """The modelled columns whose cell a row may lack (``absent_cells``)."""
+        return [c.name for c in self.modelled if c.has_state or (c.missing and c.rules.missing_level)]
+
+    def absent_cells(self, matrix: np.ndarray) -> np.ndarray:
+        """Per row of a feature matrix and each of ``pattern_columns``: the cell has no continuous value
+        (missing, or on one of the column's atoms; a categorical column's cell: missing). Rows with
+        different absent cells score densities over different dimensions (README, "Anomaly flags")."""
+        masks, start = [], 0
+        for col in self.columns:
+            if col.name in self.pattern_columns:
+                code = np.floor(matrix[:, start])
+                masks.append(code != 0 if col.has_state else code == col.levels - 1)
+            start += col.width
+        return np.column_stack(masks) if masks else np.zeros((len(matrix), 0), dtype=bool)
+
     def preprocessing(self) -> Preprocess:
         """The preprocessing layer of the continuous features (the discrete ones are not preprocessed)."""
         return Preprocess([spec for spec in self.feature_specs() if spec.levels == 0])

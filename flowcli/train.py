@@ -30,7 +30,7 @@ from .distributed import DistContext, LogProb
 from .errors import TrainingError
 from .health import WORSE_TOLERANCE, fit_warnings, gain_threshold
 from .model import Flow, Model, complete_weights, load_weights
-from .quantiles import logprob_quantiles
+from .quantiles import CALIBRATION_SAMPLES, logprob_quantiles
 from .trainstate import LearningRate, ResumePoint, TrainState
 
 VAL_BATCH = 8192
@@ -453,9 +453,22 @@ class Trainer:
         info["warnings"] = fit_warnings(info, self.data.schema.dim)
         model = Model(self.data.schema, self.config, self.flow.to(torch.float64), info)
         model.train_state = saved
+        info["logprob_quantiles"] = self._quantiles(model)
+        return model
+
+    def _quantiles(self, model: Model) -> dict[str, Any]:
+        """The logprob quantiles of the held-out rows, overall and per pattern of absent cells; patterns too
+        rare among them are calibrated on rows the model samples (``quantiles.py``)."""
+        schema = model.schema
         reference, source = reference_rows(self.data)
         features = reference.double().cpu().numpy()
-        # Per missingness pattern too (quantiles.py): the rows back in their columns tell which cells are missing.
-        rows, modelled = model.schema.to_frame(features), [c.name for c in model.schema.modelled]
-        info["logprob_quantiles"] = logprob_quantiles(model.log_prob_features(features), source, rows, modelled)
-        return model
+        scores = model.log_prob_features(features)
+        if not schema.pattern_columns:
+            return logprob_quantiles(scores, source)
+        with torch.inference_mode():
+            generator = torch.Generator(device=model.device).manual_seed(self.seed)
+            drawn = model.flow.sample(CALIBRATION_SAMPLES, generator).double().cpu().numpy()
+        # As rows, then features again: the samples a user gets (rounded, absent cells empty), scored as such.
+        drawn = schema.to_features(schema.to_frame(drawn), on_invalid="neg-inf")[0]
+        sampled = (model.log_prob_features(drawn), schema.absent_cells(drawn))
+        return logprob_quantiles(scores, source, schema.absent_cells(features), schema.pattern_columns, sampled)

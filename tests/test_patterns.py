@@ -23,6 +23,12 @@ TINY = {
 }
 
 
+def missing(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """The absent cells of rows of these columns (as ``Schema.absent_cells`` gives them) where only
+    missing values make a cell absent."""
+    return frame[columns].isna().to_numpy()
+
+
 def table(n: int = 2000, seed: int = 0) -> pd.DataFrame:
     """``b`` (in thousands: a low density per unit) is missing in 30% of the rows, ``c`` in 3%: the
     patterns none and {b} have enough held-out rows, {c} and {b, c} do not."""
@@ -48,13 +54,19 @@ def ckpt(model: Model, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_fit_stores_quantiles_per_pattern_with_enough_held_out_rows(model: Model) -> None:
     stored = model.info["logprob_quantiles"]
-    assert stored["version"] == 2 and stored["pattern_columns"] == ["a", "b", "c"]
-    assert [p["missing"] for p in stored["patterns"]] == [[], ["b"]]  # most rows first
-    rows = [p["rows"] for p in stored["patterns"]]
+    # Only the columns whose cells can be absent (missing values or atoms) make patterns.
+    assert stored["version"] == 2 and stored["pattern_columns"] == ["b", "c"]
+    held_out = [p for p in stored["patterns"] if p["source"] == "held-out"]
+    assert [p["absent"] for p in held_out] == [[], ["b"]]  # most rows first
+    rows = [p["rows"] for p in held_out]
     assert min(rows) >= MIN_PATTERN_ROWS and sum(rows) + stored["pattern_other_rows"] == stored["rows"]
-    assert stored["pattern_other_rows"] > 0  # {c} and {b, c}: too rare among the held-out rows
+    assert stored["pattern_other_rows"] > 0  # {c} and {b, c}: too rare among the held-out rows...
+    # ... so their quantiles come from rows the model sampled, which hold enough of them.
+    sampled = [p for p in stored["patterns"] if p["source"] == "sampled"]
+    assert sorted(p["absent"] for p in sampled) == [["b", "c"], ["c"]]
+    assert all(p["rows"] >= MIN_PATTERN_ROWS for p in sampled)
     quantiles = StoredQuantiles.from_info(model.info)
-    complete, no_b = (quantiles.at((0.05,), p.values)[0][1] for p in quantiles.patterns)
+    complete, no_b = (quantiles.at((0.05,), p.values)[0][1] for p in quantiles.patterns[:2])
     # No density for b (in thousands) in the rows missing it: their scores are several nats higher.
     assert no_b > complete + 3
 
@@ -77,9 +89,9 @@ def test_a_rare_pattern_is_compared_with_the_nearest_stored_one() -> None:
     frame = pd.DataFrame(
         {"a": np.where((index >= 200) & (index < 320), np.nan, 1.0), "b": np.where(index >= 320, np.nan, 1.0), "c": "x"}
     )
-    stored = logprob_quantiles(scores, "validation", frame, ["a", "b", "c"])
+    stored = logprob_quantiles(scores, "validation", missing(frame, ["a", "b", "c"]), ["a", "b", "c"])
     quantiles = StoredQuantiles.from_info({"logprob_quantiles": stored})
-    assert [(p.missing, p.rows) for p in quantiles.patterns] == [((), 200), (("a",), 120), (("b",), 80)]
+    assert [(p.absent, p.rows) for p in quantiles.patterns] == [((), 200), (("a",), 120), (("b",), 80)]
     rows = pd.DataFrame(
         {
             "a": [1.0, 1.0, np.nan, 1.0, np.nan],
@@ -89,32 +101,34 @@ def test_a_rare_pattern_is_compared_with_the_nearest_stored_one() -> None:
     )
     # none, {b} and {a}: their own; {b, c}: one column from {b}, two from the others; {a, b, c}: two from
     # {a} and from {b}, a tie that goes to the pattern with more held-out rows, {a}.
-    assert quantiles.pattern_index(rows).tolist() == [0, 2, 1, 2, 1]
-    assert quantiles.pattern_index(pd.DataFrame({"a": [1.0], "b": [1.0], "c": [None]})).tolist() == [0]
+    assert quantiles.pattern_index(missing(rows, ["a", "b", "c"])).tolist() == [0, 2, 1, 2, 1]
+    assert quantiles.pattern_index(np.array([[False, False, True]])).tolist() == [0]
     expected = [np.quantile(scores[sl], 0.05) for sl in (slice(0, 200), slice(200, 320), slice(320, 400))]
-    np.testing.assert_allclose(quantiles.thresholds(0.05, rows), [expected[i] for i in (0, 2, 1, 2, 1)])
-    percentiles = quantiles.percentile(np.full(5, expected[2]), rows)
+    np.testing.assert_allclose(
+        quantiles.thresholds(0.05, missing(rows, ["a", "b", "c"])), [expected[i] for i in (0, 2, 1, 2, 1)]
+    )
+    percentiles = quantiles.percentile(np.full(5, expected[2]), missing(rows, ["a", "b", "c"]))
     assert percentiles[1] == pytest.approx(5.0) and percentiles[3] == pytest.approx(5.0)
 
 
 def test_without_stored_patterns_every_row_gets_the_overall_quantiles() -> None:
     scores = np.random.default_rng(2).normal(size=60)
     frame = pd.DataFrame({"a": np.where(np.arange(60) < 30, 1.0, np.nan)})  # 30 rows each: too few
-    info = {"logprob_quantiles": logprob_quantiles(scores, "validation", frame, ["a"])}
+    info = {"logprob_quantiles": logprob_quantiles(scores, "validation", missing(frame, ["a"]), ["a"])}
     quantiles = StoredQuantiles.from_info(info)
     assert quantiles.patterns == () and quantiles.other_rows == 60
-    rows = pd.DataFrame({"a": [1.0, np.nan]})
+    rows = np.array([[False], [True]])
     np.testing.assert_allclose(quantiles.thresholds(0.05, rows), np.quantile(scores, 0.05))
     np.testing.assert_allclose(quantiles.percentile(np.zeros(2), rows), quantiles.percentile(np.zeros(2)))
     # Malformed patterns are dropped the same way; the overall quantiles stay usable.
-    broken = {"logprob_quantiles": {**info["logprob_quantiles"], "patterns": [{"missing": ["zz"], "values": []}]}}
+    broken = {"logprob_quantiles": {**info["logprob_quantiles"], "patterns": [{"absent": ["zz"], "values": []}]}}
     assert StoredQuantiles.from_info(broken).patterns == () and StoredQuantiles.from_info(broken).usable
 
 
 def test_stored_grids_per_pattern_use_the_overall_levels() -> None:
     scores = np.random.default_rng(3).normal(size=200)
     frame = pd.DataFrame({"a": 1.0, "b": np.where(np.arange(200) % 2, 1.0, np.nan)})
-    stored = logprob_quantiles(scores, "validation", frame, ["a", "b"])
+    stored = logprob_quantiles(scores, "validation", missing(frame, ["a", "b"]), ["a", "b"])
     assert stored["levels"] == QUANTILE_LEVELS
     assert all(len(p["values"]) == len(QUANTILE_LEVELS) for p in stored["patterns"])
     np.testing.assert_allclose(stored["patterns"][0]["values"][0], scores[1::2].min())  # ties by key: [] first
@@ -134,7 +148,7 @@ def test_streaming_in_chunks_gives_the_same_flags_as_one_chunk(ckpt: Path, tmp_p
     pd.testing.assert_frame_equal(outs[0], outs[1])
     assert bool(outs[0]["anomaly"][0])
     stored = StoredQuantiles.from_info(flowcli.load(ckpt).info)
-    expected = outs[0]["logprob"].to_numpy() < stored.thresholds(0.05, rows)
+    expected = outs[0]["logprob"].to_numpy() < stored.thresholds(0.05, flowcli.load(ckpt).absent_cells(rows))
     np.testing.assert_array_equal(outs[0]["anomaly"].to_numpy(), expected)
 
 
@@ -152,9 +166,9 @@ def test_report_lists_the_thresholds_of_each_pattern(model: Model) -> None:
 
     shown = pattern_thresholds(StoredQuantiles.from_info(model.info), (0.01, 0.05))
     stored = model.info["logprob_quantiles"]["patterns"]
-    assert [(p["missing"], p["rows"]) for p in shown] == [(p["missing"], p["rows"]) for p in stored]
+    assert [(p["absent"], p["rows"]) for p in shown] == [(p["absent"], p["rows"]) for p in stored]
     assert shown[1]["quantiles"]["0.05"] == pytest.approx(np.interp(0.05, QUANTILE_LEVELS, stored[1]["values"]))
-    complete_only = logprob_quantiles(np.zeros(100), "validation", pd.DataFrame({"a": np.ones(100)}), ["a"])
+    complete_only = logprob_quantiles(np.zeros(100), "validation", np.zeros((100, 1), dtype=bool), ["a"])
     assert pattern_thresholds(StoredQuantiles.from_info({"logprob_quantiles": complete_only})) == []
 
 
