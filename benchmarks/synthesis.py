@@ -19,13 +19,13 @@ SDMetrics and the classifier): text, booleans and numbers with at most 10 distin
 categorical, other numbers numerical (flowcli's own rule); flowcli infers its roles itself.
 
 flowcli runs with its packaged default config (``--flow-epochs`` overrides ``training.epochs`` for
-smoke runs only); CTGAN and TVAE run ``--epochs`` epochs (SDV's default is 300; the small default
-here keeps a run on a shared 2-core CPU short, and favours flowcli, whose early stopping runs up to
-200 epochs); GaussianCopula has no epochs. SDV keeps its defaults otherwise (min/max and rounding
-enforced). Needs the ``bench`` extra:
+smoke runs only); CTGAN and TVAE run ``--epochs`` epochs (default 100; SDV's default is 300: the smaller
+default keeps a run on a shared 2-core CPU near 5 minutes, and favours flowcli, whose early stopping
+runs up to 200 epochs; pass ``--epochs 300`` for SDV's own setting); GaussianCopula has no epochs.
+SDV keeps its defaults otherwise (min/max and rounding enforced). Needs the ``bench`` extra:
 
     pip install -e ".[bench]"
-    nice -n 19 python benchmarks/synthesis.py                       # default: 6 tables, 2000 rows, 50 epochs
+    nice -n 19 python benchmarks/synthesis.py                       # default: 6 tables, 2000 rows, 100 epochs
     nice -n 19 python benchmarks/synthesis.py --tables penguins --methods flowcli,gaussian_copula --rows 500
     nice -n 19 python benchmarks/synthesis.py --tables diamonds,pima --rows 5000 --epochs 300
 
@@ -221,7 +221,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tables", default=DEFAULT_TABLES, help=f"comma-separated (default {DEFAULT_TABLES}; also diamonds, pima)"
     )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
-    parser.add_argument("--epochs", type=int, default=50, help="CTGAN and TVAE epochs (SDV's default: 300)")
+    parser.add_argument("--epochs", type=int, default=100, help="CTGAN and TVAE epochs (SDV's default: 300)")
     parser.add_argument(
         "--flow-epochs", type=int, default=None, help="override flowcli's training.epochs (smoke runs only)"
     )
