@@ -123,19 +123,24 @@ def detail_lines(name: str, shares: list, pairs: list, support: list) -> list[st
     return [*lines, ""]
 
 
+def largest_gap(shares: list) -> str:
+    """'gap (column what value: train -> sampled)' of the largest absolute gap among ``shares``, or n/a."""
+    if not shares:
+        return "n/a"
+    col, kind, value, real, fake = max(shares, key=lambda r: abs(r[4] - r[3]))
+    return f"{abs(fake - real):.2f} ({col} {kind} {value}: {real:.2f} -> {fake:.2f})"
+
+
 def summary_line(name: str, rows: int, seconds: float, shares: list, any_unseen: float | None, support: list) -> str:
-    """One row of the summary table: largest gap and where, unseen combinations, worst support figures."""
-    if shares:
-        col, kind, value, real, fake = max(shares, key=lambda r: abs(r[4] - r[3]))
-        gap = f"{abs(fake - real):.2f} ({col} {kind} {value}: {real:.2f} -> {fake:.2f})"
-    else:
-        gap = "n/a"
+    """One row of the summary table: largest gaps (levels and missing; atoms), unseen pairs, worst support."""
+    discrete = largest_gap([r for r in shares if r[1] != "atom"])
+    atom = largest_gap([r for r in shares if r[1] == "atom"])
     unseen = "n/a" if any_unseen is None else f"{any_unseen:.2f}"
     out = max((r[1] for r in support), default=None)
     negs = [r[2] for r in support if r[2] is not None]
     out_s = "n/a" if out is None else f"{out:.2f}"
     neg_s = "n/a" if not negs else f"{max(negs):.2f}"
-    return f"| {name} | {rows} | {gap} | {unseen} | {out_s} | {neg_s} | {seconds:.0f} |"
+    return f"| {name} | {rows} | {discrete} | {atom} | {unseen} | {out_s} | {neg_s} | {seconds:.0f} |"
 
 
 def run_table(name: str, args: argparse.Namespace) -> tuple[list[str], str]:
@@ -175,9 +180,10 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(details), flush=True)
         summaries.append(summary)
     print(
-        "| table | rows | largest gap, points (where: train -> sampled %) | unseen pairs % | max outside range % | max negative % | fit s |"
+        "| table | rows | largest level/missing gap, points (where: train -> sampled %) | largest atom gap, points "
+        "| sampled rows in unseen pairs % | max outside range % | max negative % | fit s |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(summaries))
 
 
