@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=None, help="config path or preset name (default: the packaged default)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best counts")
     parser.add_argument(
-        "--budget", type=float, default=120.0, help="seconds one pass may take before fewer rows are timed"
+        "--budget", type=float, default=60.0, help="seconds one pass may take before fewer rows are timed"
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
