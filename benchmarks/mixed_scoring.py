@@ -99,6 +99,7 @@ def measure(name: str, frame: pd.DataFrame, args: argparse.Namespace) -> tuple[f
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Time both tables and print rows/s and their ratio as Markdown."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--score-rows", type=int, default=200_000, help="rows scored per pass")
     parser.add_argument("--fit-rows", type=int, default=5000, help="rows the models are fitted on")
@@ -126,4 +127,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

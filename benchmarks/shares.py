@@ -163,6 +163,7 @@ def run_table(name: str, args: argparse.Namespace) -> tuple[list[str], str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Measure every table: its detail tables as each finishes, then the summary table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", default=",".join(SHIPPED), help="comma-separated (default: the shipped tables)")
     parser.add_argument("--samples", type=int, default=20000, help="rows sampled per table")
@@ -188,4 +189,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

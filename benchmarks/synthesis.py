@@ -144,6 +144,7 @@ def _one_table(sampled: pd.DataFrame | dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def fit_method(method: str, train: pd.DataFrame, kinds: dict[str, str], args: argparse.Namespace) -> Sampler:
+    """Fit ``method`` on the training rows; return its sampler (rows -> DataFrame)."""
     if method == "flowcli":
         return fit_flowcli(train, kinds, args)
     return fit_sdv(method, train, kinds, args)
@@ -216,6 +217,7 @@ def run_one(method: str, train: pd.DataFrame, holdout: pd.DataFrame, args: argpa
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; unknown methods are a usage error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--tables", default=DEFAULT_TABLES, help=f"comma-separated (default {DEFAULT_TABLES}; also diamonds, pima)"
@@ -235,6 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run every method on every table, printing a Markdown row as each finishes."""
     args = parse_args(argv)
     import torch
 
@@ -250,4 +253,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
