@@ -80,6 +80,9 @@ def describe(path: str) -> dict[str, Any]:
             "base": _parameters(model.flow.base),
             "preprocessing": _parameters(model.flow.preprocess),
             "whitening": _parameters(model.flow.whiten),
+            # The discrete part's categorical network and the layer that conditions the flow on it.
+            "discrete": _parameters(model.flow.discrete) if model.flow.discrete is not None else 0,
+            "conditioning": _parameters(model.flow.condition) if model.flow.condition is not None else 0,
             "layers": layer_parameters(model),
         },
         "training": training,
@@ -151,7 +154,8 @@ def _overview(d: dict[str, Any]) -> Table:
     p = d["parameters"]
     layers = sum(r["parameters"] for r in p["layers"])
     _row(
-        overview, "parameters", f"{p['total']:,} (layers {layers:,}, whitening {p['whitening']:,}, base {p['base']:,})"
+        overview, "parameters", f"{p['total']:,} (layers {layers:,}, whitening {p['whitening']:,}, base {p['base']:,}, "
+        f"discrete part {p['discrete']:,}, conditioning {p['conditioning']:,})"
     )
     _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
     _row(overview, "base", _text(d["config"]["base"]))
