@@ -154,8 +154,10 @@ def _overview(d: dict[str, Any]) -> Table:
     p = d["parameters"]
     layers = sum(r["parameters"] for r in p["layers"])
     _row(
-        overview, "parameters", f"{p['total']:,} (layers {layers:,}, whitening {p['whitening']:,}, base {p['base']:,}, "
-        f"discrete part {p['discrete']:,}, conditioning {p['conditioning']:,})"
+        overview,
+        "parameters",
+        f"{p['total']:,} (layers {layers:,}, whitening {p['whitening']:,}, base {p['base']:,}, "
+        f"discrete part {p['discrete']:,}, conditioning {p['conditioning']:,})",
     )
     _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
     _row(overview, "base", _text(d["config"]["base"]))
