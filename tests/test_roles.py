@@ -391,7 +391,8 @@ def counts_role() -> Iterator[str]:
 def test_a_new_role_is_one_registered_class(counts_role: str) -> None:
     rng = _rng()
     frame = pd.DataFrame({"k": rng.poisson(3.0, N).astype(float), "x": rng.normal(size=N)})
-    schema = Schema.infer(frame, parse_column_overrides({"k": counts_role}))
+    # Without atoms (0 would be one: counts are >= 0), so the column is its one continuous feature.
+    schema = Schema.infer(frame, parse_column_overrides({"k": {"role": counts_role, "atoms": []}}))
     column = schema.columns[0]
     assert column.role == counts_role and column.describe().endswith("(of log1p)")
     assert column.mean == pytest.approx(np.log1p(frame["k"]).median())  # robust location (roles/numeric.py)

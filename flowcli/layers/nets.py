@@ -88,8 +88,11 @@ class MADE(nn.Module):
         nn.init.zeros_(last.bias)
         layers.append(last)
         self.net = nn.Sequential(*layers)
-        # The context's share of the first hidden layer's pre-activation (no bias: the masked layer has one).
-        self.context_in = nn.Linear(context, self.hidden[0], bias=False) if context else None
+        # The context's share of the first layer's pre-activation (no bias: the masked layer has one); without
+        # hidden layers that is the output layer, which starts at zero, so the context's share does too.
+        self.context_in = nn.Linear(context, masks[0].shape[0], bias=False) if context else None
+        if self.context_in is not None and not self.hidden:
+            nn.init.zeros_(self.context_in.weight)
         # Saved with the weights: a random order cannot be rebuilt from the config, and sampling needs it.
         self.register_buffer("order", order.clone())
         # ends[l][k] = number of units of hidden layer l with degree <= k (a prefix, since degrees are sorted).
@@ -167,6 +170,8 @@ class MADE(nn.Module):
             var = int(self.order[k])
             rows = slice(var, None, self.dim)  # the p parameter units of this variable
             params = below[:, :known] @ weights[-1][rows, :known].T + linears[-1].bias[rows]
+            if not self.hidden and context_part is not None:
+                params = params + context_part[:, rows]
             x_var, ladj_var = invert(z[:, var], params)
             if in_place:
                 solved[:, k] = x_var
