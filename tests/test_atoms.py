@@ -98,7 +98,9 @@ def test_a_single_zero_is_not_an_atom() -> None:
 def test_atoms_are_capped_at_the_most_common() -> None:
     rng = _rng()
     values = rng.normal(0, 1, N)
-    codes = [-9.0, -8.0, -7.0, -6.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
+    # Inside the bulk of the values, each between unique neighbours (codes side by side would be each
+    # other's neighbours, with as many rows: a grid, not atoms).
+    codes = [-2.25, -1.75, -1.25, -0.75, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75]
     for i, code in enumerate(codes):
         values[i * 40 : i * 40 + 25 + i] = code
     atoms = column_of(pd.Series(values, name="x")).atoms
