@@ -264,11 +264,16 @@ def test_logprob_flag_below_and_percentile(penguins_ckpt: Path, penguins_model: 
     assert list(out.columns[-3:]) == ["logprob", "anomaly", "percentile"]
     quantiles = penguins_model.info["logprob_quantiles"]
     assert quantiles["source"] == "validation" and quantiles["rows"] == penguins_model.info["n_val"]
-    threshold = np.interp(0.05, quantiles["levels"], quantiles["values"])
+    # Each row against the quantiles of its pattern of absent cells (quantiles.py): the 5% one.
+    data = pd.read_csv(PENGUINS)
+    threshold = penguins_model.logprob_threshold(0.05, data)
     np.testing.assert_array_equal(out["anomaly"].to_numpy(), out["logprob"].to_numpy() < threshold)
+    assert len(np.unique(threshold)) > 1  # rows with missing cells have thresholds of their own
     assert out["percentile"].between(0, 100).all()
-    order = np.argsort(out["logprob"].to_numpy())
-    assert np.all(np.diff(out["percentile"].to_numpy()[order]) >= 0)  # monotone in logprob
+    patterns = pd.Series(map(tuple, penguins_model.absent_cells(data)))
+    for _, rows in out.groupby(patterns.to_numpy()):
+        order = np.argsort(rows["logprob"].to_numpy())
+        assert np.all(np.diff(rows["percentile"].to_numpy()[order]) >= 0)  # monotone in logprob, per pattern
     bad = runner.invoke(app, ["logprob", str(penguins_ckpt), str(PENGUINS), "--flag-below", "5"])
     assert bad.exit_code == 1 and "--flag-below" in bad.stderr
 
