@@ -235,18 +235,19 @@ def _training(d: dict[str, Any]) -> Table:
 
 
 def _patterns(training: Table, stored: StoredQuantiles) -> None:
-    """One row per missingness pattern with quantiles of its own (what ``logprob --flag-below`` compares
-    its rows with), and how many held-out rows had a pattern too rare for that."""
+    """One row per pattern of absent cells (missing, or on an atom) with quantiles of its own (what
+    ``logprob --flag-below`` compares its rows with), whether they come from held-out or sampled rows, and
+    how many held-out rows had a pattern too rare for either."""
     if not stored.per_pattern:
         return
     for pattern in stored.patterns:
         shown = ", ".join(f"{q:.1%}: {v:.4g}" for q, v in stored.at((0.001, 0.01, 0.05), pattern.values))
-        _row(training, f"  missing: {pattern.label}", f"{shown} (from {pattern.rows} rows)")
+        _row(training, f"  absent: {pattern.label}", f"{shown} (from {pattern.rows} {pattern.source} rows)")
     if stored.other_rows:
         _row(
             training,
-            "  missing: other patterns",
-            f"{stored.other_rows} rows, fewer than {stored.min_rows} per pattern: compared with the nearest pattern above",
+            "  absent: other patterns",
+            f"{stored.other_rows} held-out rows, fewer than {stored.min_rows} per pattern: compared with the nearest pattern above",
         )
 
 

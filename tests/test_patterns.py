@@ -156,9 +156,10 @@ def test_inspect_shows_the_patterns_and_their_rows(ckpt: Path, model: Model) -> 
     result = runner.invoke(app, ["inspect", str(ckpt)], env={"COLUMNS": "240"})
     assert result.exit_code == 0, result.stderr
     patterns = model.info["logprob_quantiles"]["patterns"]
-    assert "missing: none (complete rows)" in result.stdout and "missing: b" in result.stdout
-    assert f"from {patterns[1]['rows']} rows" in result.stdout
-    assert "missing: other patterns" in result.stdout
+    assert "absent: none (complete rows)" in result.stdout and "absent: b" in result.stdout
+    assert f"from {patterns[1]['rows']} held-out rows" in result.stdout
+    assert f"from {patterns[-1]['rows']} sampled rows" in result.stdout
+    assert "absent: other patterns" in result.stdout
 
 
 def test_report_lists_the_thresholds_of_each_pattern(model: Model) -> None:

@@ -65,6 +65,7 @@ class Integer(NumericRole):
         return super().round(column, np.clip(values, column.low, column.high))
 
     def describe(self, column: Column) -> str:
-        parts = [f"{column.low:g} .. {column.high:g}", describe_atoms(column)]
+        low, high = (column.low or 0.0) + 0.0, (column.high or 0.0) + 0.0  # + 0.0: -0 reads as 0
+        parts = [f"{low:g} .. {high:g}", describe_atoms(column)]
         parts.append(f"grid {column.step:g}" if column.step is not None else "")
         return "; ".join(text for text in parts if text)
