@@ -321,8 +321,10 @@ class Model:
         return StoredQuantiles.from_info(self.info).percentile(logprob, self.absent_cells(frame))
 
     def encode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
-        """Rows -> latent columns ``z0..z{k-1}`` (the base distribution's space). Discrete values map
-        from the centre of their cell; missing values from the imputed stand-in."""
+        """Rows -> latent columns ``z0..z{k-1}``, one per feature: a continuous feature's coordinate in the
+        base distribution's space (an absent value, missing or on an atom, from its stand-in), a discrete
+        feature's the normal quantile of the midpoint of its code's conditional CDF interval
+        (``DiscreteModel.encode``), so ``decode`` gives the row back."""
         matrix, _ = self.schema.to_features(frame, row_offset)
         z = _finite(self._map(matrix, lambda x: self.flow(x)[0], self.schema.dim), row_offset, "latent")
         return pd.DataFrame(z, columns=self.latent_names)
