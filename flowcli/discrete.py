@@ -15,8 +15,12 @@ model's exact probabilities, and ``decode(encode(d)) == d`` for every code whose
 above about 1e-15 (the float64 resolution of a CDF near 1; a rarer one decodes to a neighbouring level).
 
 Training starts from the product of the features' training frequencies (``initialize``: every head's
-bias is the log of its frequencies, its weights zero), the independent model that
-``Flow.gaussian_log_prob`` also uses as the baseline of the discrete part.
+bias is the log of its frequencies, its weights zero); ``fit_discrete`` keeps that start unless an epoch
+beats it on the validation rows. ``marginal`` keeps those frequencies (``marginal_log_prob``).
+
+The fit uses the training rows ``train.Trainer`` hands it: at most ``GAUSSIAN_ROWS`` (200,000) of them, a
+random subset of a larger table, and in a distributed fit rank 0's share (its weights are the ones every
+rank starts from). Fitting on every row would help the rarest combinations of tables of millions of rows.
 """
 
 from __future__ import annotations

@@ -51,12 +51,12 @@ class Flow(nn.Module):
     - ``whiten`` (``layers.linear.Whiten``) last: fitted to the rows as they leave the config's layers at
       initialization, so that the flow starts as the maximum-likelihood full-covariance Gaussian of the
       preprocessed rows (exactly, when the config's layers start as the identity or an affine map), and
-      the discrete part as the product of the training frequencies.
+      the discrete part as fitted on its own beforehand (``train.Trainer``).
 
     The whitening sits after the config's layers rather than before them because it shears the
     coordinates the conditioners see: on penguin_measures.csv (3 species) whitening first cost the
-    default and maf about 0.3 nats/row on held-out rows. ``gaussian_log_prob`` scores that start (kept in
-    ``baseline`` and ``discrete.marginal``), the figure a fit is compared with.
+    default and maf about 0.3 nats/row on held-out rows. ``gaussian_log_prob`` scores that start (the
+    Gaussian kept in ``baseline``, and the discrete part), the figure a fit is compared with.
 
     The latent space has one coordinate per feature, in feature order: a continuous feature's is the
     flow's output, a discrete feature's the normal quantile of its code's conditional CDF interval
@@ -325,7 +325,11 @@ class Model:
         base distribution's space (an absent value, missing or on an atom, from its stand-in), a discrete
         feature's the normal quantile of the midpoint of its code's conditional CDF interval
         (``DiscreteModel.encode``), so ``decode`` gives the row back."""
-        matrix, _ = self.schema.to_features(frame, row_offset)
+        matrix, log_mass = self.schema.to_features(frame, row_offset)
+        outside = np.isneginf(log_mass)
+        if outside.any():  # the features hold a stand-in there, whose latent would not decode to the row
+            row = row_offset + int(np.argmax(outside)) + 1
+            raise DataError(f"row {row}: a value is outside its column's support (probability 0); it has no latent")
         z = _finite(self._map(matrix, lambda x: self.flow(x)[0], self.schema.dim), row_offset, "latent")
         return pd.DataFrame(z, columns=self.latent_names)
 

@@ -139,7 +139,8 @@ def _grid(levels: Any, values: Any) -> tuple[np.ndarray, np.ndarray] | None:
 
 @dataclass(frozen=True)
 class Pattern:
-    """The stored quantiles of the held-out rows whose cells in ``missing`` (and no others) are missing."""
+    """The stored quantiles of the rows whose cells in ``absent`` (and no others) are absent (missing, or on
+    an atom), from held-out rows or from rows the model sampled (``source``)."""
 
     absent: tuple[str, ...]
     rows: int

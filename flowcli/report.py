@@ -160,7 +160,12 @@ def pattern_thresholds(stored: StoredQuantiles, levels: tuple[float, ...] = DATA
     if not stored.per_pattern:
         return []
     return [
-        {"absent": list(p.absent), "rows": p.rows, "quantiles": {f"{q:g}": v for q, v in stored.at(levels, p.values)}}
+        {
+            "absent": list(p.absent),
+            "rows": p.rows,
+            "source": p.source,
+            "quantiles": {f"{q:g}": v for q, v in stored.at(levels, p.values)},
+        }
         for p in stored.patterns
     ]
 
@@ -407,11 +412,10 @@ def _overview_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         label = f"anomaly threshold: {float(q):.0%} quantile of {thresholds['stored_source']} (stored at fit)"
         rows.append((label, f"{_fmt(v, 3)} nats"))
     for pattern in thresholds.get("stored_pattern_quantiles") or []:
-        missing = ", ".join(pattern["absent"]) or "none"
+        absent = ", ".join(pattern["absent"]) or "none"
+        source = pattern.get("source", "held-out")
         for q, v in pattern["quantiles"].items():
-            label = (
-                f"anomaly threshold: {float(q):.0%} quantile of the {pattern['rows']} held-out rows missing {missing}"
-            )
+            label = f"anomaly threshold: {float(q):.0%} quantile of the {pattern['rows']} {source} rows with absent cells: {absent}"
             rows.append((label, f"{_fmt(v, 3)} nats"))
     if not any(c["missing_real"] or c["missing_synthetic"] for c in summary["columns"]):
         rows.append(("missing values", "none, in DATA or in the synthetic rows"))

@@ -253,6 +253,13 @@ class Trainer:
         lr = dataclasses.replace(saved.lr, total_steps=total_steps)
         self.state = dataclasses.replace(saved, lr=lr, history=list(saved.history))
         self.saved = saved
+        # The discrete part is the saved run's, fitted before its first epoch (``__init__`` fitted one again,
+        # which the loaded weights replace): the start the run is judged against holds the saved one too.
+        loaded = {k: v for k, v in self.flow.state_dict().items() if k.startswith("discrete.")}
+        if loaded:
+            self.start_weights = {**self.start_weights, **{k: v.clone() for k, v in loaded.items()}}
+            self.gaussian_nll, self.start_nll = self._score_start()
+            self.discrete_fit = point.info.get("discrete_fit", self.discrete_fit)
 
     def step(self, batch: Tensor, amp: Any) -> float | None:
         """One optimizer step; the batch's summed NLL, or None when the step was undone."""

@@ -88,11 +88,13 @@ def test_gently_common_values_are_not_atoms() -> None:
     assert column_of(pd.Series(rare, name="x")).atoms == []
 
 
-def test_a_single_zero_is_not_an_atom() -> None:
+def test_a_single_zero_is_an_atom_so_the_support_is_kept() -> None:
+    """A lone 0 among positive values: as an atom it keeps the rest > 0, so no sample is ever negative
+    (as an ordinary value it left the column without a support, and a fit sampled 5.8% negatives)."""
     values = np.round(_rng().lognormal(1, 0.5, N), 2)
     values[3] = 0.0
     column = column_of(pd.Series(values, name="x"))
-    assert column.atoms == [] and column.low is None  # 0 is an ordinary value: no support kept
+    assert column.atoms == [0.0] and column.low == 0.0
 
 
 def test_atoms_are_capped_at_the_most_common() -> None:

@@ -21,7 +21,7 @@ def labour_table(n: int = 4000, seed: int = 0) -> pd.DataFrame:
     hours = np.where(works, np.round(rng.gamma(9, 4, n), 1), 0.0)
     paid = works & (rng.random(n) < 0.8)
     wage = np.where(paid, np.round(np.exp(rng.normal(3, 0.4, n)), 2), 0.0)
-    age = rng.normal(42, 12, n).round()
+    age = rng.normal(45, 8, n).round()
     age[rng.random(n) < 0.03] = np.nan
     return pd.DataFrame({"region": region, "hours": hours, "wage": wage, "age": age})
 
