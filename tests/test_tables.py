@@ -180,25 +180,7 @@ def test_constant_column_has_mass_one_at_its_value(mixed_model: Model) -> None:
 # --- what logprob means for discrete columns -----------------------------------------------------------
 
 
-def test_probabilities_of_all_categories_sum_to_one() -> None:
-    rng = np.random.default_rng(0)
-    n = 3000
-    a = rng.choice(["x", "y", "z"], size=n, p=[0.5, 0.3, 0.2])
-    b = np.where(rng.random(n) < np.where(a == "x", 0.8, 0.3), "on", "off")
-    frame = pd.DataFrame({"a": a, "b": b})
-    config = parse_config(
-        {
-            "layers": [{"type": "maf", "hidden": [32, 32]}, {"type": "permute"}, {"type": "maf", "hidden": [32, 32]}],
-            "training": {"epochs": 30, "batch_size": 256, "lr": 0.005},
-        }
-    )
-    model = fit(frame, config, device=torch.device("cpu"), seed=0)
-    cells = pd.DataFrame([(x, y) for x in "xyz" for y in ("on", "off")], columns=["a", "b"])
-    p = np.exp(model.log_prob(cells))
-    assert abs(p.sum() - 1) < 0.03, p.sum()
-    # Each cell's probability is near its frequency (up to the fit of a small, briefly trained model).
-    empirical = frame.value_counts(normalize=True).reindex(list(zip(cells["a"], cells["b"], strict=False))).to_numpy()
-    np.testing.assert_allclose(p, empirical, atol=0.06)
+# An all-categorical table's probabilities summing to 1 exactly: tests/test_discrete.py.
 
 
 # --- missing values ------------------------------------------------------------------------------------
