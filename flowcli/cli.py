@@ -455,11 +455,12 @@ def logprob(
         added = ["logprob"] + ["anomaly"] * (flag_below is not None) + ["percentile"] * percentile
         out = frame.drop(columns=added, errors="ignore")
         out["logprob"] = values
-        # Each row against the held-out rows with the same missing cells (quantiles.py).
+        # Each row against the reference rows with the same absent cells (quantiles.py), found once.
+        absent = model.absent_cells(frame) if flag_below is not None or percentile else None
         if flag_below is not None:
-            out["anomaly"] = values < model.logprob_threshold(flag_below, frame)
+            out["anomaly"] = values < model.logprob_threshold(flag_below, frame, absent)
         if percentile:
-            out["percentile"] = model.logprob_percentile(values, frame)
+            out["percentile"] = model.logprob_percentile(values, frame, absent)
         return out
 
     options = _read_options(sep, decimal, encoding, no_header, input_format)

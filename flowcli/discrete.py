@@ -16,7 +16,7 @@ above about 1e-15 (the float64 resolution of a CDF near 1; a rarer one decodes t
 
 Training starts from the product of the features' training frequencies (``initialize``: every head's
 bias is the log of its frequencies, its weights zero); ``fit_discrete`` keeps that start unless an epoch
-beats it on the validation rows. ``marginal`` keeps those frequencies (``marginal_log_prob``).
+beats it on the validation rows.
 
 The fit uses the training rows ``train.Trainer`` hands it: at most ``GAUSSIAN_ROWS`` (200,000) of them, a
 random subset of a larger table, and in a distributed fit rank 0's share (its weights are the ones every
@@ -25,7 +25,6 @@ rank starts from). Fitting on every row would help the rarest combinations of ta
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -48,7 +47,6 @@ class DiscreteModel(nn.Module):
 
     # buffers
     offsets: Tensor  # where feature i's one-hot block (and its logits) start
-    marginal: Tensor  # log training frequency of every level, blocks concatenated: the independent baseline
 
     def __init__(self, levels: Sequence[int], hidden: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -56,7 +54,6 @@ class DiscreteModel(nn.Module):
         total = sum(self.levels)
         hidden = list(hidden) if hidden is not None else [hidden_width(self.levels)] * 2
         self.register_buffer("offsets", torch.tensor([0, *torch.tensor(self.levels).cumsum(0).tolist()]))
-        self.register_buffer("marginal", torch.cat([torch.full((k,), -math.log(k)) for k in self.levels]))
         masks = _masks(self.levels, hidden)
         layers: list[nn.Module] = []
         for mask in masks[:-1]:
@@ -91,19 +88,15 @@ class DiscreteModel(nn.Module):
         heads = self._log_softmax(self.logits(one_hot))
         return torch.stack([h.gather(1, codes[:, i : i + 1])[:, 0] for i, h in enumerate(heads)], 1).sum(1)
 
-    def marginal_log_prob(self, codes: Tensor) -> Tensor:
-        """log P(codes) under the independent product of the training frequencies (the baseline)."""
-        return self.marginal[codes + self.offsets[:-1]].sum(1)
-
     @torch.no_grad()
     def initialize(self, codes: Tensor) -> None:
-        """Start as the product of the training frequencies of ``codes`` (and keep them as the baseline)."""
+        """Start as the product of the training frequencies of ``codes``: each head's bias is the log of its
+        feature's frequencies (its weights are zero)."""
         parts = []
         for i, k in enumerate(self.levels):
-            counts = torch.bincount(codes[:, i], minlength=k).to(self.marginal.dtype) + PSEUDO_COUNT
+            counts = torch.bincount(codes[:, i], minlength=k).to(self.head.bias.dtype) + PSEUDO_COUNT
             parts.append(counts.log() - counts.sum().log())
-        self.marginal.copy_(torch.cat(parts))
-        self.head.bias.copy_(self.marginal)
+        self.head.bias.copy_(torch.cat(parts))
 
     def encode(self, codes: Tensor) -> Tensor:
         """Codes -> latent: the normal quantile of the midpoint of each code's conditional CDF interval."""

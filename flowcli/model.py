@@ -310,15 +310,20 @@ class Model:
         on an atom): the row's pattern (``quantiles.py``)."""
         return self.schema.absent_cells(self.schema.to_features(frame, on_invalid="neg-inf")[0])
 
-    def logprob_threshold(self, level: float, frame: pd.DataFrame) -> np.ndarray:
+    def logprob_threshold(self, level: float, frame: pd.DataFrame, absent: np.ndarray | None = None) -> np.ndarray:
         """Per row of ``frame``: the ``level``-quantile of ``logprob`` over the reference rows with the same
-        absent cells (or the nearest such pattern stored; ``quantiles.py``), interpolated."""
-        return StoredQuantiles.from_info(self.info).thresholds(level, self.absent_cells(frame))
+        absent cells (or the nearest such pattern stored; ``quantiles.py``), interpolated. ``absent``: the
+        frame's ``absent_cells`` when already known."""
+        absent = self.absent_cells(frame) if absent is None else absent
+        return StoredQuantiles.from_info(self.info).thresholds(level, absent)
 
-    def logprob_percentile(self, logprob: np.ndarray, frame: pd.DataFrame) -> np.ndarray:
+    def logprob_percentile(
+        self, logprob: np.ndarray, frame: pd.DataFrame, absent: np.ndarray | None = None
+    ) -> np.ndarray:
         """Percentile (0-100) of each ``logprob`` (the scores of ``frame``'s rows) among the reference
         rows with the same absent cells (as ``logprob_threshold``), interpolated."""
-        return StoredQuantiles.from_info(self.info).percentile(logprob, self.absent_cells(frame))
+        absent = self.absent_cells(frame) if absent is None else absent
+        return StoredQuantiles.from_info(self.info).percentile(logprob, absent)
 
     def encode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
         """Rows -> latent columns ``z0..z{k-1}``, one per feature: a continuous feature's coordinate in the

@@ -121,16 +121,6 @@ class Schema:
         return [spec for c in self.columns for spec in c.feature_specs()]
 
     @property
-    def discrete_features(self) -> list[int]:
-        """The positions of the discrete features (``FeatureSpec.levels`` > 0) among all features."""
-        return [i for i, spec in enumerate(self.feature_specs()) if spec.levels > 0]
-
-    @property
-    def continuous_features(self) -> list[int]:
-        """The positions of the continuous features among all features."""
-        return [i for i, spec in enumerate(self.feature_specs()) if spec.levels == 0]
-
-    @property
     def pattern_columns(self) -> list[str]:
         """The modelled columns whose cell a row may lack (``absent_cells``)."""
         return [c.name for c in self.modelled if c.has_state or (c.missing and c.rules.missing_level)]
@@ -139,9 +129,9 @@ class Schema:
         """Per row of a feature matrix and each of ``pattern_columns``: the cell has no continuous value
         (missing, or on one of the column's atoms; a categorical column's cell: missing). Rows with
         different absent cells score densities over different dimensions (README, "Anomaly flags")."""
-        masks, start = [], 0
+        masks, start, patterned = [], 0, set(self.pattern_columns)
         for col in self.columns:
-            if col.name in self.pattern_columns:
+            if col.name in patterned:
                 code = np.floor(matrix[:, start])
                 masks.append(code != 0 if col.has_state else code == col.levels - 1)
             start += col.width
