@@ -263,7 +263,15 @@ class TextTable:
             raise locate_bad_utf8(header, self.source, self.line, self.byte) from None
         if not text.strip():
             raise DataError(f"{self.source}: the first line (the header) is empty")
-        fields = next(csv.reader([text], delimiter=self.sep, skipinitialspace=True))
+        try:
+            fields = next(csv.reader([text], delimiter=self.sep, skipinitialspace=True))
+        except csv.Error as error:
+            if "\r" not in text:
+                raise DataError(f"{self.source}: cannot read the header: {error}") from None
+            raise DataError(
+                f"{self.source}: the header holds a carriage return (\\r) that does not end a line; a file whose "
+                "lines end in \\r alone (old Mac format) needs converting first, e.g. tr '\\r' '\\n'"
+            ) from None
         if not self.options.header:
             self.names = [f"c{i}" for i in range(len(fields))]
             return block

@@ -83,6 +83,8 @@ CASES: list[Case] = [
     # An empty cell is not bad input to fit: missing values are modelled (see "Column roles" in the README).
     csv_case("duplicate-column", "a,a\n1,2\n3,4\n", "column 'a' appears more than once"),
     csv_case("unnamed-column", "a,\n1,2\n3,4\n", "bad.csv", "empty name"),
+    csv_case("old-mac-line-endings", "a,b\r1,2\r3,4\r", "bad.csv", "carriage return", "tr '\\r' '\\n'"),
+    csv_case("carriage-return-in-header", "a,\r,b\n1,2,3\n4,5,6\n", "bad.csv", "carriage return"),
     csv_case("ragged-rows", "a,b\n1,2\n3,4,5,6\n", "bad.csv", "malformed CSV", "line 3"),
     csv_case("single-row", "a,b\n1,2\n", "1 data row", "at least 2"),
     csv_case("constant-columns", "a,b\n1,5\n1,5\n1,5\n", "every column is constant"),

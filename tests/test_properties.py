@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flowcli.config import TrainingConfig, class_options, load_yaml_text, parse_config
@@ -75,6 +75,7 @@ def outcome(fn, *args, **kwargs):
 
 @SETTINGS
 @given(data=tables)
+@example(data=b"height_cm,\r,height_cm\n")  # a carriage return inside the header once escaped as csv.Error
 def test_readers_give_a_table_or_a_flowcli_error(data: bytes, banana_model, tmp_path: Path) -> None:
     whole = outcome(read_table, "-", stdin=io.BytesIO(data))
     chunks = outcome(lambda: list(iter_table("-", chunk_rows=2, stdin=io.BytesIO(data))))
