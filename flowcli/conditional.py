@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .schema import Preprocess, Schema
 
 COMPONENTS = 8  # Gaussians per continuous feature
-LOG_SCALE_RANGE = (-7.0, 3.0)  # a component's log standard deviation, in standardized units
+LOG_SCALE_RANGE = (-7.0, 1.5)  # a component's log standard deviation, in standardized units (sd <= 4.5)
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -116,6 +116,8 @@ class ConditionalNet(nn.Module):
     """
 
     offsets: Tensor  # where each discrete feature's block starts in the one-hot part (buffer)
+    y_low: Tensor  # per continuous feature: the smallest and largest standardized training value (buffers,
+    y_high: Tensor  # saved: ``fit_conditional`` sets them; draws are kept inside, see ``draw_values``)
 
     def __init__(self, layout: Layout, hidden: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -126,6 +128,8 @@ class ConditionalNet(nn.Module):
         self.one_hot_width = sum(levels)
         self.width = self.one_hot_width + self.n_cont
         self.register_buffer("offsets", torch.tensor([0, *torch.tensor(levels, dtype=torch.long).cumsum(0).tolist()]))
+        self.register_buffer("y_low", torch.full((self.n_cont,), -math.inf))
+        self.register_buffer("y_high", torch.full((self.n_cont,), math.inf))
         size = hidden_width(self.features, self.width)
         hidden = list(hidden) if hidden is not None else [size, size]
         # Degrees: discrete feature r has degree r + 1, continuous c degree n_disc + c + 1; hidden units
@@ -202,6 +206,28 @@ def mixture_log_prob(y: Tensor, weights: Tensor, means: Tensor, log_scale: Tenso
     """log of the Gaussian mixture density at y (n, c), per feature."""
     z = (y[..., None] - means) * torch.exp(-log_scale)
     return torch.logsumexp(weights - 0.5 * z * z - log_scale - HALF_LOG_2PI, -1)
+
+
+REDRAWS = 8  # draws outside the training range are drawn again up to this many times, then clamped
+
+
+def draw_values(
+    net: ConditionalNet, c: int, weights: Tensor, means: Tensor, log_scale: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """Draws (n,) of continuous feature ``c``'s mixtures (n, n_cont, m), kept inside the feature's training
+    range (standardized): drawn again where outside, up to ``REDRAWS`` times, then clamped. The preprocessing's
+    inverse grows exponentially in the soft tails and for positive columns, so one wide component's draw
+    could otherwise come back as 1e11 for a column whose values end at 800 (and dominate an imputed mean);
+    as SDV's synthesizers do, no value beyond what the training column shows is proposed."""
+    args = weights[:, c : c + 1], means[:, c : c + 1], log_scale[:, c : c + 1]
+    low, high = net.y_low[c], net.y_high[c]
+    drawn = mixture_sample(*args, generator)[:, 0]
+    for _ in range(REDRAWS):
+        outside = (drawn < low) | (drawn > high)
+        if not outside.any():
+            break
+        drawn = torch.where(outside, mixture_sample(*args, generator)[:, 0], drawn)
+    return drawn.clamp(low, high)
 
 
 def mixture_sample(weights: Tensor, means: Tensor, log_scale: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -303,8 +329,7 @@ def sample(net: ConditionalNet, rows: Rows, roles: Roles, generator: torch.Gener
         if not chosen.any():
             continue
         _, weights, means, log_scale = net.split_outputs(net.outputs(roles.inputs(net, current), context))
-        drawn = mixture_sample(weights[:, c : c + 1], means[:, c : c + 1], log_scale[:, c : c + 1], generator)
-        y[:, c] = torch.where(chosen, drawn[:, 0], y[:, c])
+        y[:, c] = torch.where(chosen, draw_values(net, c, weights, means, log_scale, generator), y[:, c])
     return current
 
 
@@ -376,6 +401,7 @@ def fit_conditional(
     validation NLL, and early stopping kept the 1/3 in one run of three). Returns the validation NLL (nats/row, in standardized units:
     the figure training compares) of the start and of the weights kept, and the epochs run."""
     batch = min(MAX_BATCH, max(MIN_BATCH, len(train) // STEPS_PER_EPOCH))
+    set_range(net, preprocess, train)
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
     val_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
     was_training = preprocess.training
@@ -416,6 +442,19 @@ def fit_conditional(
         net.zero_grad(set_to_none=True)  # no stale gradient reaches a norm computed over a whole flow
     net.load_state_dict(best_state)
     return {"start_val_nll": start, "val_nll": best, "epochs": epoch}
+
+
+@torch.no_grad()
+def set_range(net: ConditionalNet, preprocess: Preprocess, train: Tensor) -> None:
+    """The standardized range of each continuous feature's present training values (``draw_values``)."""
+    was_training = preprocess.training
+    preprocess.eval()
+    rows = prepare(net, preprocess, train)
+    preprocess.train(was_training)
+    for c in range(net.n_cont):
+        present = rows.y[rows.present[:, c], c]
+        if len(present):
+            net.y_low[c], net.y_high[c] = present.min(), present.max()
 
 
 @torch.no_grad()

@@ -153,9 +153,14 @@ def check_given(model: Model, frame: pd.DataFrame, cells: Cells, row_offset: int
         row, j = (int(i[0]) for i in np.nonzero(bad))
         name = feature_columns(model.schema)[j].name
         raise DataError(
-            f"given column {name!r}, row {row_offset + row + 1}: {frame[name].iloc[row]!r} is outside the "
+            f"given column {name!r}, row {row_offset + row + 1}: {_plain(frame[name].iloc[row])!r} is outside the "
             "values the column can hold (its support in the training data); nothing can be drawn given it"
         )
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (its repr is then 5, not np.int64(5))."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def sample_given(
@@ -285,13 +290,7 @@ def _one_cell(
         return out.double().cpu().numpy()
     c = net.cont.index(cont[0])
     draws = torch.stack(
-        [
-            conditional.mixture_sample(weights[:, c : c + 1], means[:, c : c + 1], log_scale[:, c : c + 1], generator)[
-                :, 0
-            ]
-            for _ in range(MEAN_DRAWS)
-        ],
-        1,
+        [conditional.draw_values(net, c, weights, means, log_scale, generator) for _ in range(MEAN_DRAWS)], 1
     )  # (n, draws) in standardized units
     y = rows.y.repeat_interleave(MEAN_DRAWS, 0)
     y[:, c] = draws.reshape(-1)

@@ -226,3 +226,15 @@ def test_the_network_sees_only_what_each_question_allows() -> None:
     changed = x.clone()
     changed[:, 0] = changed[:, 0].flip(0)
     assert not torch.allclose(base, log_prob(net, prepare(net, preprocess, changed), Roles(net, observed, target)))
+
+
+def test_draws_stay_inside_each_columns_training_range(mixed_model: Model) -> None:
+    table = mixed_table(3000)  # the fixture's training rows (the fit holds some out: a range at most this)
+    # An extreme condition: the heaviest mass seen; heavy-tailed inverses once sent draws to 1e11 here.
+    drawn = mixed_model.sample(3000, given={"mass": float(table["mass"].max())}, seed=4)
+    for name in ["hours", "count"]:
+        assert table[name].min() <= drawn[name].min() and drawn[name].max() <= table[name].max(), name
+    holes = table.head(300).copy()
+    holes.loc[::3, "hours"] = np.nan
+    filled = mixed_model.impute(holes, seed=0)
+    assert filled["hours"].between(table["hours"].min(), table["hours"].max()).all()
