@@ -332,6 +332,7 @@ def long_fit_args(tmp_path: Path, table_csv: Path, schedule: str = "constant") -
     return ["fit", str(table_csv), "-c", str(cfg), "-o", "m.flow", "--seed", "2", "--device", "cpu"]
 
 
+@pytest.mark.full_conditional_fit  # its interrupted fit runs in a subprocess, which fits the network as shipped
 def test_sigint_saves_the_best_model_exits_130_and_resumes_bit_identically(tmp_path: Path, table_csv: Path) -> None:
     proc = start_fit(long_fit_args(tmp_path, table_csv), tmp_path)
     wait_for(lambda: metrics_lines(tmp_path) >= 2, proc)
