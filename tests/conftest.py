@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import SMALL_CONFIG, banana
+from helpers import BRIEF_CONDITIONAL_FIT, SMALL_CONFIG, banana, shipped_conditional_fit
 
 from flowcli import conditional
 from flowcli.config import parse_config
@@ -14,15 +15,25 @@ from flowcli.fitting import fit
 from flowcli.model import Model, save_model
 
 
-@pytest.fixture(autouse=True)
-def brief_conditional_fit(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def brief_conditional_fit() -> Iterator[None]:
     """Tests that ask no conditional question fit the network of conditional questions briefly (a few
-    epochs, no lower bound on the steps): its full fit takes seconds per model, and the suite fits about a
-    hundred. Tests marked ``full_conditional_fit`` (the conditional questions' own) fit it as shipped."""
+    epochs, no lower bound on the steps; session fixtures included): its full fit takes seconds per model,
+    and the suite fits about a hundred. Tests marked ``full_conditional_fit``, and fixtures that fit inside
+    ``helpers.shipped_conditional_fit()``, fit it as shipped."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in BRIEF_CONDITIONAL_FIT.items():
+            patch.setattr(conditional, name, value)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def marked_full_conditional_fit(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("full_conditional_fit") is None:
-        monkeypatch.setattr(conditional, "MIN_STEPS", 0)
-        monkeypatch.setattr(conditional, "PATIENCE", 2)
-        monkeypatch.setattr(conditional, "LR_CUTS", 0)
+        yield
+        return
+    with shipped_conditional_fit():
+        yield
 
 
 @pytest.fixture(scope="session")

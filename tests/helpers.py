@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from flowcli import conditional
 from flowcli.model import Model
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: shipped data samples, configs, README
@@ -46,3 +50,17 @@ def assert_clean_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+# The conditional network's fit in tests that ask it nothing (conftest.brief_conditional_fit).
+BRIEF_CONDITIONAL_FIT = {"MIN_STEPS": 0, "PATIENCE": 2, "LR_CUTS": 0}
+SHIPPED_CONDITIONAL_FIT = {name: getattr(conditional, name) for name in BRIEF_CONDITIONAL_FIT}
+
+
+@contextmanager
+def shipped_conditional_fit() -> Iterator[None]:
+    """Fit the network of conditional questions as shipped inside the block (tests/conftest.py makes it brief)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SHIPPED_CONDITIONAL_FIT.items():
+            patch.setattr(conditional, name, value)
+        yield

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import shipped_conditional_fit
 
 import flowcli
 from flowcli.conditional import ConditionalNet, Roles, layout_of, log_prob, prepare
@@ -36,7 +37,8 @@ def mixed_table(n: int, seed: int = 0) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def mixed_model() -> Model:
-    return flowcli.fit(mixed_table(3000), epochs=2, seed=0, threads=1)
+    with shipped_conditional_fit():
+        return flowcli.fit(mixed_table(3000), epochs=2, seed=0, threads=1)
 
 
 def gaussian_mixture(n: int, seed: int) -> pd.DataFrame:
