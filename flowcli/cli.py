@@ -359,7 +359,8 @@ def sample(
     if given and given_file is not None:
         raise DataError("--given and --given-file: give the conditions one way, on the command line or in a file")
     if n is None and given_file is None:
-        raise typer.BadParameter("missing; the number of rows to sample", param_hint="'-n' / '--rows'")
+        # A usage error (exit 2), as for any missing required option: -n is optional only with --given-file.
+        raise typer.BadParameter("give the number of rows to sample (optional only with --given-file)", param_hint="-n")
     rows = 1 if n is None else n
     if rows < 1:
         raise DataError(f"-n {rows}: the number of rows must be at least 1")
