@@ -10,13 +10,18 @@ Bad input (unknown columns, unseen labels, malformed --given, ...) is in the cor
 from __future__ import annotations
 
 import io
+import os
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import assert_clean_error
+from helpers import ROOT, assert_clean_error
 from typer.testing import CliRunner
 
 from flowcli.cli import app
@@ -239,6 +244,36 @@ def test_impute_help_says_what_fills_the_cells() -> None:
     text = " ".join(run("impute", "--help").stdout.split())
     for fragment in ("conditional mean", "most probable label", "--draws", "_draw", "never changed"):
         assert fragment in text, fragment
+
+
+# --- streaming ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["impute"], ["sample", "--given-file"]])
+def test_rows_arriving_slowly_come_out_before_stdin_closes(command: list[str], ckpt: str) -> None:
+    """impute and sample --given-file stream as logprob does: a row is answered as soon as it arrives."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "flowcli", command[0], ckpt, *command[1:], "-", "--seed", "0"]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"group,x\nc,\n,0.5\n")
+        proc.stdin.flush()
+        received = b""
+        deadline = time.monotonic() + 120  # generous: the interpreter and torch must start on a busy machine
+        while received.count(b"\n") < 3 and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                received += os.read(proc.stdout.fileno(), 65536)
+        assert received.count(b"\n") == 3, received  # header + 2 rows, while stdin is still open
+        assert proc.poll() is None
+        proc.stdin.write(b"a,1\n")
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        assert len(pd.read_csv(io.StringIO((received + rest).decode()))) == 3
+    finally:
+        proc.kill()
 
 
 # --- encode and decode take no conditions -------------------------------------------------------------------
