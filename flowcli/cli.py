@@ -379,8 +379,13 @@ def sample(
         if given_file is not None:
             _sample_given_file(model, given_file, rows, seed, chunk_size, options, writer)
             return
-        for frame in model.sample_batches(rows, seed, chunk_size, given=conditions):
-            writer.write(frame)
+        try:
+            for frame in model.sample_batches(rows, seed, chunk_size, given=conditions):
+                writer.write(frame)
+        except DataError as exc:  # a value the model refuses ("column 'x', row 1: ..."): say it was a --given
+            if conditions is None or str(exc).startswith("given "):
+                raise
+            raise DataError(f"--given: {exc}") from None
 
 
 def _sample_given_file(
