@@ -611,7 +611,7 @@ def impute(
         int | None,
         typer.Option(
             "--seed",
-            help="Random seed for reproducible imputations (the same seed and --chunk-size give the same output).",
+            help="Random seed for reproducible imputations, also of the conditional means (averages of draws); the same seed and --chunk-size give the same output.",
         ),
     ] = None,
     sep: SepOpt = None,
