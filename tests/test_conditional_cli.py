@@ -240,6 +240,16 @@ def test_impute_a_file_lacking_a_column_fills_it_and_writes_atomically(tmp_path:
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_impute_a_directory_writes_one_completed_file_per_input(tmp_path: Path, ckpt: str, shop) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    holes(shop, rows=10).to_csv(source / "a.csv", index=False)
+    holes(shop.iloc[10:], rows=7).to_parquet(source / "b.parquet")
+    result = run("impute", ckpt, str(source), "-o", str(out), "--draws", "2")
+    assert result.exit_code == 0 and result.stdout == "", result.stderr
+    assert len(pd.read_csv(out / "a.csv")) == 20 and len(pd.read_parquet(out / "b.parquet")) == 14
+
+
 def test_impute_help_says_what_fills_the_cells() -> None:
     text = " ".join(run("impute", "--help").stdout.split())
     for fragment in ("conditional mean", "most probable label", "--draws", "_draw", "never changed"):
