@@ -60,6 +60,10 @@ class Flow(nn.Module):
     default and maf about 0.3 nats/row on held-out rows. ``gaussian_log_prob`` scores that start (the
     Gaussian kept in ``baseline``, and the discrete part), the figure a fit is compared with.
 
+    Beside the joint density, ``conditional`` (``conditional.ConditionalNet``) answers conditional questions
+    (p(targets | observed) for any columns, imputation); it is fitted on its own and shares only the
+    preprocessing with the joint flow.
+
     The latent space has one coordinate per feature, in feature order: a continuous feature's is the
     flow's output, a discrete feature's the normal quantile of its code's conditional CDF interval
     (``DiscreteModel.encode``), so sampling is decoding a standard draw.
@@ -97,8 +101,10 @@ class Flow(nn.Module):
         self.baseline = GaussianBaseline(dim)
         self.base: Base = build_base(config.base.type, dim, config.base.options)
         self.bridge = self.base.bridge()
-        # The conditional questions' own network (``conditional.py``), fitted after the discrete part.
-        self.conditional = ConditionalNet(layout_of(schema))
+        # The conditional questions' own network (``conditional.py``), fitted after the discrete part. Built on
+        # a forked random stream: the joint flow's training draws what it would draw without it.
+        with torch.random.fork_rng(devices=[]):
+            self.conditional = ConditionalNet(layout_of(schema))
 
     @property
     def steps(self) -> Sequence[Layer]:

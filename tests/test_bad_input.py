@@ -275,6 +275,13 @@ CASES: list[Case] = [
         out="new.csv",
     ),
     Case(
+        "logprob-no-model-column",
+        "logprob m.flow - -o {out}",
+        ("none of the model's columns",),
+        stdin=b"w,v\n1,2\n",
+        out="new.csv",
+    ),
+    Case(
         "logprob-text-in-a-later-chunk",
         "logprob m.flow - -o {out} --chunk-size 10",
         ("'weight_kg'", "row 51", "'abc'"),

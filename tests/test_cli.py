@@ -218,6 +218,13 @@ def test_encode_missing_column(tmp_path: Path, banana_files: dict) -> None:
     assert not out.exists()
 
 
+def test_logprob_of_a_file_with_none_of_the_columns(tmp_path: Path, banana_files: dict) -> None:
+    out = tmp_path / "scored.csv"
+    result = run("logprob", str(banana_files["ckpt"]), "-", "-o", str(out), input="other,w\n1,2\n")
+    assert_clean_error(result, "none of the model's columns")
+    assert not out.exists()
+
+
 def test_logprob_bad_value_in_a_later_chunk_leaves_no_output_and_keeps_old_file(
     tmp_path: Path, banana_files: dict
 ) -> None:
