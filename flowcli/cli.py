@@ -35,7 +35,7 @@ CheckpointArg = Annotated[
 InputArg = Annotated[
     str,
     typer.Argument(
-        help="Input table: .csv, .tsv, .parquet or compressed CSV (.csv.gz, .bz2, .xz, .zst), - for stdin, or a pipe such as <(...) (see --format); for logprob/encode/decode also a directory of tables (one output file each, -o OUTDIR).",
+        help="Input table: .csv, .tsv, .parquet or compressed CSV (.csv.gz, .bz2, .xz, .zst), - for stdin, or a pipe such as <(...) (see --format); for logprob/impute/encode/decode also a directory of tables (one output file each, -o OUTDIR).",
         metavar="DATA",
     ),
 ]
@@ -305,19 +305,50 @@ def fit(
         raise typer.Exit(stop.exit_code) from None
 
 
+GivenOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--given",
+        metavar="COL=VALUE",
+        help="Condition on a column's value (repeatable): every row holds it exactly, the other columns are drawn from p(others | given). VALUE is read as the same text in the training file would be. Always exactly N rows, however rare the condition.",
+    ),
+]
+GivenFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--given-file",
+        metavar="ROWS",
+        help="A table (.csv, .parquet, -) with some of the model's columns: -n rows (default 1) drawn given each of its rows, in input order; an empty cell is not given. Read with the reading options below.",
+    ),
+]
+
+
 @app.command()
 @handle_errors
 def sample(
     checkpoint: CheckpointArg,
-    n: Annotated[int, typer.Option("-n", "--rows", help="Number of rows to sample (>= 1).")],
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "-n", "--rows", help="Number of rows to sample (>= 1); with --given-file, per row of ROWS (default 1)."
+        ),
+    ] = None,
     output: OutputOpt = "-",
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed for reproducible samples.")] = None,
+    given: GivenOpt = None,
+    given_file: GivenFileOpt = None,
+    sep: SepOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    input_format: FormatOpt = None,
     device: DeviceOpt = "auto",
     chunk_size: ChunkOpt = 65536,
     precision: PrecisionOpt = "float64",
     threads: ThreadsOpt = None,
 ) -> None:
-    """Synthesize rows with the training table's column names and types.
+    """Synthesize rows with the training table's column names and types; with --given or --given-file,
+    rows drawn given some columns' values (complete rows: a missing cell is taken as missing at random).
 
     Example: flowcli sample penguins.flow -n 1000 -o synthetic.parquet --seed 1
     """
@@ -325,15 +356,57 @@ def sample(
     from .files import check_not_input
     from .io import TableWriter, table_format
 
-    if n < 1:
-        raise DataError(f"-n {n}: the number of rows must be at least 1")
+    if given and given_file is not None:
+        raise DataError("--given and --given-file: give the conditions one way, on the command line or in a file")
+    if n is None and given_file is None:
+        # A usage error (exit 2), as for any missing required option: -n is optional only with --given-file.
+        raise typer.BadParameter("give the number of rows to sample (optional only with --given-file)", param_hint="-n")
+    rows = 1 if n is None else n
+    if rows < 1:
+        raise DataError(f"-n {rows}: the number of rows must be at least 1")
     _threads(threads)
+    options = _read_options(sep, decimal, encoding, no_header, input_format)
     table_format(output)
-    check_not_input(output, [checkpoint])
+    inputs: list[str | Path] = [checkpoint] if given_file is None else [checkpoint, given_file]
+    check_not_input(output, inputs)
     model = _load(checkpoint, device, precision)
+    conditions = None
+    if given:
+        from .given import parse_given
+
+        conditions = parse_given(given, model.schema.text_columns, options.decimal)
     with TableWriter(output) as writer:
-        for frame in model.sample_batches(n, seed, chunk_size):
-            writer.write(frame)
+        if given_file is not None:
+            _sample_given_file(model, given_file, rows, seed, chunk_size, options, writer)
+            return
+        try:
+            for frame in model.sample_batches(rows, seed, chunk_size, given=conditions):
+                writer.write(frame)
+        except DataError as exc:  # a value the model refuses ("column 'x', row 1: ..."): say it was a --given
+            if conditions is None or str(exc).startswith("given "):
+                raise
+            raise DataError(f"--given: {exc}") from None
+
+
+def _sample_given_file(
+    model: Any, path: str, rows: int, seed: int | None, chunk_size: int, options: Any, writer: Any
+) -> None:
+    """``rows`` draws per row of the table at ``path``, streamed: it is read in chunks of about
+    chunk_size / rows rows, so each chunk gives about chunk_size rows whatever -n is (one input row at a
+    time, in batches of chunk_size, when -n is larger)."""
+    from .errors import DataError
+    from .given import chunk_seed
+    from .io import iter_table
+
+    offset = 0
+    source = "stdin" if path == "-" else path
+    for index, conditions in enumerate(iter_table(path, max(1, chunk_size // rows), options=_knowing(model, options))):
+        try:
+            for frame in model.sample_batches(rows, chunk_seed(seed, index), chunk_size, given=conditions):
+                writer.write(frame)
+        except DataError as exc:  # a condition the model refuses: say in which file, and from which row on
+            raise DataError(f"{source} (rows from {offset + 1}): {exc}") from None
+        offset += len(conditions)
 
 
 def _stream(
@@ -430,25 +503,62 @@ def logprob(
             help="Add a 'percentile' column: the row's logprob percentile (0-100) among held-out training rows with the same missing cells.",
         ),
     ] = False,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            metavar="COL[,COL...]",
+            help="Score log p(targets | the row's other known columns) instead: the density of the target columns given the rest, in the targets' units (NaN where every target cell is empty). Repeatable.",
+        ),
+    ] = None,
     precision: LogprobPrecisionOpt = "float32",
     shard: ShardOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Append a 'logprob' column: the log of each row's probability (density of its continuous values in
-    the units of their columns, times the probability of its discrete values).
+    the units of their columns, times the probability of its discrete values). A column of the model that
+    the input lacks is marginalised out: the row's probability of the columns it has.
 
     Example: cat data-samples/penguins.csv | flowcli logprob penguins.flow - --flag-below 0.001 | grep ',true$'
     """
     from .errors import DataError
+    from .given import parse_targets
 
     if on_invalid not in ("error", "neg-inf"):
         raise typer.BadParameter(f"{on_invalid!r} is not one of 'error', 'neg-inf'", param_hint="--on-invalid")
     if flag_below is not None and not 0 < flag_below < 1:
         raise DataError(f"--flag-below {flag_below}: the quantile must be between 0 and 1 (e.g. 0.01)")
+    targets = parse_targets(target)
+    if targets is not None and (flag_below is not None or percentile):
+        flag = "--flag-below" if flag_below is not None else "--percentile"
+        raise DataError(
+            f"{flag} with --target: the anomaly quantiles are of whole rows' logprob in the training data, not of "
+            "log p(targets | other columns); score with --target alone, or flag whole rows without it"
+        )
     _threads(threads)
+    options = _read_options(sep, decimal, encoding, no_header, input_format)
+    score = _scorer(on_invalid, flag_below, percentile, targets)
+    _stream(checkpoint, data, output, device, chunk_size, score, options, precision=precision, shard=shard)
+
+
+def _scorer(
+    on_invalid: str, flag_below: float | None, percentile: bool, targets: list[str] | None
+) -> Callable[[Any, Any, int], Any]:
+    """The transform of logprob: a chunk with its scores (and anomaly flags or percentiles) appended."""
+    from .errors import DataError
 
     def score(model: Any, frame: Any, offset: int) -> Any:
-        values = model.log_prob(frame, row_offset=offset, on_invalid=on_invalid)
+        if flag_below is not None or percentile:
+            # The stored quantiles are of whole rows (each with its missing cells). A file without a
+            # model column is scored on the columns it has (marginalised): another quantity, not comparable.
+            lacking = [c.name for c in model.schema.columns if c.rules.reads_values and c.name not in frame.columns]
+            if lacking:
+                flag = "--flag-below" if flag_below is not None else "--percentile"
+                raise DataError(
+                    f"{flag}: the input lacks the model's column {lacking[0]!r}, so its logprob is the density of "
+                    "the columns present, which the anomaly quantiles (of whole training rows) do not describe"
+                )
+        values = model.log_prob(frame, row_offset=offset, on_invalid=on_invalid, target=targets)
         # Scored in float32, the scores carry float32 precision: keep that dtype, so they are written
         # as -58.342606 rather than with float64 digits that mean nothing (-58.34260559082031).
         values = values.astype(str(model.dtype).removeprefix("torch."))
@@ -463,8 +573,79 @@ def logprob(
             out["percentile"] = model.logprob_percentile(values, frame, absent)
         return out
 
+    return score
+
+
+# encode and decode map whole rows one to one and condition on nothing. `--given` there is a slip for
+# `sample --given`: an option of theirs (hidden from --help) so that it is a user error naming it, exit 1,
+# rather than click's "No such option" usage error.
+RefusedGivenOpt = Annotated[list[str] | None, typer.Option("--given", hidden=True)]
+
+
+def _refuse_given(given: list[str] | None, command: str, what: str) -> None:
+    from .errors import DataError
+
+    if given:
+        raise DataError(
+            f"--given: {command} {what} and takes no conditions; draw rows given values with "
+            "flowcli sample CKPT -n N --given COL=VALUE"
+        )
+
+
+@app.command()
+@handle_errors
+def impute(
+    checkpoint: CheckpointArg,
+    data: InputArg = "-",
+    output: OutputOpt = "-",
+    draws: Annotated[
+        int | None,
+        typer.Option(
+            "--draws",
+            min=1,
+            metavar="K",
+            help="Multiple imputation: K completed copies of every row, each filled with one draw from p(missing | observed), consecutively, with a '_draw' column (1..K) last.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Random seed for reproducible imputations, also of the conditional means (averages of draws); the same seed and --chunk-size give the same output.",
+        ),
+    ] = None,
+    sep: SepOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    input_format: FormatOpt = None,
+    device: DeviceOpt = "auto",
+    chunk_size: ChunkOpt = 65536,
+    precision: PrecisionOpt = "float64",
+    shard: ShardOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Fill in the missing cells of each row from the model's distribution of them given the row's observed
+    cells (missing at random). By default one value per cell: the conditional mean for a number (on the
+    column's grid: integers stay integers), the most probable label for a category. With --draws K, K
+    completed copies of each row, each filled with one draw of its missing cells, and a '_draw' column
+    (1..K): multiple imputation. Observed cells are never changed; a column of the model that the input
+    lacks is filled in every row; other columns pass through.
+
+    Example: flowcli impute penguins.flow data-samples/penguins.csv -o penguins_completed.csv
+    """
+    from .given import chunk_seed
+
+    _threads(threads)
+    # With --draws K a chunk of rows gives K times as many: read fewer, so memory stays bounded.
+    rows = chunk_size if draws is None else max(1, chunk_size // draws)
+
+    def complete(model: Any, frame: Any, offset: int) -> Any:
+        # Each chunk its own seed (drawn from --seed and where the chunk starts), so chunks differ.
+        return model.impute(frame, draws=draws, seed=chunk_seed(seed, offset), row_offset=offset)
+
     options = _read_options(sep, decimal, encoding, no_header, input_format)
-    _stream(checkpoint, data, output, device, chunk_size, score, options, precision=precision, shard=shard)
+    _stream(checkpoint, data, output, device, rows, complete, options, precision=precision, shard=shard)
 
 
 @app.command()
@@ -483,11 +664,13 @@ def encode(
     precision: PrecisionOpt = "float64",
     shard: ShardOpt = None,
     threads: ThreadsOpt = None,
+    given: RefusedGivenOpt = None,
 ) -> None:
     """Map rows to latent columns z0..z{k-1} (the base distribution's space).
 
     Example: flowcli encode penguins.flow data-samples/penguins.csv -o latent.csv
     """
+    _refuse_given(given, "encode", "maps whole rows to latent space")
     _threads(threads)
     _stream(
         checkpoint,
@@ -521,11 +704,13 @@ def decode(
     precision: PrecisionOpt = "float64",
     shard: ShardOpt = None,
     threads: ThreadsOpt = None,
+    given: RefusedGivenOpt = None,
 ) -> None:
     """Map latent rows z0..z{k-1} back to rows with the original column names.
 
     Example: flowcli encode penguins.flow data-samples/penguins.csv | flowcli decode penguins.flow - -o roundtrip.csv
     """
+    _refuse_given(given, "decode", "maps latent rows back")
     _threads(threads)
     _stream(
         checkpoint,

@@ -189,6 +189,10 @@ def _column_text(column: pd.Series) -> Any:
         values = pa.array(column, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return _python_text(column)  # mixed Python objects, e.g. numbers and strings in one column
+    if isinstance(values, pa.ChunkedArray):
+        # A pyarrow-backed column made by pd.concat (pandas' str dtype) comes in several chunks; the
+        # fields are joined into one array below, whose buffers are the CSV body.
+        values = values.combine_chunks()
     if pa.types.is_dictionary(values.type):  # a pandas categorical: write its labels
         values = values.dictionary_decode()
         column = values.to_pandas()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import BRIEF_CONDITIONAL_FIT, SMALL_CONFIG, banana, shipped_conditional_fit
+from helpers import BRIEF_CONDITIONAL_FIT, SMALL_CONFIG, banana, shipped_conditional_fit, shop_table
 
 from flowcli import conditional
 from flowcli.config import parse_config
@@ -57,4 +57,17 @@ def banana_files(
     banana_frame.to_csv(csv, index=False)
     ckpt = root / "banana.flow"
     save_model(banana_model, str(ckpt))
+    return {"root": root, "csv": csv, "ckpt": ckpt}
+
+
+@pytest.fixture(scope="session")
+def shop_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A checkpoint of ``helpers.shop_table`` (categories, codes, missing cells), fitted for two epochs: the
+    tests of the conditional commands check what the commands do, not how good the model is."""
+    root = tmp_path_factory.mktemp("shop")
+    csv = root / "shop.csv"
+    shop_table().to_csv(csv, index=False)
+    ckpt = root / "shop.flow"
+    config = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 2}}
+    save_model(fit(str(csv), parse_config(config), device="cpu", seed=0), str(ckpt))
     return {"root": root, "csv": csv, "ckpt": ckpt}

@@ -64,3 +64,22 @@ def shipped_conditional_fit() -> Iterator[None]:
         for name, value in SHIPPED_CONDITIONAL_FIT.items():
             patch.setattr(conditional, name, value)
         yield
+
+
+def shop_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """A small mixed table for conditional questions: a category with a rare label (``c``, 3%), ZIP codes
+    with leading zeros, two correlated numbers (``x`` with 10% missing cells) and a count."""
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["a", "b", "c"], size=n, p=[0.7, 0.27, 0.03])
+    x = rng.normal(size=n) + 2.0 * (group == "c")
+    y = 3.0 * x + rng.normal(size=n)
+    x[rng.random(n) < 0.1] = np.nan
+    return pd.DataFrame(
+        {
+            "group": group,
+            "zip": rng.choice(["00501", "02134", "10001"], size=n),
+            "x": np.round(x, 3),
+            "y": np.round(y, 3),
+            "count": rng.poisson(4, size=n),
+        }
+    )

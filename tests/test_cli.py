@@ -128,7 +128,7 @@ def test_encode_then_decode_round_trips(tmp_path: Path, banana_files: dict) -> N
 
 
 def test_every_command_help_has_an_example() -> None:
-    for command in ["fit", "sample", "logprob", "encode", "decode", "report", "inspect"]:
+    for command in ["fit", "sample", "logprob", "impute", "encode", "decode", "report", "inspect"]:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Example:" in result.stdout, command
 
@@ -201,6 +201,21 @@ def test_fit_binary_garbage_and_wrong_extension(tmp_path: Path) -> None:
 def test_fit_into_missing_directory(tmp_path: Path, banana_files: dict) -> None:
     result = run("fit", str(banana_files["csv"]), "-o", str(tmp_path / "nope" / "m.flow"))
     assert_clean_error(result, "does not exist")
+
+
+def test_logprob_of_a_file_lacking_a_column_scores_the_columns_present(banana_files: dict, banana_model) -> None:
+    result = run("logprob", str(banana_files["ckpt"]), "-", input="height_cm,other\n170,2\n")
+    assert result.exit_code == 0, result.stderr
+    scored = pd.read_csv(io.StringIO(result.stdout))
+    assert list(scored.columns) == ["height_cm", "other", "logprob"]  # weight_kg marginalised out
+    assert np.isfinite(scored["logprob"]).all()
+
+
+def test_encode_missing_column(tmp_path: Path, banana_files: dict) -> None:
+    out = tmp_path / "latent.csv"
+    result = run("encode", str(banana_files["ckpt"]), "-", "-o", str(out), input="height_cm,other\n1,2\n")
+    assert_clean_error(result, "missing column 'weight_kg'")
+    assert not out.exists()
 
 
 def test_logprob_of_a_file_with_none_of_the_columns(tmp_path: Path, banana_files: dict) -> None:

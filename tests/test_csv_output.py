@@ -91,6 +91,12 @@ def test_dates_and_mixed_columns_are_written_as_pandas_writes_them() -> None:
     assert csv_text(frame) == frame.to_csv(index=False)
 
 
+def test_a_text_column_made_by_concatenating_frames_is_written() -> None:
+    # pandas' str columns are pyarrow arrays; pd.concat keeps the pieces as chunks of one column.
+    frame = pd.concat([pd.DataFrame({"s": ["a", "b,c"], "n": [1, 2]}), pd.DataFrame({"s": ["d"], "n": [3]})])
+    assert csv_text(frame.reset_index(drop=True)) == 's,n\na,1\n"b,c",2\nd,3\n'
+
+
 def test_chunks_write_one_header() -> None:
     sink = io.BytesIO()
     with TableWriter("-", stdout=sink) as writer:

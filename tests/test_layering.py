@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flowcli"
 
 # Top to bottom. Every module of flowcli/ must be placed here, so a new module gets a place on purpose.
 TIERS: list[tuple[str, set[str]]] = [
-    ("cli", {"flowcli", "flowcli.cli", "flowcli.__main__"}),
+    ("cli", {"flowcli", "flowcli.cli", "flowcli.__main__", "flowcli.given"}),
     ("fitting and reading a model", {"flowcli.fitting", "flowcli.report", "flowcli.describe", "flowcli.plots", "flowcli.compare"}),
     ("training", {"flowcli.train", "flowcli.accel", "flowcli.averaging", "flowcli.health"}),
     ("data sources", {"flowcli.datasource", "flowcli.distributed", "flowcli.moments", "flowcli.io", "flowcli.delimited",
