@@ -23,7 +23,8 @@ FORMAT = "flowcli-checkpoint"
 # 3: robust standardizing with soft tails, a whitening layer in every flow, bounded conditioner inputs.
 # 4: the whitening after the config's layers, a residualizing layer before them, the baseline Gaussian.
 # 5: discrete parts with exact probabilities (a categorical MADE) and the flow conditioned on them; atoms.
-FORMAT_VERSION = 5
+# 6: the network of conditional questions (``conditional.ConditionalNet``).
+FORMAT_VERSION = 6
 HEADER_KEY = "flowcli"
 
 

@@ -83,6 +83,8 @@ def describe(path: str) -> dict[str, Any]:
             # The discrete part's categorical network and the layer that conditions the flow on it.
             "discrete": _parameters(model.flow.discrete) if model.flow.discrete is not None else 0,
             "conditioning": _parameters(model.flow.condition) if model.flow.condition is not None else 0,
+            # The network of conditional questions (``conditional.py``), beside the joint flow.
+            "conditional": _parameters(model.flow.conditional),
             "layers": layer_parameters(model),
         },
         "training": training,
@@ -157,7 +159,8 @@ def _overview(d: dict[str, Any]) -> Table:
         overview,
         "parameters",
         f"{p['total']:,} (layers {layers:,}, whitening {p['whitening']:,}, base {p['base']:,}, "
-        f"discrete part {p['discrete']:,}, conditioning {p['conditioning']:,})",
+        f"discrete part {p['discrete']:,}, conditioning {p['conditioning']:,}, "
+        f"conditional questions {p.get('conditional', 0):,})",
     )
     _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
     _row(overview, "base", _text(d["config"]["base"]))

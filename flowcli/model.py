@@ -6,9 +6,9 @@ DataFrames, in batches so memory stays bounded whatever the table size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .bases import Base, build_base
 from .columns import Column
+from .conditional import ConditionalNet, layout_of
 from .config import Config
 from .discrete import DiscreteModel
 from .errors import ConfigError, DataError
@@ -27,6 +28,7 @@ from .quantiles import StoredQuantiles
 from .schema import OnInvalid, Schema
 
 SCORING_BATCH = 65536
+GivenLike: TypeAlias = Mapping[str, Any] | pd.DataFrame
 
 
 class Flow(nn.Module):
@@ -95,6 +97,8 @@ class Flow(nn.Module):
         self.baseline = GaussianBaseline(dim)
         self.base: Base = build_base(config.base.type, dim, config.base.options)
         self.bridge = self.base.bridge()
+        # The conditional questions' own network (``conditional.py``), fitted after the discrete part.
+        self.conditional = ConditionalNet(layout_of(schema))
 
     @property
     def steps(self) -> Sequence[Layer]:
@@ -286,13 +290,29 @@ class Model:
                 out[sl] = result.double().cpu().numpy().reshape(sl.stop - sl.start, width)
         return out
 
-    def log_prob(self, frame: pd.DataFrame, row_offset: int = 0, on_invalid: OnInvalid = "error") -> np.ndarray:
+    def log_prob(
+        self,
+        frame: pd.DataFrame,
+        row_offset: int = 0,
+        on_invalid: OnInvalid = "error",
+        target: Sequence[str] | None = None,
+    ) -> np.ndarray:
         """Natural log of each row's probability: the density of its continuous values (in the units of
         their columns) times the probability of its discrete values (see the README, "What logprob means").
 
         ``on_invalid='neg-inf'`` scores rows with unparseable values or unseen categories as -inf instead
         of raising an error that names the column, the value and the row.
+
+        ``target``: log p(the target columns | the row's other known cells), from the network of conditional
+        questions (``conditional.py``); a row whose target cells are all empty gets NaN. A frame lacking
+        some of the model's columns is scored on the columns it has (the others marginalised out), by the
+        same network; a frame with every column, by the joint flow.
         """
+        needed = [c.name for c in self.schema.columns if c.rules.reads_values]
+        if target is not None or any(name not in frame.columns for name in needed):
+            from . import questions
+
+            return questions.log_prob(self, frame, target, row_offset, on_invalid)
         matrix, log_mass = self.schema.to_features(frame, row_offset, on_invalid)
         values = self.log_prob_features(matrix) + log_mass
         # Never NaN: a row so far outside the training range that float64 overflows on the way (say
@@ -344,20 +364,49 @@ class Model:
         x = _finite(self._map(z, lambda t: self.flow.inverse(t)[0], self.schema.dim), row_offset, "decoded")
         return self.schema.to_frame(x)
 
-    def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
-        """``n`` synthetic rows with the training columns, order and dtypes."""
-        return (
-            pd.concat(list(self.sample_batches(n, seed)), ignore_index=True)
-            if n
-            else self.schema.to_frame(np.zeros((0, self.schema.dim)))
-        )
+    def sample(self, n: int, seed: int | None = None, given: GivenLike | None = None) -> pd.DataFrame:
+        """``n`` synthetic rows with the training columns, order and dtypes.
 
-    def sample_batches(self, n: int, seed: int | None = None, batch: int = SCORING_BATCH) -> Iterator[pd.DataFrame]:
+        ``given``: a mapping {column: value} gives ``n`` rows holding those values exactly, the other columns
+        drawn from p(others | given) (``conditional.py``: no rejection, so a rare condition costs what a
+        common one does); a DataFrame of some of the model's columns gives ``n`` rows per row, in its order
+        (an empty cell: not given). Conditional rows are complete (missing values taken as missing at random).
+        """
+        parts = list(self.sample_batches(n, seed, given=given))
+        return pd.concat(parts, ignore_index=True) if parts else self.schema.to_frame(np.zeros((0, self.schema.dim)))
+
+    def impute(
+        self, frame: pd.DataFrame, draws: int | None = None, seed: int | None = None, row_offset: int = 0
+    ) -> pd.DataFrame:
+        """``frame`` with every empty cell of the model's columns filled from its distribution given the row's
+        known cells (missing at random): the conditional mean for numbers (on the column's grid), the most
+        probable label for categories. Known cells are kept as they are; columns of the model the frame
+        lacks are added (filled), other columns of the frame kept. ``draws=K``: K completed copies of every
+        row (row i's copies consecutive), each one joint draw of its missing cells, numbered in a last
+        column ``_draw`` (1..K): multiple imputation."""
+        from . import questions
+
+        if draws is not None and draws < 1:
+            raise DataError(f"draws must be at least 1, not {draws}")
+        return questions.impute(self, frame, draws, self._generator(seed), row_offset)
+
+    def _generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self.device)
         if seed is not None:
             generator.manual_seed(seed)
         else:
             generator.seed()
+        return generator
+
+    def sample_batches(
+        self, n: int, seed: int | None = None, batch: int = SCORING_BATCH, given: GivenLike | None = None
+    ) -> Iterator[pd.DataFrame]:
+        generator = self._generator(seed)
+        if given is not None:
+            from . import questions
+
+            yield from questions.sample_given(self, n, given, generator, batch)
+            return
         with torch.inference_mode():
             for sl in _batches(n, batch):
                 x = self.flow.sample(sl.stop - sl.start, generator)

@@ -260,9 +260,11 @@ class Preprocess(Layer):
         log_cosh = excess + torch.log1p(torch.exp(-2 * excess)) - math.log(2)
         return y, torch.where(beyond, log_cosh, 0.0)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        missing = torch.isnan(x)
-        x = torch.where(missing, self.fill, x)
+    def elementwise(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Each feature's y and log|dy/dx| (n, features), absent values (NaN) at the feature's fill, the
+        log(width) of dequantized features not included (``log_widths``): what ``forward`` sums, per feature,
+        for the conditional model (``conditional.py``), which scores a subset of the features."""
+        x = torch.where(torch.isnan(x), self.fill, x)
         if self.training:
             x = x + (torch.rand_like(x) - 0.5) * self.width
         t, ladj = self._transform(x)
@@ -271,6 +273,16 @@ class Preprocess(Layer):
         if self.any_tail:
             y, tail_ladj = self._tails(y)
             ladj = ladj + tail_ladj
+        return y, ladj
+
+    @property
+    def log_widths(self) -> Tensor:
+        """Per feature: log(width) of a dequantized feature's cell, 0 for the others."""
+        return torch.where(self.dequant, self.width.clamp_min(1e-300).log(), 0.0)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        missing = torch.isnan(x)
+        y, ladj = self.elementwise(x)
         if missing.any():
             stand_in = torch.randn_like(x) if self.training else torch.zeros_like(x)
             y = torch.where(missing, stand_in, y)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .accel import mixed_precision, training_step
 from .averaging import WeightAverage
+from .conditional import fit_conditional
 from .config import Config
 from .discrete import fit_discrete
 from .distributed import DistContext, LogProb
@@ -93,9 +94,13 @@ def weight_decay(setting: float | str, n_train: int) -> float:
     return float(setting)
 
 
+# The parts of a flow fitted on their own before the run (``Trainer``), then frozen.
+SEPARATE_PARTS = ("discrete.", "conditional.")
+
+
 def trainable(flow: Flow) -> list[Tensor]:
-    """The parameters the run's optimizer trains: all but the discrete part's, fitted before (``Trainer``)."""
-    return [p for name, p in flow.named_parameters() if not name.startswith("discrete.")]
+    """The parameters the run's optimizer trains: all but those of ``SEPARATE_PARTS``."""
+    return [p for name, p in flow.named_parameters() if not name.startswith(SEPARATE_PARTS)]
 
 
 def make_optimizer(flow: Flow, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -189,6 +194,7 @@ class Trainer:
         self.flow = Flow(data.schema, config).to(device=dist.device, dtype=torch.get_default_dtype())
         self.flow.initialize(data.init_batch(4096), data.init_batch(GAUSSIAN_ROWS))
         self.discrete_fit = self._fit_discrete()
+        self.conditional_fit = self._fit_conditional()
         # After initialize: DDP broadcasts rank 0's (data-initialized) weights to every rank when built.
         self.step_module = training_step(dist.wrap(LogProb(self.flow)), tc.compile)
         self.weight_decay = weight_decay(tc.weight_decay, self.n_train)
@@ -204,21 +210,34 @@ class Trainer:
         self.start_weights = self.best_weights  # the Gaussian start (epoch 0); never modified in place
         self.gaussian_nll, self.start_nll = self._score_start()
 
+    def _training_and_validation_rows(self) -> tuple[Tensor, Tensor]:
+        """Up to ``GAUSSIAN_ROWS`` training rows, and as many validation rows (the training rows when none
+        are held out): what the separately fitted parts are fitted and early-stopped on."""
+        train = self.data.init_batch(GAUSSIAN_ROWS)
+        parts, count = [], 0
+        for batch in self.data.validation(VAL_BATCH) if self.n_val else []:
+            parts.append(batch)
+            count += len(batch)
+            if count >= GAUSSIAN_ROWS:
+                break
+        return train, torch.cat(parts)[:GAUSSIAN_ROWS] if parts else train
+
+    def _fit_conditional(self) -> dict[str, float]:
+        """Fit the network of conditional questions (``conditional.fit_conditional``), then freeze it: it is
+        not part of the joint density the run trains."""
+        train, val = self._training_and_validation_rows()
+        report = fit_conditional(self.flow.conditional, self.flow.preprocess, train, val, self.generator)
+        self.flow.conditional.requires_grad_(False)
+        return report
+
     def _fit_discrete(self) -> dict[str, float] | None:
         """Fit the flow's discrete part on its own (``discrete.fit_discrete``: a factor of the likelihood with
         parameters of its own), then freeze it: the optimizer of the run trains the continuous part only."""
         discrete = self.flow.discrete
         if discrete is None:
             return None
-        train = self.flow.codes(self.data.init_batch(GAUSSIAN_ROWS))
-        parts, count = [], 0
-        for batch in self.data.validation(VAL_BATCH) if self.n_val else []:
-            parts.append(self.flow.codes(batch))
-            count += len(batch)
-            if count >= GAUSSIAN_ROWS:
-                break
-        val = torch.cat(parts) if parts else train
-        report = fit_discrete(discrete, train, val, self.generator)
+        train, val = self._training_and_validation_rows()
+        report = fit_discrete(discrete, self.flow.codes(train), self.flow.codes(val), self.generator)
         discrete.requires_grad_(False)
         return report
 
@@ -253,11 +272,13 @@ class Trainer:
         lr = dataclasses.replace(saved.lr, total_steps=total_steps)
         self.state = dataclasses.replace(saved, lr=lr, history=list(saved.history))
         self.saved = saved
-        # The discrete part is the saved run's, fitted before its first epoch (``__init__`` fitted one again,
-        # which the loaded weights replace): the start the run is judged against holds the saved one too.
-        loaded = {k: v for k, v in self.flow.state_dict().items() if k.startswith("discrete.")}
-        if loaded:
-            self.start_weights = {**self.start_weights, **{k: v.clone() for k, v in loaded.items()}}
+        # The separately fitted parts are the saved run's, fitted before its first epoch (``__init__`` fitted
+        # them again, which the loaded weights replace): the start the run may fall back to holds them too,
+        # and the start it is judged against holds the saved discrete part.
+        loaded = {k: v for k, v in self.flow.state_dict().items() if k.startswith(SEPARATE_PARTS)}
+        self.start_weights = {**self.start_weights, **{k: v.clone() for k, v in loaded.items()}}
+        self.conditional_fit = point.info.get("conditional_fit", self.conditional_fit)
+        if self.flow.discrete is not None:
             self.gaussian_nll, self.start_nll = self._score_start()
             self.discrete_fit = point.info.get("discrete_fit", self.discrete_fit)
 
@@ -455,6 +476,8 @@ class Trainer:
             # The discrete part's own fit (``_fit_discrete``): validation NLL of the training frequencies'
             # product and of the network kept, epochs run; None without discrete features.
             "discrete_fit": self.discrete_fit,
+            # The conditional questions' network (``_fit_conditional``): the same figures, in standardized units.
+            "conditional_fit": self.conditional_fit,
             "metrics": saved.history,
         }
         info["warnings"] = fit_warnings(info, self.data.schema.dim)

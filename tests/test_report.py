@@ -297,7 +297,7 @@ def test_inspect_json(banana_files: dict, banana_model: Model) -> None:
     assert d["parameters"]["total"] == sum(p.numel() for p in banana_model.flow.parameters())
     # Every flow starts with the whitening layer (model.Flow), counted apart from the config's layers.
     layers = sum(layer["parameters"] for layer in d["parameters"]["layers"])
-    parts = ("whitening", "discrete", "conditioning")
+    parts = ("whitening", "discrete", "conditioning", "conditional")
     assert layers + sum(d["parameters"][k] for k in parts) == d["parameters"]["total"]
     assert [layer["type"] for layer in d["parameters"]["layers"]] == ["affine_coupling", "permute", "maf"]
     assert d["training"]["epochs_run"] == banana_model.info["epochs_run"]

@@ -1,0 +1,305 @@
+"""Conditional questions on DataFrames: sample given values, score targets given the rest, impute.
+
+The tensor work is ``conditional.py``'s; this module turns tables with some cells known into the
+network's observed and target masks and back into tables (``Model.sample(given=...)``,
+``Model.log_prob(target=...)``, ``Model.impute``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import conditional
+from .conditional import Roles, feature_columns
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from .columns import Column
+    from .schema import Schema
+
+
+class Model(Protocol):
+    """What these questions need of a ``model.Model`` (which imports this module: no import back)."""
+
+    schema: Schema
+    flow: Any  # a model.Flow, whose ``conditional`` and ``preprocess`` answer the questions
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+
+GivenLike: TypeAlias = Mapping[str, Any] | pd.DataFrame
+MEAN_DRAWS = 256  # draws of a numeric cell's conditional distribution averaged for its conditional mean
+DRAW_COLUMN = "_draw"
+
+
+@dataclass
+class Cells:
+    """A table's cells as the network's feature rows. ``x``: (n, features) in data units (a stand-in where a
+    cell is unknown); ``known``: (n, columns) the cell is given (the column is in the table and the cell is
+    not empty); ``log_mass``: (n, columns) 0, or -inf for a value outside its column's support (or an
+    invalid one, with ``on_invalid='neg-inf'``). Columns are ``conditional.feature_columns``."""
+
+    x: np.ndarray
+    known: np.ndarray
+    log_mass: np.ndarray
+
+
+def encode_cells(model: Model, frame: pd.DataFrame, row_offset: int = 0, on_invalid: str = "error") -> Cells:
+    n = len(frame)
+    parts, known, mass = [], [], []
+    for col in feature_columns(model.schema):
+        if col.name in frame.columns:
+            series = frame[col.name].reset_index(drop=True)
+            present = series.notna().to_numpy()
+        else:
+            series, present = pd.Series(np.nan, index=pd.RangeIndex(n)), np.zeros(n, dtype=bool)
+        values, log_mass, invalid = col.encode(series, row_offset)
+        invalid = [(p, message) for p, message in invalid if present[p]]  # an empty cell is merely unknown
+        if invalid:
+            if on_invalid == "error":
+                raise DataError(min(invalid)[1])
+            log_mass[[p for p, _ in invalid]] = -np.inf
+        parts += [np.asarray(v, dtype=np.float64) for v in values]
+        known.append(present)
+        mass.append(np.where(present, log_mass, 0.0))
+    x = np.column_stack(parts) if parts else np.zeros((n, 0))
+    if not known:
+        return Cells(x, np.zeros((n, 0), dtype=bool), np.zeros((n, 0)))
+    return Cells(x, np.column_stack(known), np.column_stack(mass))
+
+
+def check_columns(model: Model, names: Sequence[str], what: str) -> None:
+    """A DataError naming the first of ``names`` the model does not know."""
+    known = model.schema.names
+    for name in names:
+        if name not in known:
+            raise DataError(f"{what} column {name!r} is not a column of the model; its columns: {', '.join(known)}")
+
+
+def _tensor(model: Model, array: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(array).to(device=model.device, dtype=model.dtype if array.dtype != bool else torch.bool)
+
+
+# --- logprob ------------------------------------------------------------------------------------------------
+
+
+def log_prob(
+    model: Model,
+    frame: pd.DataFrame,
+    target: Sequence[str] | None,
+    row_offset: int = 0,
+    on_invalid: str = "error",
+) -> np.ndarray:
+    """log p(targets | the row's other known cells); with ``target`` None, log p(the known cells). A row
+    without a known target cell gets NaN: there is nothing to score."""
+    columns = feature_columns(model.schema)
+    names = [c.name for c in columns]
+    if target is not None:
+        check_columns(model, target, "target")
+        for name in target:
+            if name not in names:
+                raise DataError(f"target column {name!r} is constant or ignored in the model; it has no probability")
+            if name not in frame.columns:
+                raise DataError(f"target column {name!r} is not in the data")
+    cells = encode_cells(model, frame, row_offset, on_invalid)
+    chosen = np.ones(len(names), dtype=bool) if target is None else np.isin(names, list(target))
+    targets = cells.known & chosen
+    observed = cells.known & ~chosen
+    net, preprocess = model.flow.conditional, model.flow.preprocess
+    out = np.empty(len(frame))
+    for sl in _slices(len(frame)):
+        with torch.inference_mode():
+            rows = conditional.prepare(net, preprocess, _tensor(model, cells.x[sl]))
+            roles = Roles(net, _tensor(model, observed[sl]), _tensor(model, targets[sl]))
+            out[sl] = conditional.log_prob(net, rows, roles).double().cpu().numpy()
+    # A target outside its support has probability 0; so has a condition outside the support.
+    out += np.where(cells.known, cells.log_mass, 0.0).sum(1)
+    out[~np.isfinite(out)] = -np.inf
+    out[~targets.any(1)] = np.nan
+    return out
+
+
+def _slices(n: int, size: int = 65536) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+# --- sample given -------------------------------------------------------------------------------------------
+
+
+def given_frame(model: Model, given: GivenLike) -> pd.DataFrame:
+    """``given`` as a DataFrame of the model's columns, checked: unknown columns are an error."""
+    frame = given if isinstance(given, pd.DataFrame) else pd.DataFrame({k: [v] for k, v in given.items()})
+    check_columns(model, [str(c) for c in frame.columns], "given")
+    return frame.reset_index(drop=True)
+
+
+def check_given(model: Model, frame: pd.DataFrame, cells: Cells, row_offset: int) -> None:
+    """A given value outside its column's support is an error: nothing can be drawn given it."""
+    bad = cells.known & np.isneginf(cells.log_mass)
+    if bad.any():
+        row, j = (int(i[0]) for i in np.nonzero(bad))
+        name = feature_columns(model.schema)[j].name
+        raise DataError(
+            f"given column {name!r}, row {row_offset + row + 1}: {frame[name].iloc[row]!r} is outside the "
+            "values the column can hold (its support in the training data); nothing can be drawn given it"
+        )
+
+
+def sample_given(
+    model: Model, n: int, given: GivenLike, generator: torch.Generator, batch: int, row_offset: int = 0
+) -> Iterator[pd.DataFrame]:
+    """``n`` rows per row of ``given``, in its order: the given cells exactly, the others drawn from
+    p(others | given). Complete rows (see ``conditional.py`` on missing values)."""
+    frame = given_frame(model, given)
+    cells = encode_cells(model, frame, row_offset)
+    check_given(model, frame, cells, row_offset)
+    total = n * len(frame)
+    for sl in _slices(total, batch):
+        source = np.arange(sl.start, sl.stop) // max(n, 1)
+        x = _draw(model, cells.x[source], cells.known[source], ~cells.known[source], generator)
+        out = model.schema.to_frame(x)
+        yield _with_given(out, frame, cells, source)
+
+
+def _draw(
+    model: Model, x: np.ndarray, observed: np.ndarray, target: np.ndarray, generator: torch.Generator
+) -> np.ndarray:
+    net, preprocess = model.flow.conditional, model.flow.preprocess
+    with torch.inference_mode():
+        features = _tensor(model, x)
+        rows = conditional.prepare(net, preprocess, features)
+        roles = Roles(net, _tensor(model, observed), _tensor(model, target))
+        drawn = conditional.sample(net, rows, roles, generator)
+        return conditional.to_features(net, preprocess, drawn, features, roles).double().cpu().numpy()
+
+
+def _with_given(out: pd.DataFrame, frame: pd.DataFrame, cells: Cells, source: np.ndarray) -> pd.DataFrame:
+    """``out`` with the given cells exactly as given (decoding would round them onto the column's grid)."""
+    for name in frame.columns:
+        if name not in out.columns:
+            continue  # a constant or ignored column
+        given = frame[name].to_numpy()[source]
+        known = pd.notna(given)
+        if known.any():
+            out[name] = _merge(out[name], pd.Series(given, index=out.index), known)
+    return out
+
+
+def _merge(drawn: pd.Series, kept: pd.Series, keep: np.ndarray) -> pd.Series:
+    """``kept`` where ``keep``, else ``drawn``, in ``drawn``'s dtype when every kept value fits it unchanged
+    (an integer column read as floats because of its empty cells comes back as integers)."""
+    merged = drawn.astype(object).where(~keep, kept.astype(object))
+    try:
+        typed = merged.astype(drawn.dtype)
+        if (typed.astype(object).where(keep, None) == merged.where(keep, None)).where(keep, True).all():
+            return typed
+    except (TypeError, ValueError):
+        pass
+    return merged.infer_objects()
+
+
+# --- impute -------------------------------------------------------------------------------------------------
+
+
+def impute(
+    model: Model, frame: pd.DataFrame, draws: int | None, generator: torch.Generator, row_offset: int = 0
+) -> pd.DataFrame:
+    """Every unknown cell of the model's columns filled (see ``Model.impute``)."""
+    cells = encode_cells(model, frame, row_offset)
+    columns = feature_columns(model.schema)
+    n = len(frame)
+    if draws is None:
+        x = _conditional_means(model, cells, columns, generator)
+        source = np.arange(n)
+    else:
+        source = np.repeat(np.arange(n), draws)
+        x = _draw(model, cells.x[source], cells.known[source], ~cells.known[source], generator)
+    filled = model.schema.to_frame(x)
+    out = frame.reset_index(drop=True).iloc[source].reset_index(drop=True)
+    for j, col in enumerate(columns):
+        known = cells.known[source, j]
+        if col.name in out.columns:
+            out[col.name] = _merge(filled[col.name], out[col.name], known)
+        else:
+            out[col.name] = filled[col.name]
+    if draws is not None:
+        out[DRAW_COLUMN] = np.tile(np.arange(1, draws + 1), n)
+    return out
+
+
+def _conditional_means(model: Model, cells: Cells, columns: list[Column], generator: torch.Generator) -> np.ndarray:
+    """Feature rows with every unknown cell at its conditional mean (numbers) or most probable label
+    (categories), each from its own exact one-cell conditional p(cell | known cells)."""
+    layout = model.flow.conditional.layout
+    x = cells.x.copy()
+    for j, col in enumerate(columns):
+        rows = np.flatnonzero(~cells.known[:, j])
+        features = [i for i, c in enumerate(layout.column_of) if c == j]
+        for sl in _slices(len(rows)):
+            part = rows[sl]
+            target = np.zeros((len(part), len(columns)), dtype=bool)
+            target[:, j] = True
+            with torch.inference_mode():
+                x[part] = _one_cell(model, x[part], cells.known[part], target, features, col, generator)
+    return x
+
+
+def _one_cell(
+    model: Model,
+    x: np.ndarray,
+    known: np.ndarray,
+    target: np.ndarray,
+    features: list[int],
+    col: Column,
+    generator: torch.Generator,
+) -> np.ndarray:
+    """``x`` with one column's cell (its ``features``) set to its conditional mean or most probable label."""
+    net, preprocess = model.flow.conditional, model.flow.preprocess
+    layout = net.layout
+    features_t = _tensor(model, x)
+    rows = conditional.prepare(net, preprocess, features_t)
+    disc = [i for i in features if layout.levels[i] > 0]
+    cont = [i for i in features if layout.levels[i] == 0]
+    if disc and cont:  # the value's factor is read with the state "a value" (code 0) in the input
+        rows.codes[:, net.disc.index(disc[0])] = 0
+        rows.present[:, net.cont.index(cont[0])] = True
+    roles = Roles(net, _tensor(model, known), _tensor(model, target))
+    logps, weights, means, log_scale = net.split_outputs(net.outputs(roles.inputs(net, rows), roles.context(net, rows)))
+    out = features_t.clone()
+    if not cont:  # a categorical column: the most probable label
+        i = disc[0]
+        out[:, i] = logps[net.disc.index(i)].argmax(1).to(out.dtype) + 0.5
+        return out.double().cpu().numpy()
+    c = net.cont.index(cont[0])
+    draws = torch.stack(
+        [
+            conditional.mixture_sample(weights[:, c : c + 1], means[:, c : c + 1], log_scale[:, c : c + 1], generator)[
+                :, 0
+            ]
+            for _ in range(MEAN_DRAWS)
+        ],
+        1,
+    )  # (n, draws) in standardized units
+    y = rows.y.repeat_interleave(MEAN_DRAWS, 0)
+    y[:, c] = draws.reshape(-1)
+    values = preprocess.inverse(y)[0][:, c].reshape(-1, MEAN_DRAWS).mean(1)
+    if disc:  # E[x] = P(value) E[x | value] + sum over atoms P(atom) atom
+        probs = logps[net.disc.index(disc[0])].exp()
+        atoms = torch.tensor(
+            [0.0, *([0.0] if col.missing else []), *(col.atoms or [])], dtype=out.dtype, device=out.device
+        )
+        values = probs[:, 0] * values + (probs[:, 1:] * atoms[1:]).sum(1)
+        out[:, disc[0]] = 0.5  # a value (the mean is one, even where the likeliest state is an atom)
+    out[:, cont[0]] = values
+    return out.double().cpu().numpy()
