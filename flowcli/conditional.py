@@ -413,6 +413,7 @@ def fit_conditional(
     finally:
         preprocess.train(was_training)
         net.eval()
+        net.zero_grad(set_to_none=True)  # no stale gradient reaches a norm computed over a whole flow
     net.load_state_dict(best_state)
     return {"start_val_nll": start, "val_nll": best, "epochs": epoch}
 

@@ -97,8 +97,10 @@ class Flow(nn.Module):
         self.baseline = GaussianBaseline(dim)
         self.base: Base = build_base(config.base.type, dim, config.base.options)
         self.bridge = self.base.bridge()
-        # The conditional questions' own network (``conditional.py``), fitted after the discrete part.
-        self.conditional = ConditionalNet(layout_of(schema))
+        # The conditional questions' own network (``conditional.py``), fitted after the discrete part. Built on
+        # a forked random stream: the joint flow's training draws what it would draw without it.
+        with torch.random.fork_rng(devices=[]):
+            self.conditional = ConditionalNet(layout_of(schema))
 
     @property
     def steps(self) -> Sequence[Layer]:

@@ -111,6 +111,8 @@ def log_prob(
                 raise DataError(f"target column {name!r} is constant or ignored in the model; it has no probability")
             if name not in frame.columns:
                 raise DataError(f"target column {name!r} is not in the data")
+    if not any(name in frame.columns for name in names):
+        raise DataError(f"the data has none of the model's columns ({', '.join(names)}); nothing to score")
     cells = encode_cells(model, frame, row_offset, on_invalid)
     chosen = np.ones(len(names), dtype=bool) if target is None else np.isin(names, list(target))
     targets = cells.known & chosen

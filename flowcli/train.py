@@ -36,6 +36,7 @@ from .trainstate import LearningRate, ResumePoint, TrainState
 
 VAL_BATCH = 8192
 MAX_FAILURES = 5  # consecutive non-finite steps before a run is declared diverged
+CONDITIONAL_SEED_OFFSET = 7919  # the conditional network's generator: seeded from the run's seed, apart from it
 GAUSSIAN_ROWS = 200_000  # training rows the whitening (the Gaussian the flow starts from) is fitted to
 # training.weight_decay: auto, the weight decay is max(AUTO_DECAY_FLOOR, 1 / training rows) (see ``weight_decay``).
 AUTO_DECAY_FLOOR = 1e-4
@@ -226,7 +227,12 @@ class Trainer:
         """Fit the network of conditional questions (``conditional.fit_conditional``), then freeze it: it is
         not part of the joint density the run trains."""
         train, val = self._training_and_validation_rows()
-        report = fit_conditional(self.flow.conditional, self.flow.preprocess, train, val, self.generator)
+        # Its own random streams (shuffles and questions from its own generator, the dequantization noise of
+        # a forked global stream): the joint fit draws what it drew without this network, whatever it does.
+        generator = torch.Generator(device=self.generator.device).manual_seed(self.seed + CONDITIONAL_SEED_OFFSET)
+        devices = [self.dist.device] if self.dist.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            report = fit_conditional(self.flow.conditional, self.flow.preprocess, train, val, generator)
         self.flow.conditional.requires_grad_(False)
         return report
 
@@ -292,7 +298,7 @@ class Trainer:
         if finite:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.config.training.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.training.grad_clip)
             finite = bool(torch.isfinite(norm))
         lr = self.state.lr
         if not finite:

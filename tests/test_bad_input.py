@@ -265,10 +265,10 @@ CASES: list[Case] = [
     ],
     # --- logprob / encode / decode: the rows ---
     Case(
-        "logprob-missing-column",
+        "logprob-no-model-column",
         "logprob m.flow - -o {out}",
-        ("missing column 'weight_kg'",),
-        stdin=b"height_cm,w\n1,2\n",
+        ("none of the model's columns",),
+        stdin=b"w,v\n1,2\n",
         out="new.csv",
     ),
     Case(
