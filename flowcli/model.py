@@ -60,6 +60,10 @@ class Flow(nn.Module):
     default and maf about 0.3 nats/row on held-out rows. ``gaussian_log_prob`` scores that start (the
     Gaussian kept in ``baseline``, and the discrete part), the figure a fit is compared with.
 
+    Beside the joint density, ``conditional`` (``conditional.ConditionalNet``) answers conditional questions
+    (p(targets | observed) for any columns, imputation); it is fitted on its own and shares only the
+    preprocessing with the joint flow.
+
     The latent space has one coordinate per feature, in feature order: a continuous feature's is the
     flow's output, a discrete feature's the normal quantile of its code's conditional CDF interval
     (``DiscreteModel.encode``), so sampling is decoding a standard draw.

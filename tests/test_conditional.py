@@ -15,6 +15,8 @@ from flowcli.conditional import ConditionalNet, Roles, layout_of, log_prob, prep
 from flowcli.errors import DataError
 from flowcli.model import Model
 
+pytestmark = pytest.mark.full_conditional_fit
+
 ISLANDS = {"Adelie": ["Biscoe", "Dream", "Torgersen"], "Gentoo": ["Biscoe"], "Chinstrap": ["Dream"]}
 
 
