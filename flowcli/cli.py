@@ -611,7 +611,7 @@ def impute(
         int | None,
         typer.Option(
             "--seed",
-            help="Random seed for reproducible imputations, also of the conditional means (averages of draws); the same seed and --chunk-size give the same output.",
+            help="Random seed of the draws (--draws); the conditional means, averages of draws, use seed 0 unless given. The same seed and --chunk-size give the same output.",
         ),
     ] = None,
     sep: SepOpt = None,

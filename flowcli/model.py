@@ -394,6 +394,8 @@ class Model:
 
         if draws is not None and draws < 1:
             raise DataError(f"draws must be at least 1, not {draws}")
+        # The means are averages of draws: unseeded, they are still the same every run (seed 0).
+        seed = 0 if seed is None and draws is None else seed
         return questions.impute(self, frame, draws, self._generator(seed), row_offset)
 
     def _generator(self, seed: int | None) -> torch.Generator:

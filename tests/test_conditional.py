@@ -240,3 +240,9 @@ def test_draws_stay_inside_each_columns_training_range(mixed_model: Model) -> No
     holes.loc[::3, "hours"] = np.nan
     filled = mixed_model.impute(holes, seed=0)
     assert filled["hours"].between(table["hours"].min(), table["hours"].max()).all()
+
+
+def test_conditional_means_are_the_same_every_run(mixed_model: Model) -> None:
+    holes = mixed_table(60, seed=8)
+    holes.loc[::2, "mass"] = np.nan
+    pd.testing.assert_frame_equal(mixed_model.impute(holes), mixed_model.impute(holes))
