@@ -402,10 +402,13 @@ def _sample_given_file(
     source = "stdin" if path == "-" else path
     for index, conditions in enumerate(iter_table(path, max(1, chunk_size // rows), options=_knowing(model, options))):
         try:
-            for frame in model.sample_batches(rows, chunk_seed(seed, index), chunk_size, given=conditions):
+            batches = model.sample_batches(
+                rows, chunk_seed(seed, index), chunk_size, given=conditions, row_offset=offset
+            )
+            for frame in batches:
                 writer.write(frame)
-        except DataError as exc:  # a condition the model refuses: say in which file, and from which row on
-            raise DataError(f"{source} (rows from {offset + 1}): {exc}") from None
+        except DataError as exc:  # a condition the model refuses: say in which file (the row is in the message)
+            raise DataError(f"{source}: {exc}") from None
         offset += len(conditions)
 
 

@@ -407,13 +407,20 @@ class Model:
         return generator
 
     def sample_batches(
-        self, n: int, seed: int | None = None, batch: int = SCORING_BATCH, given: GivenLike | None = None
+        self,
+        n: int,
+        seed: int | None = None,
+        batch: int = SCORING_BATCH,
+        given: GivenLike | None = None,
+        row_offset: int = 0,
     ) -> Iterator[pd.DataFrame]:
+        """``sample`` in batches of at most ``batch`` rows; ``row_offset``: the rows of ``given`` before it in
+        its file, so that an error names the file's row."""
         generator = self._generator(seed)
         if given is not None:
             from . import questions
 
-            yield from questions.sample_given(self, n, given, generator, batch)
+            yield from questions.sample_given(self, n, given, generator, batch, row_offset)
             return
         with torch.inference_mode():
             for sl in _batches(n, batch):
