@@ -101,7 +101,7 @@ def log_prob(
     on_invalid: str = "error",
 ) -> np.ndarray:
     """log p(targets | the row's other known cells); with ``target`` None, log p(the known cells). A row
-    without a known target cell gets NaN: there is nothing to score."""
+    without a known target cell gets NaN (0 without ``target``: the probability of observing nothing is 1)."""
     columns = feature_columns(model.schema)
     names = [c.name for c in columns]
     if target is not None:
@@ -127,7 +127,9 @@ def log_prob(
     # A target outside its support has probability 0; so has a condition outside the support.
     out += np.where(cells.known, cells.log_mass, 0.0).sum(1)
     out[~np.isfinite(out)] = -np.inf
-    out[~targets.any(1)] = np.nan
+    # Nothing to score: with targets, the row's are all empty (NaN, written as an empty cell); without, the
+    # row has no cell of the model's columns, and observing nothing has probability 1.
+    out[~targets.any(1)] = np.nan if target is not None else 0.0
     return out
 
 

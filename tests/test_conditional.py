@@ -164,6 +164,9 @@ def test_a_row_without_its_target_scores_nan_and_others_score(mixed_model: Model
     table.loc[3, "mass"] = np.nan
     scores = mixed_model.log_prob(table, target=["mass"])
     assert np.isnan(scores[3]) and np.isfinite(np.delete(scores, 3)).all()
+    # Without targets, a row with no cell of the model's columns observes nothing: probability 1.
+    marginal = mixed_model.log_prob(table[["mass"]])
+    assert marginal[3] == 0.0 and (np.delete(marginal, 3) < 0).all()
 
 
 def test_impute_fills_every_gap_and_never_changes_a_known_cell(mixed_model: Model) -> None:

@@ -76,6 +76,7 @@ def outcome(fn, *args, **kwargs):
 @SETTINGS
 @given(data=tables)
 @example(data=b"height_cm,\r,height_cm\n")  # a carriage return inside the header once escaped as csv.Error
+@example(data=b"a,height_cm,b,0\n0,0,0,0\n0,nan,0,0\n")  # no cell of the model's columns: once NaN
 def test_readers_give_a_table_or_a_flowcli_error(data: bytes, banana_model, tmp_path: Path) -> None:
     whole = outcome(read_table, "-", stdin=io.BytesIO(data))
     chunks = outcome(lambda: list(iter_table("-", chunk_rows=2, stdin=io.BytesIO(data))))
