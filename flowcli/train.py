@@ -194,8 +194,10 @@ class Trainer:
         self.n_train, self.n_val = (int(n) for n in dist.sum(data.n_train, data.n_val))
         self.flow = Flow(data.schema, config).to(device=dist.device, dtype=torch.get_default_dtype())
         self.flow.initialize(data.init_batch(4096), data.init_batch(GAUSSIAN_ROWS))
-        self.discrete_fit = self._fit_discrete()
-        self.conditional_fit = self._fit_conditional()
+        # The separately fitted parts learn from the same rows, read once (a streamed source reads its files).
+        separate_rows = self._training_and_validation_rows()
+        self.discrete_fit = self._fit_discrete(*separate_rows)
+        self.conditional_fit = self._fit_conditional(*separate_rows)
         # After initialize: DDP broadcasts rank 0's (data-initialized) weights to every rank when built.
         self.step_module = training_step(dist.wrap(LogProb(self.flow)), tc.compile)
         self.weight_decay = weight_decay(tc.weight_decay, self.n_train)
@@ -223,10 +225,9 @@ class Trainer:
                 break
         return train, torch.cat(parts)[:GAUSSIAN_ROWS] if parts else train
 
-    def _fit_conditional(self) -> dict[str, float]:
+    def _fit_conditional(self, train: Tensor, val: Tensor) -> dict[str, float]:
         """Fit the network of conditional questions (``conditional.fit_conditional``), then freeze it: it is
         not part of the joint density the run trains."""
-        train, val = self._training_and_validation_rows()
         # Its own random streams (shuffles and questions from its own generator, the dequantization noise of
         # a forked global stream): the joint fit draws what it drew without this network, whatever it does.
         generator = torch.Generator(device=self.generator.device).manual_seed(self.seed + CONDITIONAL_SEED_OFFSET)
@@ -236,13 +237,12 @@ class Trainer:
         self.flow.conditional.requires_grad_(False)
         return report
 
-    def _fit_discrete(self) -> dict[str, float] | None:
+    def _fit_discrete(self, train: Tensor, val: Tensor) -> dict[str, float] | None:
         """Fit the flow's discrete part on its own (``discrete.fit_discrete``: a factor of the likelihood with
         parameters of its own), then freeze it: the optimizer of the run trains the continuous part only."""
         discrete = self.flow.discrete
         if discrete is None:
             return None
-        train, val = self._training_and_validation_rows()
         report = fit_discrete(discrete, self.flow.codes(train), self.flow.codes(val), self.generator)
         discrete.requires_grad_(False)
         return report

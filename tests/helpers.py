@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import select
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -83,3 +87,14 @@ def shop_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
             "count": rng.poisson(4, size=n),
         }
     )
+
+
+def lines_within(stream: Any, count: int, seconds: float) -> bytes:
+    """What a subprocess's ``stream`` sends until ``count`` lines have arrived or ``seconds`` have passed,
+    without blocking on a read (the tests of streaming check rows arrive while stdin is still open)."""
+    received, deadline = b"", time.monotonic() + seconds
+    while received.count(b"\n") < count and time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.5)
+        if ready:
+            received += os.read(stream.fileno(), 65536)
+    return received

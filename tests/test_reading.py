@@ -15,7 +15,6 @@ import io
 import json
 import lzma
 import os
-import select
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers import ROOT, assert_clean_error
+from helpers import ROOT, assert_clean_error, lines_within
 from typer.testing import CliRunner
 
 from flowcli import checkpoint
@@ -575,22 +574,14 @@ def test_logprob_scores_a_row_while_stdin_stays_open(tmp_path: Path) -> None:
     )
     assert proc.stdin is not None and proc.stdout is not None
 
-    def lines_within(count: int, seconds: float) -> bytes:
-        received, deadline = b"", time.monotonic() + seconds
-        while received.count(b"\n") < count and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-            if ready:
-                received += os.read(proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
-        return received
-
     try:
         proc.stdin.write(b"x,y\n1.7,20000\n")
         proc.stdin.flush()
-        first = lines_within(2, 120)  # generous: the interpreter and torch start on a busy machine
+        first = lines_within(proc.stdout, 2, 120)  # generous: the interpreter and torch start on a busy machine
         assert first.startswith(b"x,y,logprob\n1.7,20000,") and first.count(b"\n") == 2, first
         proc.stdin.write(b"1.8,30000\n")
         proc.stdin.flush()
-        second = lines_within(1, 5)  # once running: a line written comes out within seconds
+        second = lines_within(proc.stdout, 1, 5)  # once running: a line written comes out within seconds
         assert second.startswith(b"1.8,30000,") and second.count(b"\n") == 1, second
         assert proc.poll() is None  # stdin is still open
         proc.stdin.close()

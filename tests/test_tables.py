@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import lines_within
 from typer.testing import CliRunner
 
 from flowcli.cli import app
@@ -308,12 +307,7 @@ def test_rows_arriving_slowly_come_out_before_stdin_closes(penguins_ckpt: Path) 
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(("\n".join(lines[:3]) + "\n").encode())
         proc.stdin.flush()
-        received = b""
-        deadline = time.monotonic() + 120  # generous: the interpreter and torch must start on a busy machine
-        while received.count(b"\n") < 3 and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if ready:
-                received += os.read(proc.stdout.fileno(), 65536)
+        received = lines_within(proc.stdout, 3, 120)  # generous: the interpreter and torch start on a busy machine
         assert received.count(b"\n") == 3, received  # header + 2 rows, while stdin is still open
         assert proc.poll() is None
         proc.stdin.write((lines[3] + "\n").encode())
