@@ -54,8 +54,8 @@ class MAF(Layer):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         def invert(z_i: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-            log_s = soft_clamp(params[:, 0], self.scale_bound)
-            return (z_i - params[:, 1]) * (-log_s).exp(), -log_s
+            log_s = soft_clamp(params[..., 0], self.scale_bound)
+            return (z_i - params[..., 1]) * (-log_s).exp(), -log_s
 
         return self.made.solve(z, invert, context)
 

@@ -90,8 +90,8 @@ class MonotoneAutoregressive(Layer):
         z, log_deriv = self.transform(x, self.made(x, context))
         return z, log_deriv.sum(1)
 
-    def _invert_one(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        """x with F(x; params) = z for one variable over the batch, and log|dx/dz|."""
+    def _invert_group(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """x with F(x; params) = z for a group of variables over the batch (``MADE.solve``), and log|dx/dz|."""
 
         def fn(x: Tensor) -> tuple[Tensor, Tensor]:
             f, log_deriv = self.transform(x, params)
@@ -107,4 +107,4 @@ class MonotoneAutoregressive(Layer):
         return x, -log_deriv
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.made.solve(z, self._invert_one, context)
+        return self.made.solve(z, self._invert_group, context)

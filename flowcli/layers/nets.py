@@ -135,10 +135,16 @@ class MADE(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Invert an autoregressive transform in one network pass instead of ``dim`` passes.
 
-        ``invert(z_i, params_i) -> (x_i, ladj_i)`` inverts the elementwise transformer of one variable.
-        Variables are solved in order; at step k only the hidden units of degree k-1 are computed,
+        ``invert(z_g, params_g) -> (x_g, ladj_g)`` inverts the elementwise transformer of a group of ``g``
+        variables: shapes (batch, g) and (batch, g, n_params), as in the forward direction. Variables are
+        solved in order; at each step only the hidden units of the degrees just reached are computed,
         because units of lower degree depend on variables already solved and were computed at earlier
-        steps. The total work is one forward pass of the network, split into ``dim`` slices.
+        steps. The total work is one forward pass of the network, split into slices.
+
+        Variables are solved together when their parameters need no hidden unit that is not yet known:
+        with fewer hidden units than variables (a 300-column table, hidden [64, 64]) the last hidden layer
+        has no unit of most degrees, and every variable past the last of its degrees is solved in one
+        step (66 steps instead of 300 there). The result is the same as one variable at a time.
         """
         linears = [m for m in self.net if isinstance(m, MaskedLinear)]
         acts = [m for m in self.net if not isinstance(m, MaskedLinear)]
@@ -150,13 +156,17 @@ class MADE(nn.Module):
         in_place = not torch.is_grad_enabled()  # preallocated buffers; under autograd, grow by concatenation
         hidden: list[Tensor] = [z.new_zeros(n, w.shape[0]) if in_place else z.new_zeros(n, 0) for w in weights[:-1]]
         solved = z.new_zeros(n, self.dim) if in_place else z.new_zeros(n, 0)  # x in solving order
+        # The network sees bounded inputs, as in forward: each solved variable is bounded once, when solved
+        # (bounding the whole solved prefix at every step cost dim^2 / 2 tanh per row: most of a wide model's time).
+        bounded = z.new_zeros(n, self.dim) if in_place else z.new_zeros(n, 0)
         ladj = z.new_zeros(n)
-        for k in range(self.dim):
-            # Step k solves the variable of degree k+1: first the hidden units of degree k (which
-            # only see variables of degree <= k, all solved), then that variable's parameters.
-            below, known = bound_inputs(solved[:, :k]), k  # the network sees bounded inputs, as in forward
+        done = [0] * len(weights[:-1])  # hidden units computed so far, per layer
+        for k, stop in self._groups():
+            # This step solves the variables of degrees k+1..stop: first the hidden units of degree <= k not
+            # yet computed (they only see variables of degree <= k, all solved), then those variables' parameters.
+            below, known = bounded, k
             for l_idx, w in enumerate(weights[:-1]):
-                lo, hi = (self._ends[l_idx][k - 1] if k > 0 else 0), self._ends[l_idx][k]
+                lo, hi = done[l_idx], self._ends[l_idx][k]
                 if hi > lo:
                     pre = below[:, :known] @ w[lo:hi, :known].T + linears[l_idx].bias[lo:hi]
                     if l_idx == 0 and context_part is not None:
@@ -166,19 +176,38 @@ class MADE(nn.Module):
                         hidden[l_idx][:, lo:hi] = h
                     else:
                         hidden[l_idx] = torch.cat([hidden[l_idx], h], 1)
+                    done[l_idx] = hi
                 below, known = hidden[l_idx], hi
-            var = int(self.order[k])
-            rows = slice(var, None, self.dim)  # the p parameter units of this variable
-            params = below[:, :known] @ weights[-1][rows, :known].T + linears[-1].bias[rows]
+            variables = self.order[k:stop]
+            # Parameter j of variable v is output unit j * dim + v: (g, n_params) unit indices.
+            units = (variables[:, None] + self.dim * torch.arange(self.n_params, device=z.device)).flatten()
+            params = below[:, :known] @ weights[-1][units, :known].T + linears[-1].bias[units]
             if not self.hidden and context_part is not None:
-                params = params + context_part[:, rows]
-            x_var, ladj_var = invert(z[:, var], params)
+                params = params + context_part[:, units]
+            x_group, ladj_group = invert(z[:, variables], params.view(n, stop - k, self.n_params))
             if in_place:
-                solved[:, k] = x_var
+                solved[:, k:stop] = x_group
+                bounded[:, k:stop] = bound_inputs(x_group)
             else:
-                solved = torch.cat([solved, x_var[:, None]], 1)
-            ladj = ladj + ladj_var
+                solved = torch.cat([solved, x_group], 1)
+                bounded = torch.cat([bounded, bound_inputs(x_group)], 1)
+            ladj = ladj + ladj_group.sum(1)
         return solved[:, torch.argsort(self.order)], ladj
+
+    def _groups(self) -> list[tuple[int, int]]:
+        """The steps of ``solve``: (k, stop) solves the variables in solving positions k..stop-1 together.
+        Position j's parameters need the last hidden layer's units of degree <= j; a group extends while
+        that layer has no unit of the degrees it passes (without hidden layers, one variable per step)."""
+        if not self.hidden:
+            return [(k, k + 1) for k in range(self.dim)]
+        ends, groups, k = self._ends[-1], [], 0
+        while k < self.dim:
+            stop = k + 1
+            while stop < self.dim and ends[stop] == ends[k]:
+                stop += 1
+            groups.append((k, stop))
+            k = stop
+        return groups
 
 
 def autoregressive_order(dim: int, index: int, order: str) -> Tensor:
