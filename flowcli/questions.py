@@ -29,6 +29,7 @@ class Model(Protocol):
 
     schema: Schema
     flow: Any  # a model.Flow, whose ``conditional`` and ``preprocess`` answer the questions
+    config: Any  # a config.Config: ``training.conditional`` says whether ``conditional`` was fitted
 
     @property
     def device(self) -> torch.device: ...
@@ -78,6 +79,15 @@ def encode_cells(model: Model, frame: pd.DataFrame, row_offset: int = 0, on_inva
     return Cells(x, np.column_stack(known), np.column_stack(mass))
 
 
+def require_conditional(model: Model, question: str) -> None:
+    """Refuse a conditional question of a model fitted without its network (``training.conditional: false``)."""
+    if not model.config.training.conditional:
+        raise DataError(
+            f"{question} needs the network of conditional questions, and this model was fitted with "
+            "training.conditional: false; fit it again without that setting"
+        )
+
+
 def check_columns(model: Model, names: Sequence[str], what: str) -> None:
     """A DataError naming the first of ``names`` the model does not know."""
     known = model.schema.names
@@ -113,6 +123,11 @@ def log_prob(
                 raise DataError(f"target column {name!r} is not in the data")
     if not any(name in frame.columns for name in names):
         raise DataError(f"the data has none of the model's columns ({', '.join(names)}); nothing to score")
+    lacking = [name for name in names if name not in frame.columns]
+    question = "logprob --target" if target is not None else "scoring data that lacks some of the model's columns"
+    require_conditional(
+        model, f"scoring data without column {lacking[0]!r}" if target is None and lacking else question
+    )
     cells = encode_cells(model, frame, row_offset, on_invalid)
     chosen = np.ones(len(names), dtype=bool) if target is None else np.isin(names, list(target))
     targets = cells.known & chosen
@@ -170,6 +185,7 @@ def sample_given(
 ) -> Iterator[pd.DataFrame]:
     """``n`` rows per row of ``given``, in its order: the given cells exactly, the others drawn from
     p(others | given). Complete rows (see ``conditional.py`` on missing values)."""
+    require_conditional(model, "sample --given")
     frame = given_frame(model, given)
     cells = encode_cells(model, frame, row_offset)
     check_given(model, frame, cells, row_offset)
@@ -225,6 +241,7 @@ def impute(
     model: Model, frame: pd.DataFrame, draws: int | None, generator: torch.Generator, row_offset: int = 0
 ) -> pd.DataFrame:
     """Every unknown cell of the model's columns filled (see ``Model.impute``)."""
+    require_conditional(model, "impute")
     cells = encode_cells(model, frame, row_offset)
     columns = feature_columns(model.schema)
     n = len(frame)

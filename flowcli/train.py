@@ -197,7 +197,7 @@ class Trainer:
         # The separately fitted parts learn from the same rows, read once (a streamed source reads its files).
         separate_rows = self._training_and_validation_rows()
         self.discrete_fit = self._fit_discrete(*separate_rows)
-        self.conditional_fit = self._fit_conditional(*separate_rows)
+        self.conditional_fit = self._fit_conditional(*separate_rows) if tc.conditional else None
         # After initialize: DDP broadcasts rank 0's (data-initialized) weights to every rank when built.
         self.step_module = training_step(dist.wrap(LogProb(self.flow)), tc.compile)
         self.weight_decay = weight_decay(tc.weight_decay, self.n_train)
@@ -227,7 +227,8 @@ class Trainer:
 
     def _fit_conditional(self, train: Tensor, val: Tensor) -> dict[str, float]:
         """Fit the network of conditional questions (``conditional.fit_conditional``), then freeze it: it is
-        not part of the joint density the run trains."""
+        not part of the joint density the run trains. With ``training.conditional: false`` it is not fitted
+        (it stays frozen at its start) and ``questions.require_conditional`` refuses the questions."""
         # Its own random streams (shuffles and questions from its own generator, the dequantization noise of
         # a forked global stream): the joint fit draws what it drew without this network, whatever it does.
         generator = torch.Generator(device=self.generator.device).manual_seed(self.seed + CONDITIONAL_SEED_OFFSET)
@@ -284,6 +285,7 @@ class Trainer:
         loaded = {k: v for k, v in self.flow.state_dict().items() if k.startswith(SEPARATE_PARTS)}
         self.start_weights = {**self.start_weights, **{k: v.clone() for k, v in loaded.items()}}
         self.conditional_fit = point.info.get("conditional_fit", self.conditional_fit)
+        self.flow.conditional.requires_grad_(False)  # never trained by the run, fitted or not
         if self.flow.discrete is not None:
             self.gaussian_nll, self.start_nll = self._score_start()
             self.discrete_fit = point.info.get("discrete_fit", self.discrete_fit)

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import ROOT, assert_clean_error, lines_within
+import yaml
+from helpers import ROOT, SMALL_CONFIG, assert_clean_error, lines_within
 from typer.testing import CliRunner
 
 from flowcli.cli import app
@@ -287,3 +288,37 @@ def test_given_with_encode_or_decode_is_one_error_line(command: str, ckpt: str) 
     result = run(command, ckpt, "-", "--given", "group=a", input="z0\n1\n")
     assert_clean_error(result, "--given", command)
     assert result.stdout == ""
+
+
+# --- training.conditional: false ------------------------------------------------------------------------
+
+
+def test_a_model_fitted_without_the_conditional_network_refuses_its_questions_only(
+    shop_files: dict, tmp_path: Path
+) -> None:
+    """``training.conditional: false`` skips the network's fit, leaves the joint flow exactly as with it, and
+    turns every conditional question into a one-line error; whole-row commands work as before."""
+    config = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 2, "conditional": False}}
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    plain = str(tmp_path / "plain.flow")
+    fitted = run("fit", str(shop_files["csv"]), "-c", str(path), "-o", plain, "--seed", "0", "--device", "cpu", "-q")
+    assert fitted.exit_code == 0, fitted.stderr
+    model, with_network = load_model(plain), load_model(str(shop_files["ckpt"]))
+    assert model.info["conditional_fit"] is None and with_network.info["conditional_fit"] is not None
+    joint = {k: v for k, v in model.flow.state_dict().items() if not k.startswith("conditional.")}
+    for name, value in joint.items():
+        assert torch.equal(value, with_network.flow.state_dict()[name]), name
+    # Unfitted, the network is at its start: it differs from the fitted one.
+    assert not torch.equal(model.flow.conditional.head.weight, with_network.flow.conditional.head.weight)
+    csv = str(shop_files["csv"])
+    without_x = pd.read_csv(csv, dtype=str).drop(columns=["x"]).to_csv(index=False)
+    for args, stdin in [
+        (("sample", plain, "-n", "5", "--given", "group=a"), None),
+        (("logprob", plain, csv, "--target", "x"), None),
+        (("logprob", plain, "-"), without_x),
+        (("impute", plain, csv), None),
+    ]:
+        assert_clean_error(run(*args, input=stdin), "training.conditional: false")
+    assert len(table(run("sample", plain, "-n", "7", "--seed", "0"))) == 7
+    assert len(table(run("logprob", plain, csv))) == len(pd.read_csv(csv))
