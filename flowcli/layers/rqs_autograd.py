@@ -20,6 +20,7 @@ here so that the reference in ``spline.py`` and this module share them.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -45,7 +46,7 @@ class _Bins(NamedTuple):
     left: Tensor  # (rows, 2, columns): the bin's left knot x0, y0
     size: Tensor  # (rows, 2, columns): the bin's width, height
     raw_index: Tensor  # (rows, 2, columns), int64: rows of ``pm`` holding the two knot derivatives (clamped)
-    interior: Tensor  # (rows, 2, columns), bool: the knot is an interior one (the end knots' derivative is 1)
+    end: Tensor  # (rows, 2, columns), bool: the knot is an end knot (derivative 1, no parameter)
     z: Tensor  # (rows, 2, columns): raw + shift of the bin's two knot derivatives
     derivative: Tensor  # (rows, 2, columns): the bin's two knot derivatives d0, d1
 
@@ -54,37 +55,51 @@ def _locate(vc: Tensor, pm: Tensor, bound: float, bins: int, inverse: bool = Fal
     """The bin of each clamped point ``vc`` (rows, columns) and its knots, from parameter-major ``pm``;
     ``inverse``: ``vc`` is an output, found among the y knots.
 
-    The arithmetic mirrors ``spline._rational_quadratic_autograd`` operation by operation where it decides
-    something (the bin search) or where the reference rounds in a particular way (``index * MIN_BIN`` is
-    computed in the default dtype there, so it is here), so that both agree to the last bits.
+    The arithmetic follows ``spline._rational_quadratic_autograd`` where it decides something (the bin
+    search) and where the reference rounds in a particular way (``index * MIN_BIN`` is computed in the
+    default dtype there, so it is here), so that both agree to rounding. Written in few operations: on
+    (512, 16) tensors each costs more in dispatch than in arithmetic.
     """
     share = 1 - MIN_BIN * bins
     soft = torch.softmax(pm[:, : 2 * bins].unflatten(1, (2, bins)), dim=2)
     # cumulative[:, :, j] = the shares of the bins below bin j, summed in order (the reference's masked
     # sum): the left knots themselves, not a difference of sums that would cost x0 its last bits.
-    cumulative = soft.new_empty(soft.shape[0], 2, bins + 1, soft.shape[-1])
-    cumulative[:, :, 0] = 0
+    cumulative = soft.new_zeros(soft.shape[0], 2, bins + 1, soft.shape[-1])
     torch.cumsum(soft, dim=2, out=cumulative[:, :, 1:])
     u = ((vc + bound) / (2 * bound)).unsqueeze(1)
     # The right edges of the bins as shares of the interval; the last one never counts (inf), so
     # ``below`` has a row per bin and the bin index is its sum.
-    offsets = (torch.arange(1, bins, device=vc.device) * MIN_BIN).to(soft.dtype)
-    offsets = torch.cat([offsets, offsets.new_full((1,), math.inf)]).unsqueeze(-1)
-    below = u >= cumulative[:, 1 if inverse else 0, 1:] * share + offsets  # (rows, bins, columns)
+    below = u >= torch.add(
+        _edge_offsets(bins, soft.dtype, soft.device), cumulative[:, 1 if inverse else 0, 1:], alpha=share
+    )
     index = below.sum(1, keepdim=True)
     at = index.unsqueeze(1).expand(-1, 2, -1, -1)
     size_share = torch.gather(soft, 2, at)
     left_share = torch.gather(cumulative, 2, at)
-    left = ((left_share * share + index.unsqueeze(1) * MIN_BIN) * (2 * bound) - bound).squeeze(2)
-    size = ((size_share * share + MIN_BIN) * (2 * bound)).squeeze(2)
+    left = torch.add(index * MIN_BIN, left_share.squeeze(2), alpha=share).mul_(2 * bound).sub_(bound)
+    size = size_share.squeeze(2).mul(share * 2 * bound).add_(MIN_BIN * 2 * bound)
     # Knot derivatives: gather the two raw values first (clamped into range at the end knots, whose
     # derivative is 1 whatever was gathered), so the softplus runs on two numbers per point.
-    knots = index + torch.arange(2, device=vc.device).unsqueeze(-1)  # (rows, 2, columns) in [0, bins]
-    raw_index = (knots + (2 * bins - 1)).clamp(2 * bins, 3 * bins - 2)
-    z = torch.gather(pm, 1, raw_index) + DERIVATIVE_SHIFT
-    interior = (knots > 0) & (knots < bins)
-    derivative = torch.where(interior, MIN_DERIVATIVE + F.softplus(z), 1.0)
-    return _Bins(soft, below, index, left_share, size_share, left, size, raw_index, interior, z, derivative)
+    unclamped = index + _derivative_rows(bins, vc.device)  # rows of pm for knots index and index + 1
+    raw_index = unclamped.clamp(2 * bins, 3 * bins - 2)
+    end = unclamped != raw_index
+    z = torch.gather(pm, 1, raw_index).add_(DERIVATIVE_SHIFT)
+    derivative = F.softplus(z).add_(MIN_DERIVATIVE).masked_fill_(end, 1.0)
+    return _Bins(soft, below, index, left_share, size_share, left, size, raw_index, end, z, derivative)
+
+
+@functools.lru_cache(maxsize=64)
+def _edge_offsets(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(bins, 1): k * MIN_BIN for k = 1 .. bins - 1, computed as the reference does (in the default dtype),
+    then inf."""
+    offsets = (torch.arange(1, bins, device=device) * MIN_BIN).to(dtype)
+    return torch.cat([offsets, offsets.new_full((1,), math.inf)]).unsqueeze(-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _derivative_rows(bins: int, device: torch.device) -> Tensor:
+    """(2, 1): the row of ``pm`` holding the raw derivative of knot k is k + 2 * bins - 1 (interior knots)."""
+    return torch.tensor([[2 * bins - 1], [2 * bins]], device=device)
 
 
 def _parameter_major(params: Tensor) -> Tensor:
@@ -93,43 +108,49 @@ def _parameter_major(params: Tensor) -> Tensor:
 
 
 class _Saved(NamedTuple):
+    """What the backward needs, (rows, columns) unless said otherwise."""
+
     bins: _Bins
-    inside: Tensor
-    xi: Tensor
-    slope: Tensor
-    denominator: Tensor
-    numerator: Tensor
-    ratio: Tensor  # (out - y0) / height
-    jacobian: Tensor  # d out / d v inside
+    inside: Tensor  # bool
+    xs: Tensor  # (rows, 2, columns): 1 - xi, xi
+    squares: Tensor  # (rows, 2, columns): (1 - xi)^2, xi^2
+    t: Tensor  # xi (1 - xi)
+    slope: Tensor  # height / width
+    curvature: Tensor  # d0 + d1 - 2 slope
+    denominator: Tensor  # slope + curvature t
+    numerator: Tensor  # d1 xi^2 + 2 slope t + d0 (1 - xi)^2
+    ratio: Tensor  # (out - y0) / height = (slope xi^2 + d0 t) / denominator
+    jacobian: Tensor  # d out / d v = slope^2 numerator / denominator^2
 
 
 def _evaluate(v: Tensor, pm: Tensor, bound: float, bins: int) -> tuple[Tensor, Tensor, _Saved]:
     """Output, log|d out / d v| and the intermediates of the backward, for ``v`` (rows, columns)."""
-    inside = (v >= -bound) & (v <= bound)
     vc = v.clamp(-bound, bound)
-    located = _locate(vc, pm, bound, bins)
-    x0, y0 = located.left.unbind(1)
-    width, height = located.size.unbind(1)
-    d0, d1 = located.derivative.unbind(1)
+    inside = vc == v  # also false for NaN, as in the reference
+    b = _locate(vc, pm, bound, bins)
+    x0, y0 = b.left.unbind(1)
+    width, height = b.size.unbind(1)
     slope = height / width
-    curvature = d0 + d1 - 2 * slope
     xi = (vc - x0) / width
-    t = xi * (1 - xi)
-    denominator = slope + curvature * t
-    ratio = (slope * xi * xi + d0 * t) / denominator
-    out = y0 + height * ratio
-    numerator = d1 * xi * xi + 2 * slope * t + d0 * (1 - xi) * (1 - xi)
-    jacobian = slope * slope * numerator / (denominator * denominator)
+    xs = torch.stack([1 - xi, xi], dim=1)
+    squares = xs * xs
+    t = xi * xs[:, 0]
+    curvature = torch.add(b.derivative.sum(1), slope, alpha=-2)
+    denominator = torch.addcmul(slope, curvature, t)
+    ratio = torch.addcmul(slope * squares[:, 1], b.derivative[:, 0], t).div_(denominator)
+    out = torch.addcmul(y0, height, ratio)
+    numerator = torch.addcmul((b.derivative * squares).sum(1), slope, t, value=2)
+    jacobian = (slope / denominator).square_().mul_(numerator)
     ladj = torch.log(jacobian)
-    saved = _Saved(located, inside, xi, slope, denominator, numerator, ratio, jacobian)
+    saved = _Saved(b, inside, xs, squares, t, slope, curvature, denominator, numerator, ratio, jacobian)
     return torch.where(inside, out, v), torch.where(inside, ladj, 0.0), saved
 
 
 def _evaluate_inverse(v: Tensor, pm: Tensor, bound: float, bins: int) -> tuple[Tensor, Tensor]:
     """The inverse's output and log|d out / d v| for ``v`` (rows, columns): the stable root of the quadratic
     ``2c / (-b - sqrt(b^2 - 4ac))``, the discriminant clamped at 0, as ``spline._rational_quadratic_autograd``."""
-    inside = (v >= -bound) & (v <= bound)
     vc = v.clamp(-bound, bound)
+    inside = vc == v
     located = _locate(vc, pm, bound, bins, inverse=True)
     x0, y0 = located.left.unbind(1)
     width, height = located.size.unbind(1)
@@ -175,30 +196,39 @@ def rational_quadratic_lean(v: Tensor, params: Tensor, bound: float, inverse: bo
     return torch.cat([out for out, _ in pieces], dim), torch.cat([ladj for _, ladj in pieces], dim)
 
 
-def _local_gradients(go: Tensor, gl: Tensor, s: _Saved) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gradients w.r.t. xi, the slope and the two knot derivatives of ``go * out + gl * ladj`` (inside points).
+def _local_gradients(go: Tensor, gl: Tensor, s: _Saved) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradients of ``go * out + gl * ladj`` (inside points; zero ``go``, ``gl`` elsewhere) w.r.t. xi and
+    the slope, divided by the width, and w.r.t. the two knot derivatives (rows, 2, columns).
 
-    With t = xi (1 - xi), c = d0 + d1 - 2 s, den = s + c t, R = (s xi^2 + d0 t) / den, out = y0 + h R and
-    num = d1 xi^2 + 2 s t + d0 (1 - xi)^2, ladj = 2 log s + log num - 2 log den.
+    With t = xi (1 - xi), c = d0 + d1 - 2 s, den = s + c t, R = (s xi^2 + d0 t) / den, out = y0 + h R,
+    num = d0 (1 - xi)^2 + d1 xi^2 + 2 s t and ladj = 2 log s + log num - 2 log den:
+
+        d out / d xi = w J (J = d out / d v)      d ladj / d xi = (2 (d1 xi - d0 (1 - xi) + s q)) / num - 2 c q / den
+        d out / d s = h (xi^2 - R (1 - 2 t)) / den   d ladj / d s = 2 / s + 2 t / num - 2 (1 - 2 t) / den
+        d out / d (d0, d1) = h t (1 - R, -R) / den   d ladj / d (d0, d1) = ((1 - xi)^2, xi^2) / num - 2 t / den
+
+    where q = 1 - 2 xi = dt / dxi.
     """
-    xi, slope, den, num, ratio = s.xi, s.slope, s.denominator, s.numerator, s.ratio
-    d0, d1 = s.bins.derivative.unbind(1)
-    height = s.bins.size[:, 1]
-    t = xi * (1 - xi)
-    q = 1 - 2 * xi  # dt / dxi
-    inv_den, inv_num = 1 / den, 1 / num
-    out_scale = go * height * inv_den  # d out / d(anything in R's numerator) = h / den
-    two_t_den = 2 * t * inv_den
-    g_d0 = out_scale * t * (1 - ratio) + gl * ((1 - xi) * (1 - xi) * inv_num - two_t_den)
-    g_d1 = -out_scale * t * ratio + gl * (xi * xi * inv_num - two_t_den)
-    g_slope = out_scale * (xi * xi - ratio * (1 - 2 * t)) + gl * (
-        2 / slope + 2 * t * inv_num - 2 * (1 - 2 * t) * inv_den
-    )
-    d_num = 2 * (d1 * xi + slope * q - d0 * (1 - xi))
-    curvature = d0 + d1 - 2 * slope
-    width = s.bins.size[:, 0]
-    g_xi = go * width * s.jacobian + gl * (d_num * inv_num - 2 * curvature * q * inv_den)
-    return g_xi, g_slope, g_d0, g_d1
+    d = s.bins.derivative
+    width, height = s.bins.size.unbind(1)
+    inv_den, inv_num, inv_width = s.denominator.reciprocal(), s.numerator.reciprocal(), width.reciprocal()
+    go_h = go * height * inv_den
+    gl_num, gl_t_den = gl * inv_num, gl * s.t * inv_den
+    # Both knot derivatives at once.
+    a = go_h * s.t
+    b = a * s.ratio
+    g_derivative = torch.addcmul(torch.stack([a - b, -b], dim=1), s.squares, gl_num.unsqueeze(1))
+    g_derivative.sub_(gl_t_den.unsqueeze(1), alpha=2)
+    one_minus_2t = 1 - 2 * s.t
+    out_slope = torch.addcmul(s.squares[:, 1], s.ratio, one_minus_2t, value=-1)
+    ladj_slope = torch.addcmul(torch.addcmul(s.slope.reciprocal(), s.t, inv_num), one_minus_2t, inv_den, value=-1)
+    g_slope_w = torch.addcmul(go_h * out_slope, gl, ladj_slope, value=2).mul_(inv_width)
+    q = s.xs[:, 0] - s.xs[:, 1]
+    dx = d * s.xs  # d0 (1 - xi), d1 xi
+    half_d_num = torch.addcmul(dx[:, 1] - dx[:, 0], s.slope, q)
+    ladj_xi = torch.addcmul(half_d_num * inv_num, s.curvature * q, inv_den, value=-1)
+    g_xi_w = torch.addcmul(go * s.jacobian, gl * ladj_xi, inv_width, value=2)
+    return g_xi_w, g_slope_w, g_derivative
 
 
 def _parameter_gradients(
@@ -214,14 +244,15 @@ def _parameter_gradients(
     scale = 2 * bound * (1 - MIN_BIN * bins)  # d(knot or size) / d(softmax share)
     a = (g_left * scale).unsqueeze(2)
     c = (g_size * scale).unsqueeze(2)
-    dot = a * b.left_share + c * b.size_share  # sum_j g_soft_j * soft_j
+    c_size = c * b.size_share
+    dot = torch.addcmul(c_size, a, b.left_share)  # sum_j g_soft_j * soft_j
     g_pm = b.soft.new_empty(b.soft.shape[0], 3 * bins - 1, b.soft.shape[-1])
     g_logits = g_pm[:, : 2 * bins].unflatten(1, (2, bins))
     torch.mul(b.below.unsqueeze(1).to(a.dtype), a, out=g_logits)
     g_logits.sub_(dot).mul_(b.soft)
-    g_logits.scatter_add_(2, b.bin_index.unsqueeze(1).expand(-1, 2, -1, -1), c * b.size_share)
+    g_logits.scatter_add_(2, b.bin_index.unsqueeze(1).expand(-1, 2, -1, -1), c_size)
     g_pm[:, 2 * bins :].zero_()
-    g_raw = torch.where(b.interior, g_derivative * torch.sigmoid(b.z), 0.0)  # softplus' = sigmoid
+    g_raw = (g_derivative * torch.sigmoid(b.z)).masked_fill_(b.end, 0.0)  # softplus' = sigmoid
     return g_pm.scatter_add_(1, b.raw_index, g_raw)  # two end knots may share a clamped row; they add 0
 
 
@@ -245,14 +276,13 @@ class RationalQuadraticForward(torch.autograd.Function):
         s = _Saved(_Bins(*tensors[:n]), *tensors[n:])
         go = torch.where(s.inside, grad_out, 0.0)
         gl = torch.where(s.inside, grad_ladj, 0.0)
-        g_xi, g_slope, g_d0, g_d1 = _local_gradients(go, gl, s)
-        width, height = s.bins.size.unbind(1)
-        g_xi_w = g_xi / width
+        g_xi_w, g_slope_w, g_derivative = _local_gradients(go, gl, s)
         grad_v = torch.where(s.inside, g_xi_w, grad_out) if ctx.needs_input_grad[0] else None
         if not ctx.needs_input_grad[1]:
             return grad_v, None, None
-        g_slope_w = g_slope / width
+        # x0 = v - xi w and w, h through the slope h / w and xi = (v - x0) / w.
         g_left = torch.stack([-g_xi_w, go], dim=1)
-        g_size = torch.stack([-(g_slope_w * s.slope + g_xi_w * s.xi), go * s.ratio + g_slope_w], dim=1)
-        g_pm = _parameter_gradients(g_left, g_size, torch.stack([g_d0, g_d1], 1), s.bins, ctx.bound, ctx.bins)
+        g_width = torch.addcmul(g_slope_w * s.slope, g_xi_w, s.xs[:, 1]).neg_()
+        g_size = torch.stack([g_width, torch.addcmul(g_slope_w, go, s.ratio)], dim=1)
+        g_pm = _parameter_gradients(g_left, g_size, g_derivative, s.bins, ctx.bound, ctx.bins)
         return grad_v, g_pm.transpose(1, 2), None
