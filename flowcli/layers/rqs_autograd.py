@@ -64,8 +64,7 @@ def _locate(vc: Tensor, pm: Tensor, bound: float, bins: int, inverse: bool = Fal
     soft = torch.softmax(pm[:, : 2 * bins].unflatten(1, (2, bins)), dim=2)
     # cumulative[:, :, j] = the shares of the bins below bin j, summed in order (the reference's masked
     # sum): the left knots themselves, not a difference of sums that would cost x0 its last bits.
-    cumulative = soft.new_zeros(soft.shape[0], 2, bins + 1, soft.shape[-1])
-    torch.cumsum(soft, dim=2, out=cumulative[:, :, 1:])
+    cumulative = F.pad(torch.cumsum(soft, dim=2), (0, 0, 1, 0))
     u = ((vc + bound) / (2 * bound)).unsqueeze(1)
     # The right edges of the bins as shares of the interval; the last one never counts (inf), so
     # ``below`` has a row per bin and the bin index is its sum.
@@ -88,18 +87,32 @@ def _locate(vc: Tensor, pm: Tensor, bound: float, bins: int, inverse: bool = Fal
     return _Bins(soft, below, index, left_share, size_share, left, size, raw_index, end, z, derivative)
 
 
-@functools.lru_cache(maxsize=64)
 def _edge_offsets(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(bins, 1): k * MIN_BIN for k = 1 .. bins - 1, computed as the reference does (in the default dtype),
-    then inf."""
+    then inf. Cached: four small operations per call otherwise, out of about a hundred."""
+    if torch.compiler.is_compiling():  # dynamo traces through the cache's wrapper with a warning
+        return _make_edge_offsets(bins, dtype, device)
+    return _cached_edge_offsets(bins, dtype, device)
+
+
+def _make_edge_offsets(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     offsets = (torch.arange(1, bins, device=device) * MIN_BIN).to(dtype)
     return torch.cat([offsets, offsets.new_full((1,), math.inf)]).unsqueeze(-1)
 
 
-@functools.lru_cache(maxsize=64)
 def _derivative_rows(bins: int, device: torch.device) -> Tensor:
     """(2, 1): the row of ``pm`` holding the raw derivative of knot k is k + 2 * bins - 1 (interior knots)."""
+    if torch.compiler.is_compiling():
+        return _make_derivative_rows(bins, device)
+    return _cached_derivative_rows(bins, device)
+
+
+def _make_derivative_rows(bins: int, device: torch.device) -> Tensor:
     return torch.tensor([[2 * bins - 1], [2 * bins]], device=device)
+
+
+_cached_edge_offsets = functools.lru_cache(maxsize=64)(_make_edge_offsets)
+_cached_derivative_rows = functools.lru_cache(maxsize=64)(_make_derivative_rows)
 
 
 def _parameter_major(params: Tensor) -> Tensor:
@@ -246,12 +259,10 @@ def _parameter_gradients(
     c = (g_size * scale).unsqueeze(2)
     c_size = c * b.size_share
     dot = torch.addcmul(c_size, a, b.left_share)  # sum_j g_soft_j * soft_j
-    g_pm = b.soft.new_empty(b.soft.shape[0], 3 * bins - 1, b.soft.shape[-1])
+    g_pm = b.soft.new_zeros(b.soft.shape[0], 3 * bins - 1, b.soft.shape[-1])
     g_logits = g_pm[:, : 2 * bins].unflatten(1, (2, bins))
-    torch.mul(b.below.unsqueeze(1).to(a.dtype), a, out=g_logits)
-    g_logits.sub_(dot).mul_(b.soft)
+    g_logits.copy_(b.below.unsqueeze(1)).mul_(a).sub_(dot).mul_(b.soft)
     g_logits.scatter_add_(2, b.bin_index.unsqueeze(1).expand(-1, 2, -1, -1), c_size)
-    g_pm[:, 2 * bins :].zero_()
     g_raw = (g_derivative * torch.sigmoid(b.z)).masked_fill_(b.end, 0.0)  # softplus' = sigmoid
     return g_pm.scatter_add_(1, b.raw_index, g_raw)  # two end knots may share a clamped row; they add 0
 
