@@ -10,9 +10,10 @@ comes from two things:
   (the softmax, the cumulative sum, the bin search) runs over an outer axis of contiguous rows of
   ``columns`` values. A softmax over a last axis of 8 values is pathologically slow on CPU (2.5 ms for
   512 x 16 x 2 rows of 8 here, against 0.1 ms for the same softmax over the outer axis);
-* no graph: the backward computes the gradients w.r.t. the input and the parameters from the few
-  intermediate values a point needs, in about 50 kernels instead of autograd's replay of ~150 (and
-  without its bookkeeping).
+* no graph and few operations: on (512, 16) tensors each operation costs more in dispatch than in
+  arithmetic. The backward computes the gradients w.r.t. the input and the parameters from the few
+  intermediate values a point needs: 54 operations forward and 61 backward for an 8-bin layer, against
+  77 and 108 (and autograd's bookkeeping) for the reference.
 
 The constraints (``MIN_BIN``, ``MIN_DERIVATIVE``, the end derivatives fixed at 1, the identity tails) live
 here so that the reference in ``spline.py`` and this module share them.
@@ -90,7 +91,7 @@ def _locate(vc: Tensor, pm: Tensor, bound: float, bins: int, inverse: bool = Fal
 def _edge_offsets(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(bins, 1): k * MIN_BIN for k = 1 .. bins - 1, computed as the reference does (in the default dtype),
     then inf. Cached: four small operations per call otherwise, out of about a hundred."""
-    if torch.compiler.is_compiling():  # dynamo traces through the cache's wrapper with a warning
+    if _compiling():  # dynamo would trace through the cache's wrapper, with a warning
         return _make_edge_offsets(bins, dtype, device)
     return _cached_edge_offsets(bins, dtype, device)
 
@@ -102,13 +103,18 @@ def _make_edge_offsets(bins: int, dtype: torch.dtype, device: torch.device) -> T
 
 def _derivative_rows(bins: int, device: torch.device) -> Tensor:
     """(2, 1): the row of ``pm`` holding the raw derivative of knot k is k + 2 * bins - 1 (interior knots)."""
-    if torch.compiler.is_compiling():
+    if _compiling():
         return _make_derivative_rows(bins, device)
     return _cached_derivative_rows(bins, device)
 
 
 def _make_derivative_rows(bins: int, device: torch.device) -> Tensor:
     return torch.tensor([[2 * bins - 1], [2 * bins]], device=device)
+
+
+def _compiling() -> bool:
+    check = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(check()) if check is not None else False
 
 
 _cached_edge_offsets = functools.lru_cache(maxsize=64)(_make_edge_offsets)
@@ -291,7 +297,8 @@ class RationalQuadraticForward(torch.autograd.Function):
         grad_v = torch.where(s.inside, g_xi_w, grad_out) if ctx.needs_input_grad[0] else None
         if not ctx.needs_input_grad[1]:
             return grad_v, None, None
-        # x0 = v - xi w and w, h through the slope h / w and xi = (v - x0) / w.
+        # x0 and w reach the outputs through xi = (v - x0) / w and the slope h / w; h through the slope and
+        # out = y0 + h R.
         g_left = torch.stack([-g_xi_w, go], dim=1)
         g_width = torch.addcmul(g_slope_w * s.slope, g_xi_w, s.xs[:, 1]).neg_()
         g_size = torch.stack([g_width, torch.addcmul(g_slope_w, go, s.ratio)], dim=1)
