@@ -5,8 +5,10 @@ through a monotone piecewise rational-quadratic function on [-bound, bound] with
 knots and knot derivatives come from a conditioner network; outside the interval the map is the
 identity (the tails), so the spline is a bijection of the whole real line.
 
-The spline math lives in one function, ``rational_quadratic``, used by both layers. It is written for
-speed and robustness:
+The spline math is one function, ``rational_quadratic``, used by both layers. Its arithmetic runs in
+``rqs_autograd`` (without an autograd graph; a hand-written backward for training); the autograd version
+here, ``_rational_quadratic_autograd``, is the reference it is tested against and the inverse under
+autograd. Both are written for speed and robustness:
 
 * every input is first clamped into [-bound, bound] and the spline is evaluated there, then
   ``torch.where`` selects the identity for the tails. Both branches are finite everywhere, so the
@@ -21,7 +23,6 @@ speed and robustness:
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -31,11 +32,8 @@ from torch import Tensor
 from .base import Layer, check, register
 from .coupling import _Coupling
 from .nets import ACTIVATIONS, MADE, autoregressive_order
-
-MIN_BIN = 1e-3  # smallest bin width and height, as a share of the interval: keeps the slopes bounded
-MIN_DERIVATIVE = 1e-3  # smallest knot derivative: keeps the map strictly monotone
-# softplus(raw + shift) + MIN_DERIVATIVE == 1 at raw == 0, so a zero network output is the identity.
-_DERIVATIVE_SHIFT = math.log(math.expm1(1 - MIN_DERIVATIVE))
+from .rqs_autograd import DERIVATIVE_SHIFT as _DERIVATIVE_SHIFT
+from .rqs_autograd import MIN_BIN, MIN_DERIVATIVE, RationalQuadraticForward, rational_quadratic_lean
 
 
 def spline_param_count(bins: int) -> int:
@@ -50,7 +48,32 @@ def rational_quadratic(v: Tensor, params: Tensor, bound: float, inverse: bool = 
     unnormalized heights and unconstrained interior derivatives. All zeros give the identity (evenly
     spaced knots, derivatives 1). The end derivatives are 1 so the spline joins the identity tails
     with a continuous slope. Returns the output and log|d output / d v|, both of shape ``S``.
+
+    Runs in ``rqs_autograd``, without an autograd graph: the forward direction with a hand-written backward
+    when a gradient is needed, both directions as plain arithmetic when none is (scoring, sampling). The
+    inverse under autograd is ``_rational_quadratic_autograd``.
     """
+    grad = torch.is_grad_enabled() and (v.requires_grad or params.requires_grad)
+    if inverse and grad:
+        return _rational_quadratic_autograd(v, params, bound, inverse=True)
+    shape = v.shape
+    if params.dtype != v.dtype:
+        dtype = torch.promote_types(v.dtype, params.dtype)
+        v, params = v.to(dtype), params.to(dtype)
+    columns = shape[-1] if v.dim() > 0 else 1
+    v2, params2 = v.reshape(-1, columns), params.reshape(-1, columns, params.shape[-1])
+    if grad:
+        out, ladj = RationalQuadraticForward.apply(v2, params2, bound)
+    else:
+        out, ladj = rational_quadratic_lean(v2, params2, bound, inverse)
+    return out.reshape(shape), ladj.reshape(shape)
+
+
+def _rational_quadratic_autograd(
+    v: Tensor, params: Tensor, bound: float, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
+    """``rational_quadratic`` differentiated by autograd: the inverse, and the reference the forward of
+    ``rqs_autograd`` is tested against (values, log-dets and every gradient)."""
     bins = (params.shape[-1] + 1) // 3
     logits, raw_derivatives = params.split([2 * bins, bins - 1], dim=-1)
     # Widths and heights together: one softmax over a (..., 2, bins) view. The bin sizes, as shares of
