@@ -28,6 +28,16 @@ from .quantiles import StoredQuantiles
 from .schema import OnInvalid, Schema
 
 SCORING_BATCH = 65536
+# Rows per pass when scoring on a CPU: the flow's intermediate tensors then stay in cache. The default spline
+# flow on 16 columns scores 125,000-130,000 rows/s per thread in batches of 2,048-8,192 rows and 75,000-81,000 in
+# batches of 65,536 (memory-bound); a GPU wants the large batches.
+CPU_SCORING_BATCH = 4096
+
+
+def scoring_batch(device: torch.device) -> int:
+    return CPU_SCORING_BATCH if device.type == "cpu" else SCORING_BATCH
+
+
 GivenLike: TypeAlias = Mapping[str, Any] | pd.DataFrame
 
 
@@ -208,7 +218,7 @@ class Flow(nn.Module):
             layer.initialize(z)
             z, _ = layer(z, context) if layer.conditional else layer(z)
         out = []
-        for index in torch.arange(len(rows), device=rows.device).split(SCORING_BATCH):
+        for index in torch.arange(len(rows), device=rows.device).split(scoring_batch(rows.device)):
             part, part_context = rows[index], None if context_all is None else context_all[index]
             for layer in self._conditioned_steps():
                 part, _ = layer(part, part_context) if layer.conditional else layer(part)
@@ -291,7 +301,7 @@ class Model:
     def _map(self, matrix: np.ndarray, fn: Any, width: int) -> np.ndarray:
         out = np.empty((len(matrix), width))
         with torch.inference_mode():
-            for sl in _batches(len(matrix), SCORING_BATCH):
+            for sl in _batches(len(matrix), scoring_batch(self.device)):
                 result = fn(self._tensor(matrix[sl]))
                 out[sl] = result.double().cpu().numpy().reshape(sl.stop - sl.start, width)
         return out
