@@ -111,7 +111,13 @@ def fit(
         return _launch(plan, config, epochs, device, nproc, share, reporter)
     dist = distributed.init(device)
     try:
-        return _fit(plan, dist, reporter, on_epoch)
+        # From reading the data to saving the checkpoint: the separately fitted parts before the first epoch
+        # and the scoring after the last one take minutes on large tables, and stop within seconds too.
+        with terminate_as_interrupt() as stop:
+            try:
+                return _fit(plan, dist, reporter, on_epoch)
+            except KeyboardInterrupt as exc:
+                raise _stopped(exc, stop) from None
     finally:
         # Also when a rank fails: a process group left alive at exit can abort the interpreter's
         # shutdown ("terminate called without an active exception"), a second line after the Error.
@@ -292,10 +298,8 @@ def _train(
     tc = plan.config.training
     reporter.start(tc.epochs, "fit", trainer.steps_per_epoch, tc.batch_size)
     try:
-        with terminate_as_interrupt() as stop:
-            return trainer.run(metrics_file, each_epoch)
+        return trainer.run(metrics_file, each_epoch)
     except Interrupted as exc:
-        exc.why, exc.exit_code = stop.why, stop.exit_code
         if exc.model is None:
             raise
         return exc
@@ -369,10 +373,23 @@ def _restore_times(point: ResumePoint, metrics_files: list[Path]) -> None:
 
 @dataclass
 class _Stop:
-    """How a fit was stopped from outside: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143)."""
+    """How a fit was stopped from outside: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143); ``signals``: how
+    many arrived."""
 
     why: str = "interrupted"
     exit_code: int = 130
+    signals: int = 0
+
+
+def _stopped(exc: KeyboardInterrupt, stop: _Stop) -> Interrupted:
+    """The ``Interrupted`` a stopped fit raises: the trainer's, with the best model (saved by then), or one
+    without a model when the stop came before the first epoch ended (or a second signal came while the
+    best model was being kept: the stop abandons it, leaving no file half-written, see ``files.Staged``)."""
+    stopped = exc if isinstance(exc, Interrupted) else Interrupted(None)
+    stopped.why, stopped.exit_code = stop.why, stop.exit_code
+    if stopped.model is None:
+        stopped.why += " before the first epoch ended" if stop.signals <= 1 else " twice"
+    return stopped
 
 
 @contextlib.contextmanager
@@ -387,6 +404,7 @@ def terminate_as_interrupt() -> Iterator[_Stop]:
     stop = _Stop()
 
     def on_signal(signum: int, frame: Any) -> None:
+        stop.signals += 1
         if signum == signal.SIGTERM:
             stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
         raise KeyboardInterrupt
