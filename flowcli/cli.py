@@ -297,7 +297,7 @@ def fit(
         )
     except Interrupted as stop:
         if stop.model is None:
-            _fail(f"{stop.why} before the first epoch ended; nothing saved")
+            _fail(f"{stop.why}; nothing saved")
         else:
             from .fitting import summary
 

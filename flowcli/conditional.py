@@ -32,7 +32,7 @@ missingness as data (``flowcli sample`` reproduces the data's missing cells).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -390,7 +390,13 @@ def random_roles(net: ConditionalNet, rows: Rows, generator: torch.Generator) ->
 
 
 def fit_conditional(
-    net: ConditionalNet, preprocess: Preprocess, train: Tensor, val: Tensor, generator: torch.Generator
+    net: ConditionalNet,
+    preprocess: Preprocess,
+    train: Tensor,
+    val: Tensor,
+    generator: torch.Generator,
+    *,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Fit ``net`` by maximum likelihood of random conditional questions (``random_roles``) on the feature
     rows ``train`` (Adam on minibatches; dequantized features get fresh noise every step, as in the joint
@@ -402,14 +408,15 @@ def fit_conditional(
     the validation NLL, dominated by the common rows, has flattened (on tests/test_conditional.py's table
     P(the species' island | a rare species) went from 1/3 to 0.99 between steps 600 and 1,300 with a flat
     validation NLL, and early stopping kept the 1/3 in one run of three). Returns the validation NLL (nats/row, in standardized units:
-    the figure training compares) of the start and of the weights kept, and the epochs run."""
+    the figure training compares) of the start and of the weights kept, and the epochs run. ``progress`` is
+    called after every step with a line of state (``progress.Reporter.status``)."""
     batch = min(MAX_BATCH, max(MIN_BATCH, len(train) // STEPS_PER_EPOCH))
     set_range(net, preprocess, train)
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
     val_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
     was_training = preprocess.training
     start = _val_nll(net, preprocess, val, val_seed)
-    best = math.inf
+    best, nll = math.inf, start
     best_state = {k: v.clone() for k, v in net.state_dict().items()}
     stale, epoch, steps, cuts = 0, 0, 0, 0
     try:
@@ -426,6 +433,8 @@ def fit_conditional(
                 nn.utils.clip_grad_norm_(net.parameters(), 5.0)
                 optimizer.step()
                 steps += 1
+                if progress is not None:
+                    progress(f"conditional-questions network: epoch {epoch}, step {steps}, validation NLL {nll:.4f}")
             nll = _val_nll(net, preprocess, val, val_seed)
             if steps < MIN_STEPS and epoch < MAX_EPOCHS // 2:
                 continue  # still learning what the validation NLL hardly shows

@@ -25,7 +25,7 @@ rank starts from). Fitting on every row would help the rarest combinations of ta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -148,7 +148,13 @@ def _masks(levels: Sequence[int], hidden: Sequence[int]) -> list[Tensor]:
 
 
 def fit_discrete(
-    model: DiscreteModel, train: Tensor, val: Tensor, generator: torch.Generator, lr: float = 3e-3
+    model: DiscreteModel,
+    train: Tensor,
+    val: Tensor,
+    generator: torch.Generator,
+    lr: float = 3e-3,
+    *,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Fit ``model`` to the codes ``train`` by maximum likelihood (Adam on minibatches), keeping the weights
     of the best mean NLL on the codes ``val``; stop when that has not improved for ``PATIENCE`` epochs.
@@ -160,6 +166,7 @@ def fit_discrete(
     stopping then does not depend on the continuous part's. The fit starts from the product of the
     training frequencies (``initialize``), and that start is kept unless an epoch beats it on ``val``.
     Returns the validation NLL (nats/row) of the start and of the weights kept, and the epochs run.
+    ``progress`` is called after every step with a line of state (``progress.Reporter.status``).
     """
     batch = min(MAX_BATCH, max(MIN_BATCH, len(train) // STEPS_PER_EPOCH))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -175,6 +182,8 @@ def fit_discrete(
             loss.backward()
             optimizer.step()
             steps += 1
+            if progress is not None:
+                progress(f"discrete part: epoch {epoch}, step {steps}, best validation NLL {best:.4f}")
         nll = _mean_nll(model, val)
         if nll < best - 1e-6:
             best, stale = nll, 0

@@ -111,7 +111,13 @@ def fit(
         return _launch(plan, config, epochs, device, nproc, share, reporter)
     dist = distributed.init(device)
     try:
-        return _fit(plan, dist, reporter, on_epoch)
+        # From reading the data to saving the checkpoint: the separately fitted parts before the first epoch
+        # and the scoring after the last one take minutes on large tables, and stop within seconds too.
+        with terminate_as_interrupt() as stop:
+            try:
+                return _fit(plan, dist, reporter, on_epoch)
+            except KeyboardInterrupt as exc:
+                raise _stopped(exc, stop) from None
     finally:
         # Also when a rank fails: a process group left alive at exit can abort the interpreter's
         # shutdown ("terminate called without an active exception"), a second line after the Error.
@@ -181,15 +187,17 @@ def _fit(
     seed = dist.broadcast(random.SystemRandom().randrange(2**31) if plan.seed is None else plan.seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 7919 * dist.rank)  # ranks shuffle differently
-    source = _source(plan, dist, generator)
-    trainer = Trainer(source, plan.config, dist, seed, generator)
+    name = plan.data if isinstance(plan.data, str) else None
+    with reporter.slow("preparing the table" if name is None else f"reading {'stdin' if name == '-' else name}"):
+        source = _source(plan, dist, generator)
+    _announce(plan, source, dist, seed, reporter)
+    trainer = Trainer(source, plan.config, dist, seed, generator, reporter)
     if plan.resume is not None:
         if plan.resume.state.data_sha256 != source.fingerprint:
             raise DataError(
                 f"the data differs from the table the run in {plan.resume.path} was trained on; resume needs the same table"
             )
         trainer.restore(plan.resume)
-    _announce(plan, source, trainer, dist, seed, reporter)
     metrics_ctx: Any = WatchableTextFile(plan.metrics) if dist.is_main and plan.metrics else contextlib.nullcontext()
     # Metrics are written and flushed per epoch at their path (`tail -f` works), but an earlier run's
     # file there is replaced only once the checkpoint is saved: until then they go to a file beside it.
@@ -257,16 +265,14 @@ def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Gener
     return StreamingData(plan.data, tc, dist, dist.local_batch(tc.batch_size), tc.shuffle_buffer)
 
 
-def _announce(
-    plan: FitPlan, source: Any, trainer: Trainer, dist: distributed.DistContext, seed: int, reporter: Reporter
-) -> None:
+def _announce(plan: FitPlan, source: Any, dist: distributed.DistContext, seed: int, reporter: Reporter) -> None:
     """The columns table and the one-line start message (rank 0's reporter; the others are quiet)."""
     schema = source.schema
     if not plan.stream:
         rows = [[c.name, c.role, c.describe(), c.reason] for c in schema.columns]
         reporter.table("columns", ["column", "role", "encoding", "why"], rows)
     where = f"{dist.world} processes ({dist.backend}, {dist.device.type})" if dist.active else str(dist.device)
-    n_rows = trainer.n_train + trainer.n_val
+    n_rows = int(sum(dist.sum(source.n_train, source.n_val)))
     start = "fitting streaming " if plan.stream else "fitting "
     if plan.resume is not None:
         start = f"resuming {plan.resume.path} after epoch {plan.resume.state.epoch}: "
@@ -289,12 +295,11 @@ def _train(
         if on_epoch is not None:
             on_epoch(report)
 
-    reporter.start(plan.config.training.epochs, "fit")
+    tc = plan.config.training
+    reporter.start(tc.epochs, "fit", trainer.steps_per_epoch, tc.batch_size)
     try:
-        with terminate_as_interrupt() as stop:
-            return trainer.run(metrics_file, each_epoch)
+        return trainer.run(metrics_file, each_epoch)
     except Interrupted as exc:
-        exc.why, exc.exit_code = stop.why, stop.exit_code
         if exc.model is None:
             raise
         return exc
@@ -368,10 +373,23 @@ def _restore_times(point: ResumePoint, metrics_files: list[Path]) -> None:
 
 @dataclass
 class _Stop:
-    """How a fit was stopped from outside: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143)."""
+    """How a fit was stopped from outside: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143); ``signals``: how
+    many arrived."""
 
     why: str = "interrupted"
     exit_code: int = 130
+    signals: int = 0
+
+
+def _stopped(exc: KeyboardInterrupt, stop: _Stop) -> Interrupted:
+    """The ``Interrupted`` a stopped fit raises: the trainer's, with the best model (saved by then), or one
+    without a model when the stop came before the first epoch ended (or a second signal came while the
+    best model was being kept: the stop abandons it, leaving no file half-written, see ``files.Staged``)."""
+    stopped = exc if isinstance(exc, Interrupted) else Interrupted(None)
+    stopped.why, stopped.exit_code = stop.why, stop.exit_code
+    if stopped.model is None:
+        stopped.why += " before the first epoch ended" if stop.signals <= 1 else " twice"
+    return stopped
 
 
 @contextlib.contextmanager
@@ -386,6 +404,7 @@ def terminate_as_interrupt() -> Iterator[_Stop]:
     stop = _Stop()
 
     def on_signal(signum: int, frame: Any) -> None:
+        stop.signals += 1
         if signum == signal.SIGTERM:
             stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
         raise KeyboardInterrupt

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import shop_table
 from typer.testing import CliRunner
 
 from flowcli import checkpoint
@@ -416,6 +417,75 @@ def test_sigterm_saves_the_best_model_like_ctrl_c_and_exits_143(tmp_path: Path, 
     )
     model = load_model(str(tmp_path / "m.flow"))
     assert model.info["stopped"] == "interrupted" and model.info["epochs_run"] >= 2
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+# The separately fitted parts made endless (they stop on their own otherwise), and a file that says one runs.
+ENDLESS_PART = {
+    "discrete": "import flowcli.discrete as part\npart.PATIENCE = part.MAX_STEPS = 10**9\n",
+    "conditional": "import flowcli.conditional as part\npart.PATIENCE = part.MAX_STEPS = part.MAX_EPOCHS = 10**9\n",
+}
+MARK_PART = (
+    "import pathlib, flowcli.train as train\n"
+    "original = getattr(train, 'fit_' + {name!r})\n"
+    "def marked(*args, **kwargs):\n"
+    "    pathlib.Path('in_' + {name!r}).touch()\n"
+    "    return original(*args, **kwargs)\n"
+    "setattr(train, 'fit_' + {name!r}, marked)\n"
+)
+
+
+@pytest.mark.parametrize("part", ["discrete", "conditional"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_a_separate_part_is_fitted_stops_at_once_saving_nothing(
+    tmp_path: Path, part: str, signum: int
+) -> None:
+    """Before the first epoch there is no model to keep: the fit stops (within a step of the part's fit),
+    says so in one line and leaves no file, with the exit code of the signal (also for SIGTERM, which had
+    no handler before the epochs: the process died without a word)."""
+    mixed = tmp_path / "mixed.csv"
+    shop_table(300).to_csv(mixed, index=False)  # categorical and missing cells: a discrete part
+    prelude = ENDLESS_PART[part] + MARK_PART.format(name=part)
+    proc = start_fit(["fit", str(mixed), "-o", "m.flow", "--seed", "0", "--device", "cpu"], tmp_path, prelude)
+    wait_for((tmp_path / f"in_{part}").exists, proc)
+    time.sleep(0.5)  # inside the part's loop
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    why = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        f"Error: {why} before the first epoch ended; nothing saved"
+    )
+    assert out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in_" + part, "mixed.csv"]
+
+
+def test_sigterm_while_scoring_after_the_last_epoch_saves_the_best_model(tmp_path: Path, table_csv: Path) -> None:
+    """After the last epoch the best model exists: a SIGTERM during the final scoring (made endless here)
+    keeps it, with the quantiles of the first held-out rows only, and exits 143."""
+    marker = tmp_path / "scoring"
+    prelude = (
+        "import pathlib, time, flowcli.train as train\n"
+        "original = train.Trainer._quantiles\n"
+        "def endless(self, model, complete=True):\n"
+        "    if complete:\n"
+        f"        pathlib.Path({str(marker)!r}).touch()\n"
+        "        time.sleep(600)\n"
+        "    return original(self, model, complete)\n"
+        "train.Trainer._quantiles = endless\n"
+    )
+    proc = start_fit([*long_fit_args(tmp_path, table_csv), "--epochs", "2"], tmp_path, prelude)
+    wait_for(marker.exists, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "Error: terminated (SIGTERM); best validation NLL"
+    )
+    model = load_model(str(tmp_path / "m.flow"))
+    assert model.info["stopped"] == "interrupted" and model.info["epochs_run"] == 2
+    assert model.info["logprob_quantiles"]["rows"] == ROWS // 10  # the held-out rows, fewer than 8192
+    assert len((tmp_path / "m.metrics.jsonl").read_text().splitlines()) == 2
     assert not list(tmp_path.glob(".*.tmp"))
 
 
