@@ -115,7 +115,7 @@ def fit(
         # and the scoring after the last one take minutes on large tables, and stop within seconds too.
         with terminate_as_interrupt() as stop:
             try:
-                return _fit(plan, dist, reporter, on_epoch)
+                return _fit(plan, dist, reporter, on_epoch, stop)
             except KeyboardInterrupt as exc:
                 raise _stopped(exc, stop) from None
     finally:
@@ -179,9 +179,14 @@ def _check_not_a_table(path: str | Path, option: str, data: pd.DataFrame | str, 
 
 
 def _fit(
-    plan: FitPlan, dist: distributed.DistContext, reporter: Reporter, on_epoch: Callable[[EpochReport], None] | None
+    plan: FitPlan,
+    dist: distributed.DistContext,
+    reporter: Reporter,
+    on_epoch: Callable[[EpochReport], None] | None,
+    stop: _Stop,
 ) -> Model:
-    """The fit of one rank (of one or many): data source, trainer, metrics and checkpoint (rank 0)."""
+    """The fit of one rank (of one or many): data source, trainer, metrics and checkpoint (rank 0). ``stop``:
+    the signals' state (``terminate_as_interrupt``); they are held back while the model is kept."""
     if dist.active and isinstance(plan.data, str) and plan.data == "-":
         raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
     seed = dist.broadcast(random.SystemRandom().randrange(2**31) if plan.seed is None else plan.seed)
@@ -201,33 +206,35 @@ def _fit(
     metrics_ctx: Any = WatchableTextFile(plan.metrics) if dist.is_main and plan.metrics else contextlib.nullcontext()
     # Metrics are written and flushed per epoch at their path (`tail -f` works), but an earlier run's
     # file there is replaced only once the checkpoint is saved: until then they go to a file beside it.
-    with metrics_ctx as metrics_file:
-        if metrics_file is not None and not metrics_ctx.in_place:
-            reporter.message(
-                f"{plan.metrics} is an earlier run's: the metrics go to {metrics_ctx.writing.name} beside it "
-                "until the checkpoint is saved"
-            )
-        stopped = _train(trainer, plan, metrics_file, reporter, on_epoch)
-        model = stopped.model if isinstance(stopped, (Interrupted, Diverged)) else stopped
-        assert model is not None  # _train re-raises a stop that has no model
-        if plan.strict and model.info.get("warnings") and isinstance(stopped, Model):
-            _report(model, None, reporter)
-            # Raised inside the block: the metrics file is discarded with the checkpoint, nothing is written.
-            raise StrictFitError(model)
-        if metrics_file is not None:
-            # The file holds exactly the epochs of the saved state (an interrupt may cut an epoch short).
-            metrics_file.seek(0)
-            metrics_file.truncate()
-            metrics_file.writelines(json.dumps(line) + "\n" for line in model.info["metrics"])
-        if dist.is_main and plan.output is not None:
-            save_model(model, plan.output)
-    if isinstance(stopped, Diverged):
-        raise Diverged(f"{stopped}; kept the {summary(model, plan.output)}", model)
-    if isinstance(stopped, Interrupted):
-        raise stopped
-    dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
-    _report(model, plan.output, reporter)
-    return model
+    with contextlib.ExitStack() as keeping:  # see _Stop.hold
+        with metrics_ctx as metrics_file:
+            if metrics_file is not None and not metrics_ctx.in_place:
+                reporter.message(
+                    f"{plan.metrics} is an earlier run's: the metrics go to {metrics_ctx.writing.name} beside it "
+                    "until the checkpoint is saved"
+                )
+            stopped = _train(trainer, plan, metrics_file, reporter, on_epoch)
+            model = stopped.model if isinstance(stopped, (Interrupted, Diverged)) else stopped
+            assert model is not None  # _train re-raises a stop that has no model
+            keeping.enter_context(stop.hold())  # until the end: the checkpoint, its metrics, the summary line
+            if plan.strict and model.info.get("warnings") and isinstance(stopped, Model):
+                _report(model, None, reporter)
+                # Raised inside the block: the metrics file is discarded with the checkpoint, nothing is written.
+                raise StrictFitError(model)
+            if metrics_file is not None:
+                # The file holds exactly the epochs of the saved state (an interrupt may cut an epoch short).
+                metrics_file.seek(0)
+                metrics_file.truncate()
+                metrics_file.writelines(json.dumps(line) + "\n" for line in model.info["metrics"])
+            if dist.is_main and plan.output is not None:
+                save_model(model, plan.output)
+        if isinstance(stopped, Diverged):
+            raise Diverged(f"{stopped}; kept the {summary(model, plan.output)}", model)
+        if isinstance(stopped, Interrupted):
+            raise stopped
+        dist.barrier()  # nobody exits (and tears down the group) before rank 0 has written
+        _report(model, plan.output, reporter)
+        return model
 
 
 class StrictFitError(TrainingError):
@@ -379,16 +386,30 @@ class _Stop:
     why: str = "interrupted"
     exit_code: int = 130
     signals: int = 0
+    holding: bool = False  # see ``hold``
+    held: bool = False
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """The model is being kept (its checkpoint and metrics written, a second or so): a signal waits until
+        the block ends, a further one takes effect at once (a write that hangs can still be stopped). A fit
+        that completed then ends as it would have, its checkpoint saved; an interrupted one raises."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
 
 
 def _stopped(exc: KeyboardInterrupt, stop: _Stop) -> Interrupted:
     """The ``Interrupted`` a stopped fit raises: the trainer's, with the best model (saved by then), or one
-    without a model when the stop came before the first epoch ended (or a second signal came while the
-    best model was being kept: the stop abandons it, leaving no file half-written, see ``files.Staged``)."""
+    without a model when the stop came before the first epoch ended, or when another signal came while the
+    best model was being kept (after the one ``_Stop.hold`` held back, or while the scores of a stopped
+    run were computed): that abandons it, leaving no file half-written (``files.Staged``)."""
     stopped = exc if isinstance(exc, Interrupted) else Interrupted(None)
     stopped.why, stopped.exit_code = stop.why, stop.exit_code
     if stopped.model is None:
-        stopped.why += " before the first epoch ended" if stop.signals <= 1 else " twice"
+        stopped.why += " before the first epoch ended" if stop.signals <= 1 else " again"
     return stopped
 
 
@@ -407,6 +428,9 @@ def terminate_as_interrupt() -> Iterator[_Stop]:
         stop.signals += 1
         if signum == signal.SIGTERM:
             stop.why, stop.exit_code = "terminated (SIGTERM)", 128 + signal.SIGTERM
+        if stop.holding and not stop.held:
+            stop.held = True
+            return
         raise KeyboardInterrupt
 
     try:

@@ -489,6 +489,49 @@ def test_sigterm_while_scoring_after_the_last_epoch_saves_the_best_model(tmp_pat
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def hold_fsync(marker: Path, release: Path | None) -> str:
+    """A prelude that holds the fit in the checkpoint's fsync (its bytes written, not yet renamed into place):
+    until ``release`` exists (None: for good), after creating ``marker``."""
+    wait = f"pathlib.Path({str(release)!r}).exists()" if release is not None else "False"
+    return (
+        "import os, pathlib, time\n"
+        "real_fsync = os.fsync\n"
+        "def fsync(fd):\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        f"    while not {wait}:\n"
+        "        time.sleep(0.05)\n"
+        "    real_fsync(fd)\n"
+        "os.fsync = fsync\n"
+    )
+
+
+def test_sigterm_while_the_finished_fit_is_saved_waits_for_the_checkpoint(tmp_path: Path, table_csv: Path) -> None:
+    marker, release = tmp_path / "saving", tmp_path / "release"
+    proc = start_fit([*long_fit_args(tmp_path, table_csv), "--epochs", "2"], tmp_path, hold_fsync(marker, release))
+    wait_for(marker.exists, proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the handler has run (the fit is waiting in Python code)
+    release.touch()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err  # the fit had completed: its checkpoint is saved, and so it ends
+    assert "Error" not in err and any(line.startswith("best validation NLL") for line in err.splitlines())
+    assert load_model(str(tmp_path / "m.flow")).info["stopped"] == "completed"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_second_signal_while_saving_abandons_the_checkpoint_leaving_no_file(tmp_path: Path, table_csv: Path) -> None:
+    marker = tmp_path / "saving"
+    proc = start_fit([*long_fit_args(tmp_path, table_csv), "--epochs", "2"], tmp_path, hold_fsync(marker, None))
+    wait_for(marker.exists, proc)
+    proc.send_signal(signal.SIGTERM)  # held back until the checkpoint is written, which never happens here
+    time.sleep(0.5)  # two signals sent at once could arrive as one
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "Error: terminated (SIGTERM) again; nothing saved"
+    assert out == "" and not (tmp_path / "m.flow").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_sigkill_during_training_leaves_the_existing_checkpoint_intact(
     tmp_path: Path, table_csv: Path, banana_files: dict
 ) -> None:
