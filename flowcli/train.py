@@ -214,6 +214,7 @@ class Trainer:
         separate_rows = self._training_and_validation_rows()
         self.discrete_fit = self._fit_discrete(*separate_rows)
         self.conditional_fit = self._fit_conditional(*separate_rows) if tc.conditional else None
+        self.flow.conditional.requires_grad_(False)  # never trained by the run, fitted or not
         # After initialize: DDP broadcasts rank 0's (data-initialized) weights to every rank when built.
         self.step_module = training_step(dist.wrap(LogProb(self.flow)), tc.compile)
         self.weight_decay = weight_decay(tc.weight_decay, self.n_train)
@@ -242,7 +243,7 @@ class Trainer:
         return train, torch.cat(parts)[:GAUSSIAN_ROWS] if parts else train
 
     def _fit_conditional(self, train: Tensor, val: Tensor) -> dict[str, float]:
-        """Fit the network of conditional questions (``conditional.fit_conditional``), then freeze it: it is
+        """Fit the network of conditional questions (``conditional.fit_conditional``), frozen by ``__init__``: it is
         not part of the joint density the run trains. With ``training.conditional: false`` it is not fitted
         (it stays frozen at its start) and ``questions.require_conditional`` refuses the questions."""
         # Its own random streams (shuffles and questions from its own generator, the dequantization noise of
@@ -255,7 +256,6 @@ class Trainer:
             report = fit_conditional(
                 self.flow.conditional, self.flow.preprocess, train, val, generator, progress=self.reporter.status
             )
-        self.flow.conditional.requires_grad_(False)
         self.reporter.phase_done(
             f"conditional-questions network: validation NLL {report['val_nll']:.4f} (standardized units) after "
             f"{report['epochs']} epochs ({time.perf_counter() - started:.1f} s)"
@@ -316,7 +316,6 @@ class Trainer:
         loaded = {k: v for k, v in self.flow.state_dict().items() if k.startswith(SEPARATE_PARTS)}
         self.start_weights = {**self.start_weights, **{k: v.clone() for k, v in loaded.items()}}
         self.conditional_fit = point.info.get("conditional_fit", self.conditional_fit)
-        self.flow.conditional.requires_grad_(False)  # never trained by the run, fitted or not
         if self.flow.discrete is not None:
             self.gaussian_nll, self.start_nll = self._score_start()
             self.discrete_fit = point.info.get("discrete_fit", self.discrete_fit)
