@@ -1,5 +1,6 @@
-"""Progress on stderr: within an epoch and in the phases before the first one, a plain line at least every
-``STATUS_EVERY`` seconds when stderr is not a terminal; nothing with --quiet; nothing ever on stdout."""
+"""Progress on stderr: within an epoch and in the phases before the first one, a plain line after
+``STATUS_EVERY`` seconds without one when stderr is not a terminal; nothing with --quiet; nothing ever on
+stdout."""
 
 from __future__ import annotations
 
@@ -33,25 +34,25 @@ def plain(clock: FakeClock, **options: float) -> tuple[Reporter, io.StringIO]:
     return Reporter(stream=stream, clock=clock, **options), stream
 
 
-def test_a_plain_epoch_reports_its_steps_rows_per_second_and_time_left_after_ten_silent_seconds() -> None:
+def test_a_plain_epoch_reports_its_steps_rows_per_second_and_time_left_after_eight_silent_seconds() -> None:
     clock = FakeClock()
     reporter, stream = plain(clock)
     reporter.start(200, "fit", steps=100, batch=500)
     assert stream.getvalue() == "training: up to 200 epochs of 100 steps of 500 rows\n"
     reporter.step(3, 0, 100, 0)
-    for step in range(1, 40):  # 0.25 s per step: no line before ten seconds without one
+    for step in range(1, 32):  # 0.25 s per step: no line before STATUS_EVERY (8 s) without one
         clock.now += 0.25
         reporter.step(3, step, 100, 500 * step)
     assert stream.getvalue().count("\n") == 1
     clock.now += 0.25
-    reporter.step(3, 40, 100, 20_000)  # 10 s since the last line
-    assert stream.getvalue().splitlines()[-1] == "epoch 3/200  step 40/100  2,000 rows/s  0:15 left in the epoch"
+    reporter.step(3, 32, 100, 16_000)  # 8 s since the last line
+    assert stream.getvalue().splitlines()[-1] == "epoch 3/200  step 32/100  2,000 rows/s  0:17 left in the epoch"
     clock.now += 0.25
-    reporter.step(3, 41, 100, 20_500)
-    assert stream.getvalue().count("\n") == 2  # the next one after another ten seconds
+    reporter.step(3, 33, 100, 16_500)
+    assert stream.getvalue().count("\n") == 2  # the next one after another eight seconds
 
 
-def test_phases_say_what_runs_and_how_far_it_is_at_least_every_ten_seconds() -> None:
+def test_phases_say_what_runs_and_how_far_it_is_after_eight_silent_seconds() -> None:
     clock = FakeClock()
     reporter, stream = plain(clock)
     reporter.phase("fitting the conditional-questions network")
