@@ -25,6 +25,23 @@ ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh,
 INPUT_BOUND = 5.0  # the flow's features are about N(0, 1) after the whitening: 5 is the edge of any data
 
 
+# In-place versions of the activations, for ``MADE.solve`` without autograd (GELU has none: computed, then copied).
+_IN_PLACE: dict[type, Callable[[Tensor], object]] = {
+    nn.ReLU: torch.relu_,
+    nn.Tanh: torch.tanh_,
+    nn.ELU: nn.functional.elu_,
+    nn.SiLU: lambda t: nn.functional.silu(t, inplace=True),
+}
+
+
+def _activate_in_place(activation: nn.Module, t: Tensor) -> None:
+    in_place = _IN_PLACE.get(type(activation))
+    if in_place is not None:
+        in_place(t)
+    else:
+        t.copy_(activation(t))
+
+
 def bound_inputs(x: Tensor) -> Tensor:
     """A conditioner's inputs, softly bounded to (-INPUT_BOUND, INPUT_BOUND) (see the module docstring)."""
     return soft_clamp(x, INPUT_BOUND)
@@ -150,15 +167,17 @@ class MADE(nn.Module):
         acts = [m for m in self.net if not isinstance(m, MaskedLinear)]
         weights = [lin.weight * lin.mask for lin in linears]
         weights[0] = weights[0][:, self.order]  # input columns in solving order
-        n = z.shape[0]
         # The context's contribution to the first hidden layer, computed once for all steps.
         context_part = self.context_in(context) if self.context_in is not None and context is not None else None
-        in_place = not torch.is_grad_enabled()  # preallocated buffers; under autograd, grow by concatenation
-        hidden: list[Tensor] = [z.new_zeros(n, w.shape[0]) if in_place else z.new_zeros(n, 0) for w in weights[:-1]]
-        solved = z.new_zeros(n, self.dim) if in_place else z.new_zeros(n, 0)  # x in solving order
+        if not torch.is_grad_enabled():
+            return self._solve_in_place(z, invert, linears, acts, weights, context_part)
+        n = z.shape[0]
+        # Under autograd (IAF's density, gradients through sampling) the tensors grow by concatenation.
+        hidden: list[Tensor] = [z.new_zeros(n, 0) for _ in weights[:-1]]
+        solved = z.new_zeros(n, 0)  # x in solving order
         # The network sees bounded inputs, as in forward: each solved variable is bounded once, when solved
         # (bounding the whole solved prefix at every step cost dim^2 / 2 tanh per row: most of a wide model's time).
-        bounded = z.new_zeros(n, self.dim) if in_place else z.new_zeros(n, 0)
+        bounded = z.new_zeros(n, 0)
         ladj = z.new_zeros(n)
         done = [0] * len(weights[:-1])  # hidden units computed so far, per layer
         for k, stop in self._groups():
@@ -171,28 +190,68 @@ class MADE(nn.Module):
                     pre = below[:, :known] @ w[lo:hi, :known].T + linears[l_idx].bias[lo:hi]
                     if l_idx == 0 and context_part is not None:
                         pre = pre + context_part[:, lo:hi]
-                    h = acts[l_idx](pre)
-                    if in_place:
-                        hidden[l_idx][:, lo:hi] = h
-                    else:
-                        hidden[l_idx] = torch.cat([hidden[l_idx], h], 1)
+                    hidden[l_idx] = torch.cat([hidden[l_idx], acts[l_idx](pre)], 1)
                     done[l_idx] = hi
                 below, known = hidden[l_idx], hi
-            variables = self.order[k:stop]
-            # Parameter j of variable v is output unit j * dim + v: (g, n_params) unit indices.
-            units = (variables[:, None] + self.dim * torch.arange(self.n_params, device=z.device)).flatten()
+            units = self._output_units(k, stop)
             params = below[:, :known] @ weights[-1][units, :known].T + linears[-1].bias[units]
             if not self.hidden and context_part is not None:
                 params = params + context_part[:, units]
-            x_group, ladj_group = invert(z[:, variables], params.view(n, stop - k, self.n_params))
-            if in_place:
-                solved[:, k:stop] = x_group
-                bounded[:, k:stop] = bound_inputs(x_group)
-            else:
-                solved = torch.cat([solved, x_group], 1)
-                bounded = torch.cat([bounded, bound_inputs(x_group)], 1)
+            # (n, n_params * g) parameter-major -> (n, g, n_params)
+            x_group, ladj_group = invert(z[:, self.order[k:stop]], params.view(n, self.n_params, stop - k).transpose(1, 2))
+            solved = torch.cat([solved, x_group], 1)
+            bounded = torch.cat([bounded, bound_inputs(x_group)], 1)
             ladj = ladj + ladj_group.sum(1)
         return solved[:, torch.argsort(self.order)], ladj
+
+    def _solve_in_place(
+        self,
+        z: Tensor,
+        invert: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+        linears: list[MaskedLinear],
+        acts: list[nn.Module],
+        weights: list[Tensor],
+        context_part: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """``solve`` without autograd (sampling, decoding): the same steps, written into buffers laid out
+        unit-major, (units, rows), so that a step's new hidden units are a contiguous block that the matrix
+        product writes into directly (``addmm(out=)``) and the activation updates in place. Row-major buffers
+        cost a zero fill and a strided copy per block: 30% of sampling a 10-column MAF."""
+        n = z.shape[0]
+        hidden = [z.new_empty(w.shape[0], n) for w in weights[:-1]]  # a unit is read only after it is written
+        bounded = z.new_empty(self.dim, n)  # bound_inputs(x) in solving order, (variables, rows)
+        solved = z.new_empty(n, self.dim)
+        context_t = context_part.T.contiguous() if context_part is not None else None
+        ladj = z.new_zeros(n)
+        done = [0] * len(weights[:-1])
+        for k, stop in self._groups():
+            below, known = bounded, k
+            for l_idx, w in enumerate(weights[:-1]):
+                lo, hi = done[l_idx], self._ends[l_idx][k]
+                if hi > lo:
+                    block = hidden[l_idx][lo:hi]
+                    torch.addmm(linears[l_idx].bias[lo:hi, None], w[lo:hi, :known], below[:known], out=block)
+                    if l_idx == 0 and context_t is not None:
+                        block += context_t[lo:hi]
+                    _activate_in_place(acts[l_idx], block)
+                    done[l_idx] = hi
+                below, known = hidden[l_idx], hi
+            units = self._output_units(k, stop)
+            params = torch.addmm(linears[-1].bias[units, None], weights[-1][units, :known], below[:known])
+            if not self.hidden and context_t is not None:
+                params += context_t[units]
+            # (n_params * g, n) -> (n, g, n_params)
+            x_group, ladj_group = invert(z[:, self.order[k:stop]], params.view(self.n_params, stop - k, n).permute(2, 1, 0))
+            solved[:, k:stop] = x_group
+            bounded[k:stop] = bound_inputs(x_group).T
+            ladj += ladj_group.sum(1)
+        return solved[:, torch.argsort(self.order)], ladj
+
+    def _output_units(self, k: int, stop: int) -> Tensor:
+        """The output units of the parameters of the variables in solving positions k..stop-1, parameter-major:
+        parameter j of variable v is unit j * dim + v."""
+        variables = self.order[k:stop]
+        return (variables[None, :] + self.dim * torch.arange(self.n_params, device=variables.device)[:, None]).flatten()
 
     def _groups(self) -> list[tuple[int, int]]:
         """The steps of ``solve``: (k, stop) solves the variables in solving positions k..stop-1 together.
