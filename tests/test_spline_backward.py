@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from flowcli.layers import build_layer, rqs_autograd, spline
-from flowcli.layers.rqs_autograd import MIN_BIN, RationalQuadraticForward
+from flowcli.layers.rqs_autograd import MIN_BIN, RationalQuadraticForward, _softmax_over_bins
 from flowcli.layers.spline import _rational_quadratic_autograd, rational_quadratic
 
 BOUND = 3.0
@@ -115,8 +115,9 @@ def test_gradcheck_of_the_parameters_exactly_at_the_bounds(bins: int) -> None:
 
 @pytest.mark.parametrize("bins", [2, 3, 8, 16])
 @pytest.mark.parametrize("offset", [1e-9, 1e-4])
-def test_values_and_gradients_match_the_autograd_reference(bins: int, offset: float) -> None:
-    params = moderate_params(64, 5, bins)
+@pytest.mark.parametrize("columns", [5, 16])  # the two ways of the softmax over bins (_softmax_over_bins)
+def test_values_and_gradients_match_the_autograd_reference(bins: int, offset: float, columns: int) -> None:
+    params = moderate_params(64, columns, bins)
     v = inputs(params, BOUND, offset)
     v[0, :2] = torch.tensor([-BOUND, BOUND], dtype=torch.float64)  # exactly at the bounds
     assert_matches_reference(v, params, BOUND)
@@ -264,3 +265,11 @@ def test_a_wrong_backward_is_caught(monkeypatch: pytest.MonkeyPatch, name: str, 
     assert not torch.autograd.gradcheck(f, (v, params), raise_exception=False)
     with pytest.raises(AssertionError):
         assert_matches_reference(v, params, BOUND)
+
+
+@pytest.mark.parametrize("columns", [1, 15, 16, 17, 300])
+def test_softmax_over_bins_is_torchs_softmax_over_the_bins(columns: int) -> None:
+    logits = torch.randn(33, 2, 8, columns, dtype=torch.float64) * 4
+    soft = _softmax_over_bins(logits)
+    assert soft.is_contiguous() and soft.shape == logits.shape
+    torch.testing.assert_close(soft, torch.softmax(logits, dim=2), rtol=1e-14, atol=1e-15)

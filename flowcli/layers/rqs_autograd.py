@@ -62,7 +62,7 @@ def _locate(vc: Tensor, pm: Tensor, bound: float, bins: int, inverse: bool = Fal
     (512, 16) tensors each costs more in dispatch than in arithmetic.
     """
     share = 1 - MIN_BIN * bins
-    soft = torch.softmax(pm[:, : 2 * bins].unflatten(1, (2, bins)), dim=2)
+    soft = _softmax_over_bins(pm[:, : 2 * bins].unflatten(1, (2, bins)))
     # cumulative[:, :, j] = the shares of the bins below bin j, summed in order (the reference's masked
     # sum): the left knots themselves, not a difference of sums that would cost x0 its last bits.
     cumulative = F.pad(torch.cumsum(soft, dim=2), (0, 0, 1, 0))
@@ -86,6 +86,19 @@ def _locate(vc: Tensor, pm: Tensor, bound: float, bins: int, inverse: bool = Fal
     z = torch.gather(pm, 1, raw_index).add_(DERIVATIVE_SHIFT)
     derivative = F.softplus(z).add_(MIN_DERIVATIVE).masked_fill_(end, 1.0)
     return _Bins(soft, below, index, left_share, size_share, left, size, raw_index, end, z, derivative)
+
+
+def _softmax_over_bins(logits: Tensor) -> Tensor:
+    """``torch.softmax(logits, dim=2)`` for ``logits`` of shape (rows, 2, bins, columns), contiguous.
+
+    On CPU, torch's softmax over a middle axis is fast only when the axes inside it hold a multiple of 16
+    values: on (512, 2, 8, columns), 0.15 ms for 16 columns, 0.99 ms for 15, 0.41 ms for 20, 9.4 ms for 300.
+    With the rows moved inside the bins (one copy each way, 0.05 ms for 15 columns) the inner axes hold
+    rows x columns values and the softmax takes 0.14 ms for 15 columns, 3.9 ms for 300. Same values."""
+    if logits.device.type != "cpu" or logits.shape[-1] % 16 == 0:
+        return torch.softmax(logits, dim=2)
+    bins_outside = torch.softmax(logits.permute(1, 2, 0, 3).contiguous(), dim=1)  # (2, bins, rows, columns)
+    return bins_outside.permute(2, 0, 1, 3).contiguous()
 
 
 def _edge_offsets(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
