@@ -198,7 +198,9 @@ class MADE(nn.Module):
             if not self.hidden and context_part is not None:
                 params = params + context_part[:, units]
             # (n, n_params * g) parameter-major -> (n, g, n_params)
-            x_group, ladj_group = invert(z[:, self.order[k:stop]], params.view(n, self.n_params, stop - k).transpose(1, 2))
+            x_group, ladj_group = invert(
+                z[:, self.order[k:stop]], params.view(n, self.n_params, stop - k).transpose(1, 2)
+            )
             solved = torch.cat([solved, x_group], 1)
             bounded = torch.cat([bounded, bound_inputs(x_group)], 1)
             ladj = ladj + ladj_group.sum(1)
@@ -241,7 +243,9 @@ class MADE(nn.Module):
             if not self.hidden and context_t is not None:
                 params += context_t[units]
             # (n_params * g, n) -> (n, g, n_params)
-            x_group, ladj_group = invert(z[:, self.order[k:stop]], params.view(self.n_params, stop - k, n).permute(2, 1, 0))
+            x_group, ladj_group = invert(
+                z[:, self.order[k:stop]], params.view(self.n_params, stop - k, n).permute(2, 1, 0)
+            )
             solved[:, k:stop] = x_group
             bounded[k:stop] = bound_inputs(x_group).T
             ladj += ladj_group.sum(1)
