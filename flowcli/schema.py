@@ -210,6 +210,7 @@ class Preprocess(Layer):
         buffer("knee", [s.tail for s in specs])
         buffer("tailed", [s.tail > 0 for s in specs], torch.bool)
         self.any_tail = any(s.tail > 0 for s in specs)
+        self.any_dequantized = any(s.width > 0 for s in specs)  # else no noise to draw in training
         # The distinct transforms of the features, in order of first use; identity features need no work.
         by_name: dict[str, Transform] = {}
         for s in specs:
@@ -265,7 +266,7 @@ class Preprocess(Layer):
         log(width) of dequantized features not included (``log_widths``): what ``forward`` sums, per feature,
         for the conditional model (``conditional.py``), which scores a subset of the features."""
         x = torch.where(torch.isnan(x), self.fill, x)
-        if self.training:
+        if self.training and self.any_dequantized:
             x = x + (torch.rand_like(x) - 0.5) * self.width
         t, ladj = self._transform(x)
         y = (t - self.shift) / self.scale
