@@ -450,17 +450,15 @@ def _stream_one(
 ) -> None:
     from .errors import DataError
     from .io import TableWriter, iter_table
-    from .pipeline import read_ahead, write_behind
 
     offset = 0
-    # The next chunk is parsed and the last one written in background threads while this one is scored.
-    with TableWriter(output) as writer, write_behind(writer.write) as write:
-        for frame in read_ahead(iter_table(data, chunk_size, options=_knowing(model, options))):
+    with TableWriter(output) as writer:
+        for frame in iter_table(data, chunk_size, options=_knowing(model, options)):
             try:
                 result = transform(model, frame, offset)
             except DataError as exc:  # a value the model refuses: say in which file (rows are counted in it)
                 raise DataError(f"{'stdin' if data == '-' else data}: {exc}") from None
-            write(result)
+            writer.write(result)
             offset += len(frame)
 
 
