@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -405,17 +406,23 @@ def test_sigint_stops_a_fit_started_with_sigint_ignored(tmp_path: Path, table_cs
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_sigterm_saves_the_best_model_like_ctrl_c_and_exits_143(tmp_path: Path, table_csv: Path) -> None:
-    """Batch schedulers stop jobs with SIGTERM: the fit keeps its best model and can be resumed."""
-    proc = start_fit(long_fit_args(tmp_path, table_csv), tmp_path)
-    wait_for(lambda: metrics_lines(tmp_path) >= 2, proc)
+def terminate_keeping_the_best_model(proc: subprocess.Popen[str], tmp_path: Path) -> Any:
+    """SIGTERM a fit that has a best model: it exits 143 with one line naming its best validation NLL and
+    leaves the checkpoint m.flow, which is returned loaded."""
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
         "Error: terminated (SIGTERM); best validation NLL"
     )
-    model = load_model(str(tmp_path / "m.flow"))
+    return load_model(str(tmp_path / "m.flow"))
+
+
+def test_sigterm_saves_the_best_model_like_ctrl_c_and_exits_143(tmp_path: Path, table_csv: Path) -> None:
+    """Batch schedulers stop jobs with SIGTERM: the fit keeps its best model and can be resumed."""
+    proc = start_fit(long_fit_args(tmp_path, table_csv), tmp_path)
+    wait_for(lambda: metrics_lines(tmp_path) >= 2, proc)
+    model = terminate_keeping_the_best_model(proc, tmp_path)
     assert model.info["stopped"] == "interrupted" and model.info["epochs_run"] >= 2
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -476,13 +483,7 @@ def test_sigterm_while_scoring_after_the_last_epoch_saves_the_best_model(tmp_pat
     )
     proc = start_fit([*long_fit_args(tmp_path, table_csv), "--epochs", "2"], tmp_path, prelude)
     wait_for(marker.exists, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
-        "Error: terminated (SIGTERM); best validation NLL"
-    )
-    model = load_model(str(tmp_path / "m.flow"))
+    model = terminate_keeping_the_best_model(proc, tmp_path)
     assert model.info["stopped"] == "interrupted" and model.info["epochs_run"] == 2
     assert model.info["logprob_quantiles"]["rows"] == ROWS // 10  # the held-out rows, fewer than 8192
     assert len((tmp_path / "m.metrics.jsonl").read_text().splitlines()) == 2
