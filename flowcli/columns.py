@@ -213,6 +213,10 @@ class Column:
         """Features back to a column with the training labels and dtype; None for ignored columns."""
         return self.rules.decode(self, features, n)
 
+    def never_drawn(self, series: pd.Series, row_offset: int) -> np.ndarray:
+        """Per value: one this column's samples never hold (``Role.never_drawn``)."""
+        return self.rules.never_drawn(self, series, row_offset)
+
     def stand_in(self) -> float:
         """A harmless feature value for an invalid entry when scoring (its row scores -inf anyway)."""
         return self.rules.stand_in(self)

@@ -164,14 +164,21 @@ def given_frame(model: Model, given: GivenLike) -> pd.DataFrame:
 
 
 def check_given(model: Model, frame: pd.DataFrame, cells: Cells, row_offset: int) -> None:
-    """A given value outside its column's support is an error: nothing can be drawn given it."""
+    """A given value outside its column's support is an error: nothing can be drawn given it. So is one its
+    samples never hold (an integer or a date outside the training range, to which samples are clipped): the
+    rows drawn given it could not come from the model."""
+    columns = feature_columns(model.schema)
     bad = cells.known & np.isneginf(cells.log_mass)
+    for j, col in enumerate(columns):
+        if col.name in frame.columns:
+            bad[:, j] |= cells.known[:, j] & col.never_drawn(frame[col.name].reset_index(drop=True), row_offset)
     if bad.any():
         row, j = (int(i[0]) for i in np.nonzero(bad))
-        name = feature_columns(model.schema)[j].name
+        name = columns[j].name
         raise DataError(
             f"given column {name!r}, row {row_offset + row + 1}: {_plain(frame[name].iloc[row])!r} is outside the "
-            "values the column can hold (its support in the training data); nothing can be drawn given it"
+            "values the column can hold (its support, or for integers and dates the training range that samples "
+            "keep to); nothing can be drawn given it"
         )
 
 

@@ -12,6 +12,7 @@ import torch
 from helpers import shipped_conditional_fit
 
 import flowcli
+from flowcli.columns import infer_column
 from flowcli.conditional import ConditionalNet, Roles, layout_of, log_prob, prepare
 from flowcli.errors import DataError
 from flowcli.model import Model
@@ -143,12 +144,32 @@ def test_given_rows_give_n_draws_each_in_input_order(mixed_model: Model) -> None
         ({"colour": "red"}, "'colour' is not a column"),
         ({"species": "Emperor"}, "unseen category 'Emperor'"),
         ({"hours": -3.0}, "outside the values the column can hold"),
+        # count is an integer over 1..17 with an atom at 0: samples are clipped to 1..17, so 18 is never drawn
+        ({"count": 18}, "given column 'count', row 1: 18 is outside the values the column can hold"),
+        ({"count": -1}, "given column 'count', row 1: -1 is outside the values the column can hold"),
         ({"mass": "heavy"}, "'heavy'"),
     ],
 )
 def test_bad_given_values_are_one_line_errors(mixed_model: Model, given: dict, fragment: str) -> None:
     with pytest.raises(DataError, match=fragment):
         mixed_model.sample(3, given=given)
+
+
+def test_given_integers_at_the_ends_of_the_training_range_and_on_atoms_are_drawn_given(mixed_model: Model) -> None:
+    for value in (0, 1, 17):  # the atom, the smallest and the largest value of the training rows
+        drawn = mixed_model.sample(5, given={"count": value}, seed=1)
+        assert (drawn["count"] == value).all()
+    rows = pd.DataFrame({"count": [3, 40]})  # --given-file: the row is named
+    with pytest.raises(DataError, match="given column 'count', row 2: 40 is outside"):
+        mixed_model.sample(1, given=rows, seed=1)
+
+
+def test_dates_outside_the_training_range_are_never_drawn() -> None:
+    dates = pd.Series(pd.date_range("2020-01-01", periods=50, freq="D").strftime("%Y-%m-%d"))
+    column = infer_column(dates, None)
+    assert column.rules.name == "datetime"
+    asked = pd.Series(["2019-12-31", "2020-01-01", "2020-02-19", "2020-02-20", None])
+    assert column.never_drawn(asked, 0).tolist() == [True, False, False, True, False]
 
 
 def test_bad_targets_are_errors(mixed_model: Model) -> None:

@@ -196,6 +196,12 @@ class Role:
         """A harmless feature value for an invalid entry (its row scores -inf anyway)."""
         return column.fill
 
+    def never_drawn(self, column: Column, series: pd.Series, row_offset: int) -> np.ndarray:
+        """Per value of ``series``: one that the column's samples never hold although it has a density (a
+        number outside the range samples are clipped to), so that nothing can be drawn given it. Default:
+        none (a value outside the support is caught by ``encode``)."""
+        return np.zeros(len(series), dtype=bool)
+
 
 ROLE_REGISTRY: dict[str, Role] = {}
 

@@ -91,8 +91,11 @@ class Datetime(NumericRole):
         ]
         return (micros - float(column.origin or 0)) / DAY, invalid
 
+    def sampled_range(self, column: Column) -> tuple[float | None, float | None]:
+        return column.low, column.high  # the training range
+
     def round(self, column: Column, values: np.ndarray) -> np.ndarray:
-        return np.clip(values, column.low, column.high)
+        return np.clip(values, *self.sampled_range(column))
 
     def restore(self, column: Column, values: np.ndarray) -> pd.Series:
         step = UNIT_STEPS[column.unit or "us"]

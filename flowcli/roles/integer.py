@@ -60,9 +60,12 @@ class Integer(NumericRole):
     def grid(self, column: Column) -> float | None:
         return column.step or 1.0
 
+    def sampled_range(self, column: Column) -> tuple[float | None, float | None]:
+        return column.low, column.high  # the observed range of continuous values
+
     def round(self, column: Column, values: np.ndarray) -> np.ndarray:
         """Rounded to whole numbers (or the learnt step) within the observed range of continuous values."""
-        return super().round(column, np.clip(values, column.low, column.high))
+        return super().round(column, np.clip(values, *self.sampled_range(column)))
 
     def describe(self, column: Column) -> str:
         low, high = (column.low or 0.0) + 0.0, (column.high or 0.0) + 0.0  # + 0.0: -0 reads as 0

@@ -189,6 +189,19 @@ class NumericRole(Role):
         as (position, message). Default: numbers, read the way the training values were written."""
         return parse_written(series, column.written, column.name, row_offset)
 
+    def sampled_range(self, column: Column) -> tuple[float | None, float | None]:
+        """The range the continuous values of samples are clipped to (``round``); None: not clipped."""
+        return None, None
+
+    def never_drawn(self, column: Column, series: pd.Series, row_offset: int) -> np.ndarray:
+        low, high = self.sampled_range(column)
+        if low is None and high is None:
+            return np.zeros(len(series), dtype=bool)
+        values, _ = self.parse(column, series, row_offset)
+        continuous = np.where(atom_codes(values, column.atoms or []) >= 0, np.nan, values)  # atoms are drawn
+        with np.errstate(invalid="ignore"):
+            return (continuous < (-np.inf if low is None else low)) | (continuous > (np.inf if high is None else high))
+
     def round(self, column: Column, values: np.ndarray) -> np.ndarray:
         """Decoded continuous values onto the role's support and the column's grid (``atoms.snap``)."""
         low, high = self.exclusive_bounds(column)
