@@ -302,7 +302,8 @@ def test_a_model_fitted_without_the_conditional_network_refuses_its_questions_on
     path = tmp_path / "plain.yaml"
     path.write_text(yaml.safe_dump(config))
     plain = str(tmp_path / "plain.flow")
-    fitted = run("fit", str(shop_files["csv"]), "-c", str(path), "-o", plain, "--seed", "0", "--device", "cpu", "-q")
+    options = ["--seed", "0", "--device", "cpu", "--threads", "1", "-q"]  # the fixture's seed and thread count
+    fitted = run("fit", str(shop_files["csv"]), "-c", str(path), "-o", plain, *options)
     assert fitted.exit_code == 0, fitted.stderr
     model, with_network = load_model(plain), load_model(str(shop_files["ckpt"]))
     assert model.info["conditional_fit"] is None and with_network.info["conditional_fit"] is not None
