@@ -40,3 +40,16 @@ def shown(value: object) -> str:
     if type(value).__module__ == "numpy" and callable(item):
         value = item()
     return repr(value)
+
+
+def raised_by_interrupt(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a KeyboardInterrupt or was raised because of one (its cause or context). A signal
+    whose handler raises KeyboardInterrupt can land inside an import or a library call and come out wrapped:
+    while a class is created, ``__set_name__`` turns it into a RuntimeError. It is still the stop asked for."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -31,7 +31,7 @@ from . import distributed
 from .config import Config, resolve_config
 from .datasource import StreamingData, in_memory_source
 from .devices import default_threads, use_threads
-from .errors import DataError, ReportedFailure, TrainingError
+from .errors import DataError, ReportedFailure, TrainingError, raised_by_interrupt
 from .files import WatchableTextFile, check_not_input, check_writable
 from .io import ReadOptions, format_of
 from .model import Model, load_model, save_model, without_times
@@ -118,6 +118,10 @@ def fit(
                 return _fit(plan, dist, reporter, on_epoch, stop)
             except KeyboardInterrupt as exc:
                 raise _stopped(exc, stop) from None
+            except Exception as exc:
+                if not (stop.signals and raised_by_interrupt(exc)):
+                    raise
+                raise _stopped(exc, stop) from None  # the signal's KeyboardInterrupt, wrapped on its way out
     finally:
         # Also when a rank fails: a process group left alive at exit can abort the interpreter's
         # shutdown ("terminate called without an active exception"), a second line after the Error.
@@ -401,7 +405,7 @@ class _Stop:
             self.holding = False
 
 
-def _stopped(exc: KeyboardInterrupt, stop: _Stop) -> Interrupted:
+def _stopped(exc: BaseException, stop: _Stop) -> Interrupted:
     """The ``Interrupted`` a stopped fit raises: the trainer's, with the best model (saved by then), or one
     without a model when the stop came before the first epoch ended, or when another signal came while the
     best model was being kept (after the one ``_Stop.hold`` held back, or while the scores of a stopped

@@ -28,7 +28,7 @@ from .conditional import fit_conditional
 from .config import Config
 from .discrete import fit_discrete
 from .distributed import DistContext, LogProb
-from .errors import TrainingError
+from .errors import TrainingError, raised_by_interrupt
 from .health import WORSE_TOLERANCE, fit_warnings, gain_threshold
 from .model import Flow, Model, complete_weights, load_weights
 from .progress import Reporter
@@ -450,9 +450,17 @@ class Trainer:
             raise Interrupted(self.result("interrupted")) from None
         except Diverged as exc:
             raise Diverged(str(exc), self.result("diverged")) from None
+        except Exception as exc:
+            if not raised_by_interrupt(exc):  # else a KeyboardInterrupt that came out wrapped (errors.py)
+                raise
+            raise Interrupted(self.result("interrupted")) from None
         try:
             model = self.result(stopped)
         except KeyboardInterrupt:  # while scoring after the last epoch: the best model is there, keep it
+            raise Interrupted(self.result("interrupted")) from None
+        except Exception as exc:
+            if not raised_by_interrupt(exc):
+                raise
             raise Interrupted(self.result("interrupted")) from None
         if model is None:
             raise TrainingError("training never reached a finite validation loss; check the data or lower training.lr")

@@ -600,3 +600,32 @@ def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(
         "rows.parquet",
         "scores.csv",
     ]
+
+
+def test_a_signal_that_comes_out_wrapped_still_stops_the_fit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A signal landing inside an import comes out as a RuntimeError ("Error calling __set_name__", raised from
+    the handler's KeyboardInterrupt): the fit stops as for any signal, not with a traceback. Seen when SIGINT
+    arrived while the first Adam imported torch._dynamo during the discrete part's fit."""
+    import flowcli.fitting as fitting
+
+    table = tmp_path / "t.csv"
+    shop_table(100).to_csv(table, index=False)
+
+    def signalled_inside_an_import(plan: object, dist: object, reporter: object, on_epoch: object, stop: Any) -> None:
+        stop.signals += 1
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'dtype'") from exc
+
+    monkeypatch.setattr(fitting, "_fit", signalled_inside_an_import)
+    with pytest.raises(Interrupted) as stopped:
+        fit(str(table), seed=0)
+    assert stopped.value.model is None and stopped.value.why == "interrupted before the first epoch ended"
+
+    def plain_bug(plan: object, dist: object, reporter: object, on_epoch: object, stop: Any) -> None:
+        raise RuntimeError("a bug, no signal")
+
+    monkeypatch.setattr(fitting, "_fit", plain_bug)
+    with pytest.raises(RuntimeError, match="a bug, no signal"):
+        fit(str(table), seed=0)
