@@ -124,7 +124,7 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .errors import FlowcliError, ReportedFailure
+        from .errors import FlowcliError, ReportedFailure, raised_by_interrupt
 
         try:
             return command(*args, **kwargs)
@@ -137,6 +137,9 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             _fail("out of memory; use a smaller model (layers' hidden sizes), batch_size or input")
             raise typer.Exit(1) from None
         except RuntimeError as exc:
+            if raised_by_interrupt(exc):  # Ctrl-C inside an import (errors.raised_by_interrupt)
+                _fail("interrupted")
+                raise typer.Exit(130) from None
             # torch reports a failed CPU allocation as a RuntimeError; any other RuntimeError is a bug.
             if "can't allocate memory" not in str(exc) and type(exc).__name__ != "OutOfMemoryError":
                 raise

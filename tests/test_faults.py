@@ -572,9 +572,11 @@ def test_sigkill_while_saving_leaves_the_old_checkpoint_or_the_complete_new_one(
     load_model(str(target))
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "wrapped"])
 def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, banana_files: dict
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, banana_files: dict, wrapped: bool
 ) -> None:
+    """Also when the Ctrl-C comes out wrapped, as from inside an import (errors.raised_by_interrupt)."""
     from flowcli.model import Model
 
     calls = []
@@ -583,7 +585,12 @@ def test_ctrl_c_while_scoring_exits_130_and_leaves_the_output_untouched(
     def log_prob(self, frame, row_offset=0, **options):
         calls.append(row_offset)
         if len(calls) == 3:
-            raise KeyboardInterrupt
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                if wrapped:
+                    raise RuntimeError("Error calling __set_name__ on 'Field' instance 'dtype'") from exc
+                raise
         return original(self, frame, row_offset, **options)
 
     monkeypatch.setattr(Model, "log_prob", log_prob)
