@@ -137,7 +137,8 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             _fail("out of memory; use a smaller model (layers' hidden sizes), batch_size or input")
             raise typer.Exit(1) from None
         except RuntimeError as exc:
-            if raised_by_interrupt(exc):  # Ctrl-C inside an import (errors.raised_by_interrupt)
+            # typer.Exit is a RuntimeError: a command's own exit, already reported, passes through.
+            if not isinstance(exc, typer.Exit) and raised_by_interrupt(exc):  # a Ctrl-C inside an import
                 _fail("interrupted")
                 raise typer.Exit(130) from None
             # torch reports a failed CPU allocation as a RuntimeError; any other RuntimeError is a bug.

@@ -43,13 +43,15 @@ def shown(value: object) -> str:
 
 
 def raised_by_interrupt(exc: BaseException | None) -> bool:
-    """Whether ``exc`` is a KeyboardInterrupt or was raised because of one (its cause or context). A signal
-    whose handler raises KeyboardInterrupt can land inside an import or a library call and come out wrapped:
-    while a class is created, ``__set_name__`` turns it into a RuntimeError. It is still the stop asked for."""
+    """Whether ``exc`` is a KeyboardInterrupt or was raised because of one: along the chain a traceback shows
+    (the cause, else the context unless ``raise ... from None`` suppressed it). A signal whose handler raises
+    KeyboardInterrupt can land inside an import or a library call and come out wrapped: while a class is
+    created, ``__set_name__`` turns it into a RuntimeError. It is still the stop asked for. An exit that
+    already reported the stop (``raise typer.Exit(...) from None``) is not one."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, KeyboardInterrupt):
             return True
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ if exc.__cause__ is not None else None if exc.__suppress_context__ else exc.__context__
     return False
