@@ -116,12 +116,11 @@ def fit(
         with terminate_as_interrupt() as stop:
             try:
                 return _fit(plan, dist, reporter, on_epoch, stop)
-            except KeyboardInterrupt as exc:
-                raise _stopped(exc, stop) from None
-            except Exception as exc:
-                if not (stop.signals and raised_by_interrupt(exc)):
+            except BaseException as exc:
+                # A KeyboardInterrupt, or after a signal its KeyboardInterrupt wrapped on its way out.
+                if not (isinstance(exc, KeyboardInterrupt) or (stop.signals and raised_by_interrupt(exc))):
                     raise
-                raise _stopped(exc, stop) from None  # the signal's KeyboardInterrupt, wrapped on its way out
+                raise _stopped(exc, stop) from None
     finally:
         # Also when a rank fails: a process group left alive at exit can abort the interpreter's
         # shutdown ("terminate called without an active exception"), a second line after the Error.

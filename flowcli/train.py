@@ -446,19 +446,15 @@ class Trainer:
                     if report.epoch - self.state.best_epoch >= tc.patience:
                         stopped = "early_stopping"
                         break
-        except KeyboardInterrupt:
-            raise Interrupted(self.result("interrupted")) from None
         except Diverged as exc:
             raise Diverged(str(exc), self.result("diverged")) from None
-        except Exception as exc:
-            if not raised_by_interrupt(exc):  # else a KeyboardInterrupt that came out wrapped (errors.py)
+        except BaseException as exc:  # Ctrl-C, also when it came out wrapped (errors.raised_by_interrupt)
+            if not raised_by_interrupt(exc):
                 raise
             raise Interrupted(self.result("interrupted")) from None
         try:
             model = self.result(stopped)
-        except KeyboardInterrupt:  # while scoring after the last epoch: the best model is there, keep it
-            raise Interrupted(self.result("interrupted")) from None
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C while scoring after the last epoch: the best model is there, keep it
             if not raised_by_interrupt(exc):
                 raise
             raise Interrupted(self.result("interrupted")) from None
