@@ -17,7 +17,8 @@ observed values as an unmasked context; as MADE-MoG in Papamakarios et al. 2017)
 normalized conditional for every pair (o, t), the joint-of-a-subset (o empty) as a special case, so:
 
 - ``sample --given``: o = the given columns, t = the others, drawn feature by feature (exactly N rows,
-  whatever the probability of the condition: no rejection);
+  whatever the probability of the condition: no rejection); a row whose given cells are all discrete is
+  answered by the joint model itself instead (``joint_given.py``);
 - ``logprob --target``: o = the row's other present columns, t = the targets; a file lacking columns:
   o empty, t = the columns present (the rest marginalised out: they are simply not targets);
 - ``impute``: o = the observed cells, t = each missing cell on its own for its conditional mean or most

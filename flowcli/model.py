@@ -167,13 +167,18 @@ class Flow(nn.Module):
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Latent rows -> feature rows (discrete features as code + 1/2), and the continuous log|det|."""
-        x = z.new_empty(z.shape[0], self.dim)
+        codes = self.discrete.decode(z[:, self.discrete_index]) if self.discrete is not None else None
+        return self.inverse_given_codes(z[:, self.continuous_index], codes)
+
+    def inverse_given_codes(self, z_c: Tensor, codes: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The continuous part's latent rows ``z_c`` -> feature rows whose discrete part is ``codes`` (n, discrete
+        features; None without any), and the continuous log|det|: a draw of p(c | d) from a base draw."""
+        x = z_c.new_empty(z_c.shape[0], self.dim)
         context = None
-        if self.discrete is not None:
-            codes = self.discrete.decode(z[:, self.discrete_index])
-            context = self.discrete.one_hot(codes).to(z.dtype)
-            x[:, self.discrete_index] = codes.to(z.dtype) + 0.5
-        x_c, ladj = self._continuous_inverse(z[:, self.continuous_index], context)
+        if self.discrete is not None and codes is not None:
+            context = self.discrete.one_hot(codes).to(z_c.dtype)
+            x[:, self.discrete_index] = codes.to(z_c.dtype) + 0.5
+        x_c, ladj = self._continuous_inverse(z_c, context)
         x[:, self.continuous_index] = x_c
         return x, ladj
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import conditional
+from . import conditional, joint_given
 from .conditional import Roles, feature_columns
 from .errors import DataError
 
@@ -192,7 +192,6 @@ def sample_given(
 ) -> Iterator[pd.DataFrame]:
     """``n`` rows per row of ``given``, in its order: the given cells exactly, the others drawn from
     p(others | given). Complete rows (see ``conditional.py`` on missing values)."""
-    require_conditional(model, "sample --given")
     frame = given_frame(model, given)
     cells = encode_cells(model, frame, row_offset)
     check_given(model, frame, cells, row_offset)
@@ -205,6 +204,23 @@ def sample_given(
 
 
 def _draw(
+    model: Model, x: np.ndarray, observed: np.ndarray, target: np.ndarray, generator: torch.Generator
+) -> np.ndarray:
+    """Feature rows with the ``target`` cells drawn given the ``observed`` ones: by the joint model itself
+    where every observed cell is discrete (``joint_given.py``), else by the conditional network."""
+    out = np.empty_like(x)
+    exact = joint_given.answerable_rows(model, x, observed)
+    if exact.any():
+        drawn, answered = joint_given.draw(model, x[exact], observed[exact], generator)
+        exact[np.flatnonzero(exact)[~answered]] = False
+        out[exact] = drawn[answered]
+    if not exact.all():
+        require_conditional(model, "sample --given")
+        out[~exact] = _draw_by_network(model, x[~exact], observed[~exact], target[~exact], generator)
+    return out
+
+
+def _draw_by_network(
     model: Model, x: np.ndarray, observed: np.ndarray, target: np.ndarray, generator: torch.Generator
 ) -> np.ndarray:
     net, preprocess = model.flow.conditional, model.flow.preprocess

@@ -297,7 +297,8 @@ def test_a_model_fitted_without_the_conditional_network_refuses_its_questions_on
     shop_files: dict, tmp_path: Path
 ) -> None:
     """``training.conditional: false`` skips the network's fit, leaves the joint flow exactly as with it, and
-    turns every conditional question into a one-line error; whole-row commands work as before."""
+    turns every question the network answers into a one-line error; whole-row commands work as before, and
+    so does sampling given labels only, which the joint model answers itself (``joint_given.py``)."""
     config = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 2, "conditional": False}}
     path = tmp_path / "plain.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -315,11 +316,14 @@ def test_a_model_fitted_without_the_conditional_network_refuses_its_questions_on
     csv = str(shop_files["csv"])
     without_x = pd.read_csv(csv, dtype=str).drop(columns=["x"]).to_csv(index=False)
     for args, stdin in [
-        (("sample", plain, "-n", "5", "--given", "group=a"), None),
+        (("sample", plain, "-n", "5", "--given", "x=0.5"), None),
+        (("sample", plain, "-n", "5", "--given", "group=a", "--given", "x=0.5"), None),
         (("logprob", plain, csv, "--target", "x"), None),
         (("logprob", plain, "-"), without_x),
         (("impute", plain, csv), None),
     ]:
         assert_clean_error(run(*args, input=stdin), "training.conditional: false")
     assert len(table(run("sample", plain, "-n", "7", "--seed", "0"))) == 7
+    given_label = table(run("sample", plain, "-n", "6", "--given", "group=a", "--seed", "0"))
+    assert len(given_label) == 6 and (given_label["group"] == "a").all()
     assert len(table(run("logprob", plain, csv))) == len(pd.read_csv(csv))

@@ -86,6 +86,27 @@ def test_fitting_learns_which_combinations_never_occur() -> None:
         assert abs(np.mean(drawn[:, 1] == k) - np.mean(city[:4000] == k)) < 0.01  # the training share
 
 
+def test_a_rare_label_learns_its_combinations_although_the_validation_nll_has_flattened() -> None:
+    """A 3% species lives on one island of three (beside two independent flags): its conditional is learnt
+    after the validation NLL, which the common rows dominate, has flattened, so early stopping waits
+    ``MIN_STEPS``. P(another island | that species), mean of four fits: 1.8% with patience alone, 0.7%."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    species = rng.choice(3, size=n, p=[0.6, 0.37, 0.03])
+    island = np.where(species == 0, rng.integers(0, 3, n), np.where(species == 1, 0, 1))
+    codes = torch.tensor(np.column_stack([species, island, rng.integers(0, 2, (n, 2))]))
+    elsewhere = []
+    for seed in range(4):
+        torch.manual_seed(seed)  # the network's initial weights
+        model = DiscreteModel([3, 3, 2, 2])
+        model.initialize(codes[:4500])
+        fit_discrete(model, codes[:4500], codes[4500:], torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            island_head = model.logits(model.one_hot(torch.tensor([[2, 0, 0, 0]])))[0, 3:6]
+        elsewhere.append(1 - float(torch.softmax(island_head, 0)[1]))
+    assert np.mean(elsewhere) < 0.01, elsewhere
+
+
 def test_an_all_categorical_table_sums_to_one_exactly() -> None:
     rng = np.random.default_rng(0)
     n = 3000

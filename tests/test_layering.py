@@ -19,7 +19,7 @@ TIERS: list[tuple[str, set[str]]] = [
     ("data sources", {"flowcli.datasource", "flowcli.distributed", "flowcli.moments", "flowcli.io", "flowcli.delimited",
                       "flowcli.outputs"}),
     ("model", {"flowcli.model", "flowcli.trainstate", "flowcli.checkpoint", "flowcli.config", "flowcli.conditional",
-               "flowcli.questions"}),
+               "flowcli.questions", "flowcli.joint_given"}),
     ("schema", {"flowcli.schema"}),
     ("columns", {"flowcli.columns", "flowcli.roles"}),
     ("foundation", {"flowcli.errors", "flowcli.files", "flowcli.devices", "flowcli.progress", "flowcli.registry",

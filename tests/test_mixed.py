@@ -42,10 +42,11 @@ def test_zeros_become_atoms_with_the_reason_shown(labour_model: Model) -> None:
     assert columns["age"].missing and not columns["age"].atoms
 
 
-def test_sampled_shares_of_atoms_categories_and_missing_cells_follow_the_data(
-    labour: pd.DataFrame, labour_model: Model
-) -> None:
-    sample = labour_model.sample(20000, seed=1)
+def test_sampled_shares_of_atoms_categories_and_missing_cells_follow_the_data() -> None:
+    """16,000 rows: on 4,000 the discrete part's shares moved by up to 2.3 points between seeds (a training
+    share's standard error is 0.8 points there), too close to the tolerance for one fit to tell."""
+    labour = labour_table(16000)
+    sample = flowcli.fit(labour, QUICK, seed=0, threads=1).sample(20000, seed=1)
     for column in ("hours", "wage"):
         assert abs((sample[column] == 0).mean() - (labour[column] == 0).mean()) < 0.015, column
     for region in ("north", "south", "east"):
