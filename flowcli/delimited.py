@@ -59,6 +59,7 @@ NA_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
     "nan",
     "null",
 ]
+MARKER_BYTES = max(len(m.encode()) for m in NA_VALUES)
 _BOOLS = ["True", "False", "true", "false", "TRUE", "FALSE"]
 _INTEGER = r"^[-+]?\d+$"
 # Digit strings that a number is never written as: a leading zero (00501) or plus sign (+33612345678).
@@ -299,18 +300,19 @@ class TextTable:
             )
         return names
 
-    def _advance(self, block: bytes) -> None:
-        self.line += block.count(b"\n")
+    def _advance(self, block: bytes, lines: int | None = None) -> None:
+        self.line += block.count(b"\n") if lines is None else lines
         self.byte += len(block)
 
-    def parse(self, block: bytes, threads: bool = False) -> pd.DataFrame:
-        """A block of complete data lines as a typed DataFrame (see the module docstring)."""
+    def parse(self, block: bytes, threads: bool = False, lines: int | None = None) -> pd.DataFrame:
+        """A block of complete data lines as a typed DataFrame (see the module docstring). ``lines``: the
+        newlines in ``block``, when the caller has counted them already."""
         assert self.names is not None, "start() reads the header first"
         if not self.decimal:
             head = _whole_lines(block).decode("utf-8", "replace").splitlines()[:SNIFF_LINES]
             self.decimal = sniff_decimal(head, self.sep) if head else ""
         table = None if not block or block.isspace() else self._strings(_skip_initial_space(block, self.sep), threads)
-        self._advance(block)
+        self._advance(block, lines)
         return typed_frame(table, self.names, self.decimal or ".", self.options.text_columns)
 
     def _strings(self, block: bytes, threads: bool) -> Any:
@@ -412,9 +414,12 @@ def type_column(values: Any, decimal: str, keep_text: bool) -> pd.Series:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    markers = pc.is_in(values, value_set=pa.array(NA_VALUES[1:]))
-    if pc.any(markers).as_py():
-        values = pc.if_else(markers, pa.scalar(None, pa.string()), values)
+    # Quoted markers only (pyarrow made the unquoted ones null); none is longer than MARKER_BYTES, and a
+    # column of long values (17-digit floats) skips the hash lookups.
+    if pc.any(pc.less_equal(pc.binary_length(values), MARKER_BYTES)).as_py():
+        markers = pc.is_in(values, value_set=pa.array(NA_VALUES[1:]))
+        if pc.any(markers).as_py():
+            values = pc.if_else(markers, pa.scalar(None, pa.string()), values)
     if keep_text:
         return values.to_pandas()
     if values.null_count == len(values):
@@ -439,7 +444,7 @@ def _skip_initial_space(block: bytes, sep: str) -> bytes:
     """``block`` without the spaces that follow a separator outside quotes, as pandas'
     ``skipinitialspace`` read it (``a, b`` is ``b``; ``" b"`` keeps its space; ``, "x"`` is quoted)."""
     separator = sep.encode()
-    if separator + b" " not in block:
+    if b" " not in block or separator + b" " not in block:  # the first test is a memchr: most blocks stop there
         return block
     return _initial_space(separator).sub(rb"\1\2", block)
 
@@ -488,11 +493,16 @@ def _numbers(text: Any) -> pd.Series | None:
     plus = pc.filter(text, pc.fill_null(pc.starts_with(text, "+"), False))
     if len(plus) and pc.any(pc.match_substring_regex(plus, _CODE)).as_py():
         return None
-    if pc.max(pc.utf8_length(text)).as_py() > 18:
-        long = pc.filter(text, pc.fill_null(pc.greater(pc.utf8_length(text), 18), False))
-        if pc.any(pc.match_substring_regex(long, _INTEGER)).as_py():
+    values = numbers.to_pandas()
+    if pc.max(pc.binary_length(text)).as_py() > 18:
+        # Only a whole (or infinite) number can be written as a digit string: test those of the long values.
+        x = values.to_numpy()
+        with np.errstate(invalid="ignore"):
+            whole = pa.array(~np.isfinite(x) | (x == np.trunc(x)))
+        long = pc.filter(text, pc.and_(pc.fill_null(pc.greater(pc.binary_length(text), 18), False), whole))
+        if len(long) and pc.any(pc.match_substring_regex(long, _INTEGER)).as_py():
             return None
-    return numbers.to_pandas()
+    return values
 
 
 def _point_convention(text: Any) -> Any:
@@ -577,7 +587,7 @@ def iter_text_table(
             pending.append(block)
             pending_lines += block.count(b"\n")
         if pending and (pending_lines >= chunk_rows or not waiting):
-            frame = table.parse(b"".join(pending))
+            frame = table.parse(b"".join(pending), lines=pending_lines)
             pending, pending_lines = [], 0
             rows += len(frame)
             for start in range(0, len(frame), chunk_rows):  # one parse of what arrived, scored in chunks

@@ -184,6 +184,23 @@ def test_spaces_after_separators_and_quoted_markers(tmp_path: Path) -> None:
     assert pd.isna(back["b"].iloc[3])  # a quoted "" in a column of numbers is missing
 
 
+def test_long_values_keep_their_type_rules(tmp_path: Path) -> None:
+    """Values longer than 18 characters: floats written with 17 digits are numbers (a quoted "NA" among them
+    missing); a whole number with more digits than int64 holds is an identifier, text, even beside floats
+    and in exponent-free form only (1e+25 is a number)."""
+    text = (
+        "f,ident,mixed,big\n"
+        "-0.40496668219566345,12345678901234567890123,0.12345678901234567890,1e+25\n"
+        '"NA",98765432109876543210987,12345678901234567890123,-2.5e+30\n'
+        "1.0163215443611145123,11111111111111111111111,0.5,3\n"
+    )
+    back = read_table(str(write(tmp_path / "long.csv", text)))
+    assert back["f"].dtype == np.float64 and pd.isna(back["f"].iloc[1]) and back["f"].iloc[0] == -0.40496668219566345
+    assert back["ident"].tolist() == ["12345678901234567890123", "98765432109876543210987", "11111111111111111111111"]
+    assert back["mixed"].tolist()[1] == "12345678901234567890123"
+    assert back["big"].dtype == np.float64 and back["big"].tolist() == [1e25, -2.5e30, 3.0]
+
+
 def test_encodings(tmp_path: Path) -> None:
     text = "nom,n\nRené,1\nZoë,2\nçà,3\n"
     assert read_table(str(write(tmp_path / "bom.csv", b"\xef\xbb\xbf" + text.encode())))["nom"].tolist()[0] == "René"
