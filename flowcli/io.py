@@ -219,7 +219,9 @@ def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
     head = (",".join(_quote_field(str(c)) for c in frame.columns) + "\n").encode() if header else b""
     if len(frame) == 0 or frame.shape[1] == 0:
         return head
-    fields = [_column_text(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    from .devices import map_on_threads  # torch: only when there is a frame to write
+
+    fields = map_on_threads(_column_text, [frame.iloc[:, i] for i in range(frame.shape[1])], frame.size)
     comma, newline, empty = _text_scalar(","), _text_scalar("\n"), _text_scalar("")
     rows = pc.binary_join_element_wise(*fields, comma, null_handling="replace", null_replacement="")
     lines = pc.binary_join_element_wise(rows, newline, empty)

@@ -97,6 +97,42 @@ def test_a_text_column_made_by_concatenating_frames_is_written() -> None:
     assert csv_text(frame.reset_index(drop=True)) == 's,n\na,1\n"b,c",2\nd,3\n'
 
 
+def test_large_frames_are_formatted_on_the_commands_threads_to_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``PARALLEL_CELLS`` the columns are formatted on torch's thread count (``devices.map_on_threads``):
+    the text is the one the serial loop writes, and an error is the one it raises."""
+    import torch
+
+    from flowcli import devices
+    from flowcli import io as flowcli_io
+
+    rng = np.random.default_rng(0)
+    n = devices.PARALLEL_CELLS // 4 + 1
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "k": rng.integers(0, 9, n),
+            "s": rng.choice(["a", "b,c", None], n),
+            "y": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+        }
+    )
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = csv_text(frame)
+        torch.set_num_threads(2)
+        assert csv_text(frame) == serial
+
+        def fails(column: pd.Series) -> object:
+            raise ValueError(f"column {column.name}")
+
+        monkeypatch.setattr(flowcli_io, "_column_text", fails)
+        with pytest.raises(ValueError, match="column x"):
+            csv_text(frame)
+    finally:
+        torch.set_num_threads(threads)
+    assert devices.map_on_threads(lambda v: v * 2, range(5), cells=10) == [0, 2, 4, 6, 8]
+
+
 def test_chunks_write_one_header() -> None:
     sink = io.BytesIO()
     with TableWriter("-", stdout=sink) as writer:
