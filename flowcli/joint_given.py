@@ -1,4 +1,5 @@
-"""Rows drawn given discrete values, from the joint model itself.
+"""Questions about discrete values answered by the joint model itself: rows drawn given labels, and the exact
+probability of a row's labels with the others summed out.
 
 When every given cell of a row is discrete (a category, or a numeric column's atom), the joint model
 (``model.Flow``: P(d) p(c | d)) answers p(others | given) exactly, with no second network:
@@ -16,6 +17,10 @@ from the joint flow, usually the better-trained of the two models. The condition
 (``conditional.py``) still answers any question with a given number, and this one when enumerating would
 take more than ``MAX_COMBINATIONS`` combinations.
 
+Scoring is exact the same way (``log_marginal``): the probability of a row's known labels sums the unknown
+labels before the last known one out by enumeration, and the ones after it sum to 1 by construction, so
+``logprob --target`` of labels given labels is a ratio of two such sums.
+
 Missing values are missing at random, as everywhere in conditional questions: the rows drawn are complete.
 "Missing" is never a drawn state: the enumeration leaves it out, and the heads drawn after the last given
 feature are renormalized without it.
@@ -24,6 +29,7 @@ feature are renormalized without it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,24 +92,18 @@ def _draw_codes(flow: Any, layout: Layout, given: Tensor, generator: torch.Gener
     known = given >= 0
     positions = torch.arange(features, device=given.device).expand(n, features)
     last = torch.where(known, positions, -1).max(1).values
-    keys, inverse = torch.unique(given, dim=0, return_inverse=True)
-    groups = torch.argsort(inverse, stable=True).split(torch.bincount(inverse, minlength=len(keys)).tolist())
     budget = MAX_ENUMERATED
-    for key, rows in zip(keys, groups, strict=True):
+    for key, rows in _distinct(given):
         top = int(last[rows[0]])
         unknown = [i for i in range(top) if key[i] < 0]
-        choices = [[c for c in range(levels[i]) if c != missing[i]] for i in unknown]
-        size = math.prod(len(c) for c in choices)
-        if size > MAX_COMBINATIONS or size > budget:
+        candidates = _candidates(key, unknown, [[c for c in range(levels[i]) if c != missing[i]] for i in unknown])
+        if candidates is None or len(candidates) > budget:
             answered[rows] = False
             continue
-        budget -= size
+        budget -= len(candidates)
         if not unknown:
             continue
-        candidates = key.clamp_min(0).repeat(size, 1)
-        grid = torch.cartesian_prod(*[torch.tensor(c, device=given.device) for c in choices])
-        candidates[:, unknown] = grid.reshape(size, len(unknown))
-        log_p = torch.cat([_log_prob_up_to(model, part, top) for part in candidates.split(ENUMERATION_BATCH)])
+        log_p = _log_prob_up_to(model, candidates, top)
         pick = torch.multinomial(torch.softmax(log_p, 0), len(rows), replacement=True, generator=generator)
         codes[rows] = candidates[pick]
     # Every feature after a row's last given one, head by head, without the "missing" code.
@@ -120,12 +120,81 @@ def _draw_codes(flow: Any, layout: Layout, given: Tensor, generator: torch.Gener
     return codes, answered.cpu().numpy()
 
 
+@torch.inference_mode()
+def log_marginal(model: Any, x: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log P(the known discrete cells of each row), every other discrete feature marginalised out (its
+    "missing" state included): the unknown features before a row's last known one enumerated, the ones
+    after it summing to 1 by construction. ``x``: feature rows, ``known``: (n, columns). Also returns a
+    (n,) bool of the rows answered (a row whose enumeration would exceed the limits is not: NaN)."""
+    flow = model.flow
+    layout: Layout = flow.conditional.layout
+    n = len(x)
+    out = np.zeros(n)
+    answered = np.ones(n, dtype=bool)
+    discrete = layout.discrete
+    if not discrete or n == 0:
+        return out, answered
+    columns = known[:, [layout.column_of[i] for i in discrete]]
+    given = torch.as_tensor(np.where(columns, np.floor(x[:, discrete]), -1).astype(np.int64), device=model.device)
+    dm = flow.discrete
+    features = given.shape[1]
+    positions = torch.arange(features, device=given.device).expand(n, features)
+    last = torch.where(given >= 0, positions, -1).max(1).values
+    # Rows with no unknown feature before their last known one: the product of their heads, in one pass.
+    before_last = positions < last[:, None]
+    direct = ~((given < 0) & before_last).any(1)
+    heads = _head_log_probs(dm, given.clamp_min(0))
+    result = torch.where(positions <= last[:, None], heads, 0.0).sum(1).double()
+    done = torch.ones(n, dtype=torch.bool, device=given.device)
+    budget = MAX_ENUMERATED
+    enumerated = torch.nonzero(~direct)[:, 0]
+    for key, rows in _distinct(given[enumerated]) if len(enumerated) else ():
+        rows = enumerated[rows]
+        top = int(last[rows[0]])
+        unknown = [i for i in range(top) if key[i] < 0]
+        candidates = _candidates(key, unknown, [list(range(dm.levels[i])) for i in unknown])
+        if candidates is None or len(candidates) > budget:
+            done[rows] = False
+            continue
+        budget -= len(candidates)
+        result[rows] = float(torch.logsumexp(_log_prob_up_to(dm, candidates, top).double(), 0))
+    out[:] = result.cpu().numpy()
+    answered[:] = done.cpu().numpy()
+    out[~answered] = np.nan
+    return out, answered
+
+
+def _distinct(given: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """(a distinct row of ``given``, the indices of the rows equal to it), in a fixed order."""
+    keys, inverse = torch.unique(given, dim=0, return_inverse=True)
+    groups = torch.argsort(inverse, stable=True).split(torch.bincount(inverse, minlength=len(keys)).tolist())
+    yield from zip(keys, groups, strict=True)
+
+
+def _candidates(key: Tensor, unknown: list[int], choices: list[list[int]]) -> Tensor | None:
+    """Copies of ``key`` (negative: unknown, read as 0) with the ``unknown`` features set to every combination
+    of their ``choices``; None when there would be more than ``MAX_COMBINATIONS``."""
+    size = math.prod(len(c) for c in choices)
+    if size > MAX_COMBINATIONS:
+        return None
+    candidates = key.clamp_min(0).repeat(size, 1)
+    if unknown:
+        grid = torch.cartesian_prod(*[torch.tensor(c, device=key.device) for c in choices])
+        candidates[:, unknown] = grid.reshape(size, len(unknown))
+    return candidates
+
+
+def _head_log_probs(model: Any, codes: Tensor) -> Tensor:
+    """(n, D): log P(codes_i | codes_<i) for every feature i, in batches."""
+    bounds = model.offsets.tolist()
+    parts = []
+    for part in codes.split(ENUMERATION_BATCH):
+        logits = model.logits(model.one_hot(part))
+        heads = [torch.log_softmax(logits[:, a:b], 1) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        parts.append(torch.stack([h.gather(1, part[:, i : i + 1])[:, 0] for i, h in enumerate(heads)], 1))
+    return torch.cat(parts)
+
+
 def _log_prob_up_to(model: Any, codes: Tensor, top: int) -> Tensor:
     """log prod_{i <= top} P(codes_i | codes_<i): the probability of the features up to ``top``."""
-    logits = model.logits(model.one_hot(codes))
-    bounds = model.offsets.tolist()
-    out = codes.new_zeros(len(codes), dtype=logits.dtype)
-    for i in range(top + 1):
-        head = torch.log_softmax(logits[:, bounds[i] : bounds[i + 1]], 1)
-        out = out + head.gather(1, codes[:, i : i + 1])[:, 0]
-    return out
+    return _head_log_probs(model, codes)[:, : top + 1].sum(1)

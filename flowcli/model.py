@@ -327,7 +327,8 @@ class Model:
         ``target``: log p(the target columns | the row's other known cells), from the network of conditional
         questions (``conditional.py``); a row whose target cells are all empty gets NaN. A frame lacking
         some of the model's columns is scored on the columns it has (the others marginalised out), by the
-        same network; a frame with every column, by the joint flow.
+        same network; a frame with every column, by the joint flow. Rows whose known cells are all labels
+        (categories, atoms) get the joint's exact discrete marginals instead (``joint_given.log_marginal``).
         """
         needed = [c.name for c in self.schema.columns if c.rules.reads_values]
         if target is not None or any(name not in frame.columns for name in needed):

@@ -125,20 +125,33 @@ def log_prob(
         raise DataError(f"the data has none of the model's columns ({', '.join(names)}); nothing to score")
     lacking = [name for name in names if name not in frame.columns]
     question = "logprob --target" if target is not None else "scoring data that lacks some of the model's columns"
-    require_conditional(
-        model, f"scoring data without column {lacking[0]!r}" if target is None and lacking else question
-    )
     cells = encode_cells(model, frame, row_offset, on_invalid)
     chosen = np.ones(len(names), dtype=bool) if target is None else np.isin(names, list(target))
     targets = cells.known & chosen
     observed = cells.known & ~chosen
-    net, preprocess = model.flow.conditional, model.flow.preprocess
     out = np.empty(len(frame))
-    for sl in _slices(len(frame)):
+    # Rows whose known cells are all discrete: exact marginals of the joint's discrete part (joint_given.py).
+    exact = np.flatnonzero(joint_given.answerable_rows(model, cells.x, cells.known))
+    if len(exact):
+        x = cells.x[exact]
+        known, answered = joint_given.log_marginal(model, x, cells.known[exact])
+        if target is not None:  # log P(targets | observed) = log P(targets, observed) - log P(observed)
+            given, answered_given = joint_given.log_marginal(model, x, observed[exact])
+            known, answered = known - given, answered & answered_given
+        out[exact[answered]] = known[answered]
+        exact = exact[answered]
+    by_network = np.setdiff1d(np.arange(len(frame)), exact)
+    if len(by_network):
+        require_conditional(
+            model, f"scoring data without column {lacking[0]!r}" if target is None and lacking else question
+        )
+    net, preprocess = model.flow.conditional, model.flow.preprocess
+    for sl in _slices(len(by_network)):
+        part = by_network[sl]
         with torch.inference_mode():
-            rows = conditional.prepare(net, preprocess, _tensor(model, cells.x[sl]))
-            roles = Roles(net, _tensor(model, observed[sl]), _tensor(model, targets[sl]))
-            out[sl] = conditional.log_prob(net, rows, roles).double().cpu().numpy()
+            rows = conditional.prepare(net, preprocess, _tensor(model, cells.x[part]))
+            roles = Roles(net, _tensor(model, observed[part]), _tensor(model, targets[part]))
+            out[part] = conditional.log_prob(net, rows, roles).double().cpu().numpy()
     # A target outside its support has probability 0; so has a condition outside the support.
     out += np.where(cells.known, cells.log_mass, 0.0).sum(1)
     out[~np.isfinite(out)] = -np.inf

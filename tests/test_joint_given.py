@@ -148,3 +148,34 @@ def test_a_label_given_on_the_device_of_the_model(chain_model: Model) -> None:
     observed[:, 2] = True
     features, answered = joint_given.draw(chain_model, x, observed, generator)
     assert answered.all() and (features[:, 2] == 0.5).all() and np.isfinite(features).all()
+
+
+def test_labels_scored_alone_are_the_joints_exact_marginals(chain_model: Model) -> None:
+    """A file with some of the label columns: log P(its labels), the others summed out, exactly as the sum of
+    the full rows' probabilities; with --target, log P(targets | the row's other labels). No network."""
+    rows = pd.DataFrame(list(itertools.product(*LEVELS.values())), columns=list(LEVELS))
+    p = np.exp(chain_model.log_prob(rows))
+    for columns in (["c"], ["b"], ["a", "c"], ["b", "c"]):
+        frame = rows[columns].drop_duplicates().reset_index(drop=True)
+        expected = np.log(
+            [p[np.logical_and.reduce([rows[k] == v for k, v in r.items()])].sum() for _, r in frame.iterrows()]
+        )
+        np.testing.assert_allclose(chain_model.log_prob(frame), expected, atol=1e-9)
+    frame = rows[["a", "c"]].drop_duplicates().reset_index(drop=True)
+    joint = np.array([p[(rows["a"] == a) & (rows["c"] == c)].sum() for a, c in frame.itertuples(index=False)])
+    of_c = np.array([p[rows["c"] == c].sum() for c in frame["c"]])
+    np.testing.assert_allclose(chain_model.log_prob(frame, target=["a"]), np.log(joint / of_c), atol=1e-9)
+    by_c = pd.Series(np.exp(chain_model.log_prob(frame, target=["a"]))).groupby(frame["c"]).sum()
+    np.testing.assert_allclose(by_c, 1.0, atol=1e-9)  # P(a | c) sums to 1 over a
+
+
+def test_an_atom_scored_alone_is_its_probability(species_model: Model) -> None:
+    frame = pd.DataFrame({"hours": [0.0], "species": ["Gentoo"]})
+    p_atom = np.exp(species_model.log_prob(frame[["hours"]]))[0]
+    p_given = np.exp(species_model.log_prob(frame, target=["hours"]))[0]
+    joint = species_model.sample(100_000, seed=9)
+    assert abs(p_atom - (joint["hours"] == 0).mean()) < 0.01
+    assert abs(p_given - (joint.loc[joint["species"] == "Gentoo", "hours"] == 0).mean()) < 0.015
+    # A number that is not an atom is a density: the network's question (unfitted here: an error).
+    with pytest.raises(DataError, match="training.conditional: false"):
+        species_model.log_prob(pd.DataFrame({"hours": [12.5]}))
