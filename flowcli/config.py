@@ -46,7 +46,8 @@ class Spec:
 class TrainingConfig:
     epochs: int = 200
     batch_size: int = 512
-    lr: float = 1e-3
+    # "auto": 1e-3 for a run of 200 epochs or more, more for shorter ones (train.learning_rate); or a number.
+    lr: float | Literal["auto"] = 1e-3
     val_fraction: float = 0.1
     patience: int = 20
     # "auto": max(1e-4, 1 / training rows), more shrinkage on small tables (train.weight_decay); or a number.
@@ -66,7 +67,11 @@ class TrainingConfig:
     def validate(self) -> None:
         _require(self.epochs >= 1, "training.epochs", "must be an integer >= 1")
         _require(self.batch_size >= 1, "training.batch_size", "must be an integer >= 1")
-        _require(math.isfinite(self.lr) and self.lr > 0, "training.lr", "must be a finite number > 0")
+        _require(
+            self.lr == "auto" or (math.isfinite(self.lr) and self.lr > 0),
+            "training.lr",
+            "must be a finite number > 0, or auto",
+        )
         _require(0 <= self.val_fraction < 1, "training.val_fraction", "must be in [0, 1)")
         _require(self.patience >= 1, "training.patience", "must be an integer >= 1")
         _require(

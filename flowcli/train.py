@@ -88,6 +88,24 @@ class Diverged(TrainingError):
         self.model = model
 
 
+AUTO_LR, AUTO_LR_EPOCHS, AUTO_LR_MAX_SCALE = 1e-3, 200, 5.0
+
+
+def learning_rate(setting: float | str, epochs: int) -> float:
+    """The base learning rate of a run: the config's number, or for ``auto`` (the default preset's)
+    1e-3 x min(5, sqrt(200 / epochs)), and 1e-3 from 200 epochs on.
+
+    1e-3 is the best rate measured for the default over its full 200 epochs; a shorter run stops far from
+    where that rate would take it. On the 50,000-row mixture of benchmarks/peers.py (nats below the true
+    density): 3 epochs 3.98 at 1e-3, 1.72 at 5e-3; 10 epochs 1.61 and 0.61; 30 epochs 0.58 at 1e-3, 0.30 at
+    3e-3; the same direction on penguins, penguin_measures and magic_gamma (benchmarks/RESULTS.md). Scaled
+    by epochs rather than by optimizer steps: a small table takes few steps per epoch, and there a higher
+    rate over the full 200 epochs scored worse (penguins' test NLL, ADBench annthyroid's AUROC)."""
+    if setting == "auto":
+        return AUTO_LR * min(AUTO_LR_MAX_SCALE, max(1.0, math.sqrt(AUTO_LR_EPOCHS / max(epochs, 1))))
+    return float(setting)
+
+
 def weight_decay(setting: float | str, n_train: int) -> float:
     """The weight decay of a run: the config's number, or for ``auto`` (the default) max(1e-4, 1 / n_train).
 
@@ -218,12 +236,13 @@ class Trainer:
         # After initialize: DDP broadcasts rank 0's (data-initialized) weights to every rank when built.
         self.step_module = training_step(dist.wrap(LogProb(self.flow)), tc.compile)
         self.weight_decay = weight_decay(tc.weight_decay, self.n_train)
-        self.optimizer = make_optimizer(self.flow, tc.lr, self.weight_decay)
+        self.lr = learning_rate(tc.lr, tc.epochs)
+        self.optimizer = make_optimizer(self.flow, self.lr, self.weight_decay)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.guard = StepGuard(self.params, self.optimizer)
         self.average = WeightAverage(self.params, tc.ema) if tc.ema > 0 else None
         self.steps_per_epoch = int(dist.min(data.steps_per_epoch()))
-        lr = LearningRate(tc.lr, tc.schedule, tc.epochs * self.steps_per_epoch, max(1, tc.patience // 3))
+        lr = LearningRate(self.lr, tc.schedule, tc.epochs * self.steps_per_epoch, max(1, tc.patience // 3))
         self.state = TrainState(lr=lr, data_sha256=data.fingerprint)
         self.saved: TrainState | None = None
         self.best_weights = copy.deepcopy(self.flow.state_dict())
@@ -520,6 +539,7 @@ class Trainer:
             "device": str(self.dist.device),
             "stopped": stopped,
             "weight_decay": self.weight_decay,
+            "lr": saved.lr.base,  # the base rate the run used (training.lr: auto resolved; kept on --resume)
             "gaussian_val_nll": self.gaussian_nll if math.isfinite(self.gaussian_nll) else None,
             "gain_over_gaussian": None if gain is None else [round(gain[0], 6), round(gain[1], 6)],
             "gain_significant": None if gain is None else bool(gain[0] > gain_threshold(self.n_val) * gain[1]),

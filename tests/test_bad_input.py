@@ -153,7 +153,7 @@ CASES: list[Case] = [
     config_case("layer-type-not-a-string", "layers:\n  - type: [maf]\n", "layers[0].type"),
     config_case("unknown-base", "base: {type: gauss}\nlayers: [maf]\n", "base.type", "'gauss'", "allowed"),
     config_case("negative-lr", yaml_text({"lr": -1}), "training.lr", "> 0"),
-    config_case("nan-lr", "layers: [maf]\ntraining: {lr: .nan}\n", "training.lr", "finite"),
+    config_case("nan-lr", "layers: [maf]\ntraining: {lr: .nan}\n", "training.lr", "got nan"),
     config_case("zero-batch-size", yaml_text({"batch_size": 0}), "training.batch_size", ">= 1"),
     config_case("zero-epochs", yaml_text({"epochs": 0}), "training.epochs", ">= 1"),
     config_case("text-epochs", yaml_text({"epochs": "ten"}), "training.epochs", "expected integer"),

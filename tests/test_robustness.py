@@ -305,6 +305,28 @@ def test_weight_decay_auto_shrinks_small_tables() -> None:
     assert weight_decay(0.0, 54) == 0.0 and weight_decay(0.003, 10) == 0.003
 
 
+def test_learning_rate_auto_is_the_long_runs_rate_scaled_up_for_short_runs() -> None:
+    from flowcli.train import learning_rate
+
+    assert learning_rate("auto", 200) == learning_rate("auto", 1000) == pytest.approx(1e-3)
+    assert learning_rate("auto", 50) == pytest.approx(2e-3)  # sqrt(200 / 50)
+    assert learning_rate("auto", 8) == learning_rate("auto", 1) == pytest.approx(5e-3)  # at most 5x
+    assert learning_rate(0.02, 3) == 0.02  # a number is the rate, whatever the length
+
+
+def test_the_rate_a_fit_used_is_recorded_and_a_config_may_say_auto() -> None:
+    from flowcli.config import load_config, parse_config
+
+    frame = pd.DataFrame({"x": np.random.default_rng(0).normal(size=300)})
+    default = load_config(None)  # the packaged default config says lr: auto
+    default.training.epochs = 2
+    assert fit(frame, default, device=torch.device("cpu"), seed=0).info["lr"] == 5e-3
+    config = parse_config({"layers": ["maf"], "training": {"epochs": 2, "lr": "auto"}})
+    assert fit(frame, config, device=torch.device("cpu"), seed=0).info["lr"] == 5e-3
+    config = parse_config({"layers": ["maf"], "training": {"epochs": 2, "lr": 0.002}})
+    assert fit(frame, config, device=torch.device("cpu"), seed=0).info["lr"] == 0.002
+
+
 def test_the_gain_threshold_is_students_t() -> None:
     from flowcli.health import gain_threshold
 
