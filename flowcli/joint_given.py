@@ -13,13 +13,15 @@ When every given cell of a row is discrete (a category, or a numeric column's at
 
 So a combination of categories the discrete part learnt never to occur (a species on an island where it
 never lives) is as rare given one of them as in the joint samples, and the numbers given a category come
-from the joint flow, usually the better-trained of the two models. The conditional-questions network
+from the joint flow, the model plain ``flowcli sample`` draws from (as good as its conditioning on the
+labels: a short fit may have learnt it less well than the network). The conditional-questions network
 (``conditional.py``) still answers any question with a given number, and this one when enumerating would
 take more than ``MAX_COMBINATIONS`` combinations.
 
 Scoring is exact the same way (``log_marginal``): the probability of a row's known labels sums the unknown
-labels before the last known one out by enumeration, and the ones after it sum to 1 by construction, so
-``logprob --target`` of labels given labels is a ratio of two such sums.
+labels before the last known one out by enumeration, and the ones after it sum to 1 by construction.
+``logprob --target`` of labels given labels is a ratio of two such sums, the targets' probability among the
+values they can hold ("missing" is not one of them, as for the network), so it sums to 1 over those values.
 
 Missing values are missing at random, as everywhere in conditional questions: the rows drawn are complete.
 "Missing" is never a drawn state: the enumeration leaves it out, and the heads drawn after the last given
@@ -39,8 +41,10 @@ from torch import Tensor
 if TYPE_CHECKING:
     from .conditional import Layout
 
-MAX_COMBINATIONS = 1 << 16  # combinations of unknown codes enumerated for one given row
-MAX_ENUMERATED = 1 << 22  # combinations enumerated in one call, over all distinct given rows
+# Combinations of unknown codes enumerated for one distinct given row. Per row, not per call, so that which
+# model answers a row never depends on the other rows of its batch; a file of many distinct label rows that
+# each need this many costs one pass of the discrete part per combination.
+MAX_COMBINATIONS = 1 << 14
 ENUMERATION_BATCH = 1 << 14
 
 
@@ -82,7 +86,9 @@ def draw(model: Any, x: np.ndarray, observed: np.ndarray, generator: torch.Gener
 
 @torch.inference_mode()
 def _draw_codes(flow: Any, layout: Layout, given: Tensor, generator: torch.Generator) -> tuple[Tensor, np.ndarray]:
-    """(n, D) codes: ``given`` where >= 0, the others drawn from P(d_rest | d_given, nothing missing)."""
+    """(n, D) codes: ``given`` where >= 0, the others drawn: the unknown features before a row's last given
+    one jointly, from P(them | the given ones, none of them missing), by enumeration; each feature after it
+    from its head renormalized without "missing" (missing at random: the state is not drawn)."""
     model = flow.discrete
     levels = model.levels
     missing = [layout.missing_code[i] for i in layout.discrete]
@@ -92,16 +98,14 @@ def _draw_codes(flow: Any, layout: Layout, given: Tensor, generator: torch.Gener
     known = given >= 0
     positions = torch.arange(features, device=given.device).expand(n, features)
     last = torch.where(known, positions, -1).max(1).values
-    budget = MAX_ENUMERATED
     for key, rows in _distinct(given):
         top = int(last[rows[0]])
         unknown = [i for i in range(top) if key[i] < 0]
-        candidates = _candidates(key, unknown, [[c for c in range(levels[i]) if c != missing[i]] for i in unknown])
-        if candidates is None or len(candidates) > budget:
-            answered[rows] = False
-            continue
-        budget -= len(candidates)
         if not unknown:
+            continue
+        candidates = _candidates(key, unknown, [[c for c in range(levels[i]) if c != missing[i]] for i in unknown])
+        if candidates is None:
+            answered[rows] = False
             continue
         log_p = _log_prob_up_to(model, candidates, top)
         pick = torch.multinomial(torch.softmax(log_p, 0), len(rows), replacement=True, generator=generator)
@@ -120,12 +124,18 @@ def _draw_codes(flow: Any, layout: Layout, given: Tensor, generator: torch.Gener
     return codes, answered.cpu().numpy()
 
 
+UNKNOWN, PRESENT = -1, -2  # codes of a feature summed over: all its codes, or all but "missing"
+
+
 @torch.inference_mode()
-def log_marginal(model: Any, x: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log P(the known discrete cells of each row), every other discrete feature marginalised out (its
-    "missing" state included): the unknown features before a row's last known one enumerated, the ones
-    after it summing to 1 by construction. ``x``: feature rows, ``known``: (n, columns). Also returns a
-    (n,) bool of the rows answered (a row whose enumeration would exceed the limits is not: NaN)."""
+def log_marginal(
+    model: Any, x: np.ndarray, fixed: np.ndarray, present: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """log of the probability, per row, that the discrete features of the ``fixed`` cells (n, columns) hold
+    their codes in ``x`` and those of the ``present`` cells hold any code but "missing", every other
+    discrete feature summed out (missing included). The unknown features before a row's last fixed or
+    present one are enumerated (at most ``MAX_COMBINATIONS`` combinations; more: not answered, NaN); the
+    features after it sum to 1 by construction. Also returns the (n,) bool of the rows answered."""
     flow = model.flow
     layout: Layout = flow.conditional.layout
     n = len(x)
@@ -134,29 +144,32 @@ def log_marginal(model: Any, x: np.ndarray, known: np.ndarray) -> tuple[np.ndarr
     discrete = layout.discrete
     if not discrete or n == 0:
         return out, answered
-    columns = known[:, [layout.column_of[i] for i in discrete]]
-    given = torch.as_tensor(np.where(columns, np.floor(x[:, discrete]), -1).astype(np.int64), device=model.device)
+    columns = [layout.column_of[i] for i in discrete]
+    has_missing = np.array([layout.missing_code[i] >= 0 for i in discrete])
+    codes = np.where(fixed[:, columns], np.floor(x[:, discrete]), UNKNOWN)
+    if present is not None:  # "not missing" constrains only a feature that has a missing code
+        codes = np.where(present[:, columns] & has_missing, PRESENT, codes)
+    given = torch.as_tensor(codes.astype(np.int64), device=model.device)
     dm = flow.discrete
+    missing = [layout.missing_code[i] for i in discrete]
     features = given.shape[1]
     positions = torch.arange(features, device=given.device).expand(n, features)
-    last = torch.where(given >= 0, positions, -1).max(1).values
-    # Rows with no unknown feature before their last known one: the product of their heads, in one pass.
-    before_last = positions < last[:, None]
-    direct = ~((given < 0) & before_last).any(1)
+    last = torch.where(given != UNKNOWN, positions, -1).max(1).values
+    # Rows with nothing to sum out up to their last constrained feature: the product of their heads, at once.
+    direct = ~((given < 0) & (positions <= last[:, None])).any(1)
     heads = _head_log_probs(dm, given.clamp_min(0))
     result = torch.where(positions <= last[:, None], heads, 0.0).sum(1).double()
     done = torch.ones(n, dtype=torch.bool, device=given.device)
-    budget = MAX_ENUMERATED
     enumerated = torch.nonzero(~direct)[:, 0]
     for key, rows in _distinct(given[enumerated]) if len(enumerated) else ():
         rows = enumerated[rows]
         top = int(last[rows[0]])
-        unknown = [i for i in range(top) if key[i] < 0]
-        candidates = _candidates(key, unknown, [list(range(dm.levels[i])) for i in unknown])
-        if candidates is None or len(candidates) > budget:
+        summed = [i for i in range(top + 1) if key[i] < 0]
+        choices = [[c for c in range(dm.levels[i]) if key[i] == UNKNOWN or c != missing[i]] for i in summed]
+        candidates = _candidates(key, summed, choices)
+        if candidates is None:
             done[rows] = False
             continue
-        budget -= len(candidates)
         result[rows] = float(torch.logsumexp(_log_prob_up_to(dm, candidates, top).double(), 0))
     out[:] = result.cpu().numpy()
     answered[:] = done.cpu().numpy()

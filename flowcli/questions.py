@@ -131,14 +131,15 @@ def log_prob(
     observed = cells.known & ~chosen
     out = np.empty(len(frame))
     # Rows whose known cells are all discrete: exact marginals of the joint's discrete part (joint_given.py).
+    # As the network does, a target's probability is among the values it can hold, "missing" not one of
+    # them: log P(targets | observed, the targets not missing), the other columns summed out.
     exact = np.flatnonzero(joint_given.answerable_rows(model, cells.x, cells.known))
     if len(exact):
         x = cells.x[exact]
-        known, answered = joint_given.log_marginal(model, x, cells.known[exact])
-        if target is not None:  # log P(targets | observed) = log P(targets, observed) - log P(observed)
-            given, answered_given = joint_given.log_marginal(model, x, observed[exact])
-            known, answered = known - given, answered & answered_given
-        out[exact[answered]] = known[answered]
+        both, answered = joint_given.log_marginal(model, x, cells.known[exact])
+        given, answered_given = joint_given.log_marginal(model, x, observed[exact], present=targets[exact])
+        answered &= answered_given
+        out[exact[answered]] = (both - given)[answered]
         exact = exact[answered]
     by_network = np.setdiff1d(np.arange(len(frame)), exact)
     if len(by_network):

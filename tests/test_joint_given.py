@@ -128,6 +128,11 @@ def test_more_combinations_than_the_limit_go_to_the_network(
     assert (chain_model.sample(5, given={"a": "p"})["a"] == "p").all()  # nothing before a to enumerate
     monkeypatch.setattr(joint_given, "MAX_COMBINATIONS", 12)
     assert (chain_model.sample(5, given={"c": "x"})["c"] == "x").all()
+    # The limit is per distinct given row: other rows in the batch never push one over it.
+    assert (
+        chain_model.sample(3, given=pd.DataFrame({"c": ["x", "y", "x"]}))["c"].tolist()
+        == ["x"] * 3 + ["y"] * 3 + ["x"] * 3
+    )
 
 
 def test_which_rows_the_joint_answers(species_model: Model) -> None:
@@ -179,3 +184,19 @@ def test_an_atom_scored_alone_is_its_probability(species_model: Model) -> None:
     # A number that is not an atom is a density: the network's question (unfitted here: an error).
     with pytest.raises(DataError, match="training.conditional: false"):
         species_model.log_prob(pd.DataFrame({"hours": [12.5]}))
+
+
+def test_scores_of_a_label_with_missing_cells_are_among_its_values() -> None:
+    """c is missing in 30% of the rows: a score of c is its probability among its labels, "missing" not one
+    of them (as the network scores it and as rows are drawn given labels), so the labels' scores sum to 1
+    and match the shares drawn given the same condition."""
+    frame = chain_table(4000)
+    frame.loc[np.random.default_rng(1).random(len(frame)) < 0.3, "c"] = None
+    model = flowcli.fit(frame, NO_NETWORK, seed=0, threads=1)
+    rows = pd.DataFrame(list(itertools.product(LEVELS["b"], LEVELS["c"])), columns=["b", "c"])
+    given_b = pd.Series(np.exp(model.log_prob(rows, target=["c"]))).groupby(rows["b"]).sum()
+    np.testing.assert_allclose(given_b, 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.exp(model.log_prob(rows[["c"]].drop_duplicates())).sum(), 1.0, atol=1e-9)
+    drawn = model.sample(40_000, given={"b": "w"}, seed=3)["c"].value_counts(normalize=True)
+    scored = np.exp(model.log_prob(rows[rows["b"] == "w"], target=["c"]))
+    np.testing.assert_allclose(scored, drawn.reindex(rows.loc[rows["b"] == "w", "c"]).to_numpy(), atol=0.01)
