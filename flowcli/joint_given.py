@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 # each need this many costs one pass of the discrete part per combination.
 MAX_COMBINATIONS = 1 << 14
 ENUMERATION_BATCH = 1 << 14
+UNKNOWN, PRESENT = -1, -2  # codes of a feature summed over: all its codes, or all but "missing"
 
 
 def answerable_rows(model: Any, x: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -75,7 +76,7 @@ def draw(model: Any, x: np.ndarray, observed: np.ndarray, generator: torch.Gener
     codes = None
     if discrete:
         known = observed[:, [layout.column_of[i] for i in discrete]]
-        given = np.where(known, np.floor(x[:, discrete]), -1).astype(np.int64)
+        given = np.where(known, np.floor(x[:, discrete]), UNKNOWN).astype(np.int64)
         codes, answered = _draw_codes(flow, layout, torch.as_tensor(given, device=model.device), generator)
     with torch.inference_mode():
         features, _ = flow.inverse_given_codes(flow.base.sample(n, generator), codes)
@@ -122,9 +123,6 @@ def _draw_codes(flow: Any, layout: Layout, given: Tensor, generator: torch.Gener
         drawn = torch.multinomial(torch.softmax(logits, 1), 1, generator=generator)[:, 0]
         codes[:, i] = torch.where(chosen, drawn, codes[:, i])
     return codes, answered.cpu().numpy()
-
-
-UNKNOWN, PRESENT = -1, -2  # codes of a feature summed over: all its codes, or all but "missing"
 
 
 @torch.inference_mode()
