@@ -63,26 +63,30 @@ def answerable_rows(model: Any, x: np.ndarray, observed: np.ndarray) -> np.ndarr
 
 def draw(model: Any, x: np.ndarray, observed: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Feature rows drawn given the observed discrete cells of ``x`` (rows of ``answerable_rows``), and a
-    (n,) bool of the rows answered: a row whose enumeration would exceed the limits is left out (its
-    feature row is NaN) for the conditional network."""
+    (n,) bool of the rows answered: a row whose enumeration would exceed the limits is not (its feature
+    row means nothing), and goes to the conditional network."""
     flow = model.flow
-    layout: Layout = flow.conditional.layout
     n = len(x)
-    out = np.full((n, x.shape[1]), np.nan)
-    answered = np.ones(n, dtype=bool)
-    if n == 0:
-        return out, answered
-    discrete = layout.discrete
-    codes = None
-    if discrete:
-        known = observed[:, [layout.column_of[i] for i in discrete]]
-        given = np.where(known, np.floor(x[:, discrete]), UNKNOWN).astype(np.int64)
-        codes, answered = _draw_codes(flow, layout, torch.as_tensor(given, device=model.device), generator)
+    codes, answered = None, np.ones(n, dtype=bool)
+    if flow.conditional.layout.discrete and n:
+        given = _known_codes(model, x, observed, present=None)
+        codes, answered = _draw_codes(flow, flow.conditional.layout, given, generator)
     with torch.inference_mode():
         features, _ = flow.inverse_given_codes(flow.base.sample(n, generator), codes)
-    features = features.double().cpu().numpy()
-    out[answered] = features[answered]
-    return out, answered
+    return features.double().cpu().numpy(), answered
+
+
+def _known_codes(model: Any, x: np.ndarray, fixed: np.ndarray, present: np.ndarray | None) -> Tensor:
+    """(n, discrete features) on the model's device: the code in ``x`` of each feature of a ``fixed`` cell
+    (n, columns), ``PRESENT`` for one of a ``present`` cell that has a missing code, else ``UNKNOWN``."""
+    layout: Layout = model.flow.conditional.layout
+    discrete = layout.discrete
+    columns = [layout.column_of[i] for i in discrete]
+    codes = np.where(fixed[:, columns], np.floor(x[:, discrete]), UNKNOWN)
+    if present is not None:  # "not missing" constrains only a feature that has a missing code
+        has_missing = np.array([layout.missing_code[i] >= 0 for i in discrete])
+        codes = np.where(present[:, columns] & has_missing, PRESENT, codes)
+    return torch.as_tensor(codes.astype(np.int64), device=model.device)
 
 
 @torch.inference_mode()
@@ -137,19 +141,11 @@ def log_marginal(
     flow = model.flow
     layout: Layout = flow.conditional.layout
     n = len(x)
-    out = np.zeros(n)
-    answered = np.ones(n, dtype=bool)
-    discrete = layout.discrete
-    if not discrete or n == 0:
-        return out, answered
-    columns = [layout.column_of[i] for i in discrete]
-    has_missing = np.array([layout.missing_code[i] >= 0 for i in discrete])
-    codes = np.where(fixed[:, columns], np.floor(x[:, discrete]), UNKNOWN)
-    if present is not None:  # "not missing" constrains only a feature that has a missing code
-        codes = np.where(present[:, columns] & has_missing, PRESENT, codes)
-    given = torch.as_tensor(codes.astype(np.int64), device=model.device)
+    if not layout.discrete or n == 0:
+        return np.zeros(n), np.ones(n, dtype=bool)  # nothing known: probability 1
+    given = _known_codes(model, x, fixed, present)
     dm = flow.discrete
-    missing = [layout.missing_code[i] for i in discrete]
+    missing = [layout.missing_code[i] for i in layout.discrete]
     features = given.shape[1]
     positions = torch.arange(features, device=given.device).expand(n, features)
     last = torch.where(given != UNKNOWN, positions, -1).max(1).values
@@ -169,10 +165,8 @@ def log_marginal(
             done[rows] = False
             continue
         result[rows] = float(torch.logsumexp(_log_prob_up_to(dm, candidates, top).double(), 0))
-    out[:] = result.cpu().numpy()
-    answered[:] = done.cpu().numpy()
-    out[~answered] = np.nan
-    return out, answered
+    answered = done.cpu().numpy()
+    return np.where(answered, result.cpu().numpy(), np.nan), answered
 
 
 def _distinct(given: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
