@@ -426,8 +426,11 @@ def _stream(
     options: Any = None,
     precision: str = "float64",
     shard: str | None = None,
+    appends: tuple[str, ...] = (),
 ) -> None:
-    """Shared body of logprob/encode/decode: read chunks, transform, write as we go."""
+    """Shared body of logprob/encode/decode: read chunks, transform, write as we go. ``appends``: the
+    columns that the transform appends to its input's, changing none of them: CSV input rows that hold
+    none of these columns are written as they came."""
     from .files import check_not_input
     from .io import table_format
     from .outputs import per_file_jobs, write_all
@@ -436,7 +439,10 @@ def _stream(
         jobs = per_file_jobs(data, output, shard)  # checks everything before the model is loaded
         model = _load(checkpoint, device, precision)
         write_all(
-            jobs, lambda source, target: _stream_one(model, str(source), str(target), chunk_size, transform, options)
+            jobs,
+            lambda source, target: _stream_one(
+                model, str(source), str(target), chunk_size, transform, options, appends
+            ),
         )
         return
     if shard is not None:
@@ -446,23 +452,35 @@ def _stream(
     table_format(output)
     check_not_input(output, [data, checkpoint])
     model = _load(checkpoint, device, precision)
-    _stream_one(model, data, output, chunk_size, transform, options)
+    _stream_one(model, data, output, chunk_size, transform, options, appends)
 
 
 def _stream_one(
-    model: Any, data: str, output: str, chunk_size: int, transform: Callable[[Any, Any, int], Any], options: Any
+    model: Any,
+    data: str,
+    output: str,
+    chunk_size: int,
+    transform: Callable[[Any, Any, int], Any],
+    options: Any,
+    appends: tuple[str, ...] = (),
 ) -> None:
     from .errors import DataError
-    from .io import TableWriter, iter_table
+    from .io import TableWriter, iter_table, iter_table_lines
 
     offset = 0
+    reading = _knowing(model, options)
+    if appends:
+        chunks = iter_table_lines(data, chunk_size, options=reading)
+    else:
+        chunks = ((frame, None) for frame in iter_table(data, chunk_size, options=reading))
     with TableWriter(output) as writer:
-        for frame in iter_table(data, chunk_size, options=_knowing(model, options)):
+        for frame, lines in chunks:
             try:
                 result = transform(model, frame, offset)
             except DataError as exc:  # a value the model refuses: say in which file (rows are counted in it)
                 raise DataError(f"{'stdin' if data == '-' else data}: {exc}") from None
-            writer.write(result)
+            # An input column that the transform writes (an old `logprob`) is replaced: its line is not the row.
+            writer.write(result, None if set(appends) & set(frame.columns) else lines)
             offset += len(frame)
 
 
@@ -545,7 +563,15 @@ def logprob(
     _threads(threads)
     options = _read_options(sep, decimal, encoding, no_header, input_format)
     score = _scorer(on_invalid, flag_below, percentile, targets)
-    _stream(checkpoint, data, output, device, chunk_size, score, options, precision=precision, shard=shard)
+    added = _scored_columns(flag_below, percentile)
+    _stream(
+        checkpoint, data, output, device, chunk_size, score, options, precision=precision, shard=shard, appends=added
+    )
+
+
+def _scored_columns(flag_below: float | None, percentile: bool) -> tuple[str, ...]:
+    """The columns that logprob appends (replacing input columns of those names)."""
+    return ("logprob",) + ("anomaly",) * (flag_below is not None) + ("percentile",) * percentile
 
 
 def _scorer(
@@ -569,8 +595,7 @@ def _scorer(
         # Scored in float32, the scores carry float32 precision: keep that dtype, so they are written
         # as -58.342606 rather than with float64 digits that mean nothing (-58.34260559082031).
         values = values.astype(str(model.dtype).removeprefix("torch."))
-        added = ["logprob"] + ["anomaly"] * (flag_below is not None) + ["percentile"] * percentile
-        out = frame.drop(columns=added, errors="ignore")
+        out = frame.drop(columns=list(_scored_columns(flag_below, percentile)), errors="ignore")
         out["logprob"] = values
         # Each row against the reference rows with the same absent cells (quantiles.py), found once.
         absent = model.absent_cells(frame) if flag_below is not None or percentile else None

@@ -569,6 +569,52 @@ def _blocks(stream: IO[bytes], decoder: Decoder) -> Iterator[tuple[bytes, bool]]
         yield block, has_pending_input(stream)
 
 
+@dataclass(frozen=True)
+class InputLines:
+    """The rows of a chunk as the input wrote them: ``text[i]`` is row i's line without its line break,
+    the fields of ``columns`` separated by commas (a pyarrow large_string array). ``logprob`` writes these
+    instead of formatting the values again: the input's rows come out byte for byte, and formatting
+    every float (pyarrow's shortest round-trip text) was most of the time of writing a numeric table."""
+
+    columns: tuple[str, ...]
+    text: Any
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def slice(self, start: int, stop: int) -> InputLines:
+        return InputLines(self.columns, self.text.slice(start, stop - start))
+
+
+def input_lines(block: bytes, names: list[str], sep: str, rows: int) -> InputLines | None:
+    """The lines of ``block`` (complete lines, UTF-8) as InputLines, or None where they cannot stand for
+    the parsed rows as CSV: another separator than a comma, or lines that are not one row each (a
+    quoted line break, a carriage return not ending a line). Empty lines, which the parser skips, are
+    dropped."""
+    import pyarrow as pa
+
+    if sep != "," or not block.endswith(b"\n"):
+        return None
+    if b"\r" in block:
+        block = block.replace(b"\r\n", b"\n")
+        if b"\r" in block:
+            return None
+    if b"\n\n" in block or block.startswith(b"\n"):
+        # A quoted value holding empty lines keeps a line break, so its rows are still miscounted below.
+        block = re.sub(rb"\n\n+", b"\n", block).lstrip(b"\n")
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+    if len(ends) != rows:
+        return None
+    # The lines back to back without their line breaks: line i ends where its newline was, less the i
+    # newlines removed before it.
+    offsets = np.empty(rows + 1, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:] = ends - np.arange(rows)
+    data = pa.py_buffer(block.replace(b"\n", b""))
+    text = pa.Array.from_buffers(pa.large_string(), rows, [None, pa.py_buffer(offsets), data])
+    return InputLines(tuple(names), text)
+
+
 def iter_text_table(
     stream: IO[bytes], source: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, options: ReadOptions | None = None
 ) -> Iterator[pd.DataFrame]:
@@ -577,6 +623,18 @@ def iter_text_table(
     A chunk is parsed and yielded when it is full or when no more input is waiting, so a line written to
     a pipe comes out as soon as its newline is read (no look-ahead for the next line), while a file or a
     fast pipe is parsed in large, efficient chunks. Cuts happen only at newlines outside quotes."""
+    for frame, _ in iter_text_lines(stream, source, chunk_rows, options, keep_lines=False):
+        yield frame
+
+
+def iter_text_lines(
+    stream: IO[bytes],
+    source: str,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    options: ReadOptions | None = None,
+    keep_lines: bool = True,
+) -> Iterator[tuple[pd.DataFrame, InputLines | None]]:
+    """``iter_text_table`` with each chunk's InputLines (None where ``input_lines`` finds none)."""
     table = TextTable(source, options or ReadOptions())
     pending: list[bytes] = []
     pending_lines, rows = 0, 0
@@ -587,11 +645,16 @@ def iter_text_table(
             pending.append(block)
             pending_lines += block.count(b"\n")
         if pending and (pending_lines >= chunk_rows or not waiting):
-            frame = table.parse(b"".join(pending), lines=pending_lines)
+            text = b"".join(pending)
+            frame = table.parse(text, lines=pending_lines)
+            assert table.names is not None
+            lines = input_lines(text, table.names, table.sep, len(frame)) if keep_lines else None
             pending, pending_lines = [], 0
             rows += len(frame)
             for start in range(0, len(frame), chunk_rows):  # one parse of what arrived, scored in chunks
-                yield frame.iloc[start : start + chunk_rows].reset_index(drop=True)
+                stop = min(start + chunk_rows, len(frame))
+                piece = frame.iloc[start:stop].reset_index(drop=True)
+                yield piece, (lines.slice(start, stop) if lines is not None else None)
     if table.names is None:
         raise DataError(f"{source}: the file is empty")
     if not rows:

@@ -35,7 +35,7 @@ from typing import IO, Any, ClassVar, Protocol
 
 import pandas as pd
 
-from .delimited import ReadOptions, has_pending_input, iter_text_table, read_text_table
+from .delimited import InputLines, ReadOptions, has_pending_input, iter_text_lines, iter_text_table, read_text_table
 from .errors import DataError
 from .files import AtomicBytesFile, stage_output
 
@@ -206,28 +206,36 @@ def _column_text(column: pd.Series) -> Any:
     return _python_text(column)
 
 
-def _csv_bytes(frame: pd.DataFrame, header: bool) -> bytes:
-    """CSV text of a frame, fields quoted only when needed (see ``_NEEDS_QUOTES``).
+def _csv_bytes(frame: pd.DataFrame, header: bool, lines: InputLines | None = None) -> list[bytes | memoryview]:
+    """CSV text of a frame, fields quoted only when needed (see ``_NEEDS_QUOTES``), in pieces to write one
+    after the other (the body is a view of pyarrow's buffer: tens of MB not copied again).
 
     Every column is turned into text by pyarrow's vectorized kernels and the fields joined row by row
     in one pass: as fast as pyarrow's own CSV writer (which is about 10x faster than pandas' and
     dominated ``flowcli logprob``), but pyarrow's writer quotes every string and writes 181.0 as 181.
+    ``lines``: the input's own text of the frame's leading columns, written as it is (see InputLines).
     """
     import numpy as np
     import pyarrow.compute as pc
 
     head = (",".join(_quote_field(str(c)) for c in frame.columns) + "\n").encode() if header else b""
     if len(frame) == 0 or frame.shape[1] == 0:
-        return head
+        return [head]
     from .devices import map_on_threads  # torch: only when there is a frame to write
 
-    fields = map_on_threads(_column_text, [frame.iloc[:, i] for i in range(frame.shape[1])], frame.size)
+    written: list[Any] = []  # the input's own text of the leading columns, when it stands for them
+    first = 0
+    if lines is not None and len(lines) == len(frame) and tuple(frame.columns[: len(lines.columns)]) == lines.columns:
+        written, first = [lines.text], len(lines.columns)
+    columns = [frame.iloc[:, i] for i in range(first, frame.shape[1])]
+    fields = written + map_on_threads(_column_text, columns, len(frame) * len(columns))
     comma, newline, empty = _text_scalar(","), _text_scalar("\n"), _text_scalar("")
-    rows = pc.binary_join_element_wise(*fields, comma, null_handling="replace", null_replacement="")
-    lines = pc.binary_join_element_wise(rows, newline, empty)
+    # The line break joins the last field (a narrow copy), so the wide join below is the only one.
+    fields[-1] = pc.binary_join_element_wise(fields[-1], newline, empty, null_handling="replace", null_replacement="")
+    body = pc.binary_join_element_wise(*fields, comma, null_handling="replace", null_replacement="")
     # The string data of the joined lines, back to back, is the CSV body: no per-row Python work.
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
-    return head + lines.buffers()[2][int(offsets[0]) : int(offsets[-1])].to_pybytes()
+    offsets = np.frombuffer(body.buffers()[1], dtype=np.int64)[body.offset : body.offset + len(body) + 1]
+    return [head, memoryview(body.buffers()[2])[int(offsets[0]) : int(offsets[-1])]]
 
 
 # ------------------------------------------------------------------------------------------ formats
@@ -271,6 +279,21 @@ class TableFormat(ABC):
     def stream_chunks(self, stream: Any, source: str, chunk_rows: int, options: ReadOptions) -> Iterator[pd.DataFrame]:
         """The table from an open binary stream, in frames as they arrive."""
 
+    def chunk_lines(
+        self, path: str, chunk_rows: int, options: ReadOptions, keep_lines: bool
+    ) -> Iterator[tuple[pd.DataFrame, InputLines | None]]:
+        """``chunks``, each frame with its input's lines when ``keep_lines`` and the format has them
+        (delimited text; see ``delimited.InputLines``), else None."""
+        for frame in self.chunks(path, chunk_rows, options):
+            yield frame, None
+
+    def stream_chunk_lines(
+        self, stream: Any, source: str, chunk_rows: int, options: ReadOptions, keep_lines: bool
+    ) -> Iterator[tuple[pd.DataFrame, InputLines | None]]:
+        """``stream_chunks``, each frame with its input's lines as ``chunk_lines`` says."""
+        for frame in self.stream_chunks(stream, source, chunk_rows, options):
+            yield frame, None
+
     @abstractmethod
     def writer(self, file: IO[bytes]) -> FrameWriter:
         """A writer of frames into ``file``."""
@@ -312,6 +335,18 @@ class Csv(TableFormat):
 
     def stream_chunks(self, stream: Any, source: str, chunk_rows: int, options: ReadOptions) -> Iterator[pd.DataFrame]:
         yield from iter_text_table(self._text(stream, source), source, chunk_rows, self._options(options))
+
+    def chunk_lines(
+        self, path: str, chunk_rows: int, options: ReadOptions, keep_lines: bool
+    ) -> Iterator[tuple[pd.DataFrame, InputLines | None]]:
+        with open(path, "rb") as f:
+            yield from self.stream_chunk_lines(f, path, chunk_rows, options, keep_lines)
+
+    def stream_chunk_lines(
+        self, stream: Any, source: str, chunk_rows: int, options: ReadOptions, keep_lines: bool
+    ) -> Iterator[tuple[pd.DataFrame, InputLines | None]]:
+        text, options = self._text(stream, source), self._options(options)
+        yield from iter_text_lines(text, source, chunk_rows, options, keep_lines)
 
     def writer(self, file: IO[bytes]) -> FrameWriter:
         return _CsvWriter(file)
@@ -374,8 +409,9 @@ class _CsvWriter:
         self._file = file
         self._wrote_header = False
 
-    def write(self, frame: pd.DataFrame) -> None:
-        self._file.write(_csv_bytes(frame, header=not self._wrote_header))
+    def write(self, frame: pd.DataFrame, lines: InputLines | None = None) -> None:
+        for piece in _csv_bytes(frame, header=not self._wrote_header, lines=lines):
+            self._file.write(piece)
         self._file.flush()
         self._wrote_header = True
 
@@ -490,8 +526,8 @@ class _CompressedWriter:
             self._stream = importlib.import_module(compression).open(file, "wb")
         self._csv = _CsvWriter(self._stream)
 
-    def write(self, frame: pd.DataFrame) -> None:
-        self._csv.write(frame)
+    def write(self, frame: pd.DataFrame, lines: InputLines | None = None) -> None:
+        self._csv.write(frame, lines)
 
     def close(self) -> None:
         self._csv.close()
@@ -616,19 +652,34 @@ def iter_table(
     path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, stdin: IO[bytes] | None = None, options: ReadOptions | None = None
 ) -> Iterator[pd.DataFrame]:
     """Stream a table in chunks: text from a file, a pipe or stdin as its lines arrive, Parquet by record batches."""
+    for frame, _ in _chunks(path, chunk_rows, stdin, options, keep_lines=False):
+        yield frame
+
+
+def iter_table_lines(
+    path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS, stdin: IO[bytes] | None = None, options: ReadOptions | None = None
+) -> Iterator[tuple[pd.DataFrame, InputLines | None]]:
+    """``iter_table``, each chunk with the input's own text of its rows where the input is comma-separated
+    text with one line per row (``delimited.InputLines``), else None: for writing the rows as they came."""
+    yield from _chunks(path, chunk_rows, stdin, options, keep_lines=True)
+
+
+def _chunks(
+    path: str, chunk_rows: int, stdin: IO[bytes] | None, options: ReadOptions | None, keep_lines: bool
+) -> Iterator[tuple[pd.DataFrame, InputLines | None]]:
     options = options or ReadOptions()
     if path == STDIO:
         fmt, stream = _recognized(stdin or sys.stdin.buffer, "stdin", options)
-        yield from fmt.stream_chunks(stream, "stdin", chunk_rows, options)
+        yield from fmt.stream_chunk_lines(stream, "stdin", chunk_rows, options, keep_lines)
         return
     _check_readable(path)
     known = _reading_format(path, options)
     if known is not None:
-        yield from known.chunks(path, chunk_rows, options)
+        yield from known.chunk_lines(path, chunk_rows, options, keep_lines)
         return
     with open(path, "rb") as f:
         found, stream = _recognized(f, path, options)
-        yield from found.stream_chunks(stream, path, chunk_rows, options)
+        yield from found.stream_chunk_lines(stream, path, chunk_rows, options, keep_lines)
 
 
 class TableWriter:
@@ -655,8 +706,13 @@ class TableWriter:
             self._stack = stack.pop_all()
         return self
 
-    def write(self, frame: pd.DataFrame) -> None:
-        self._writer.write(frame)
+    def write(self, frame: pd.DataFrame, lines: InputLines | None = None) -> None:
+        """Write a chunk; ``lines`` (from ``iter_table_lines``), where the output is CSV, are written in
+        place of the frame's leading columns: pass them only when those columns are the input's, unchanged."""
+        if lines is not None and isinstance(self._writer, _CsvWriter | _CompressedWriter):
+            self._writer.write(frame, lines)
+        else:
+            self._writer.write(frame)  # the FrameWriter protocol: what a new format implements
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

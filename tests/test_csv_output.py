@@ -191,3 +191,100 @@ def test_sampled_csv_reads_back_with_the_same_values(penguins_flow: Path, tmp_pa
     for name in from_parquet.columns:  # every value, floats to the last bit, survives the CSV text
         assert cells(from_csv[name]) == cells(from_parquet[name]), name
     assert '"' not in out.read_text()  # labels are plain words: nothing to quote
+
+
+# Rows as a person or a spreadsheet wrote them: trailing zeros, an exponent, "NA" markers, a quoted label,
+# spaces after commas and an extra column the model does not know.
+WRITTEN_ROWS = [
+    'Adelie,Torgersen,39.10,18.7,181,3750,male,2007,"first, of all"',
+    "Adelie,Torgersen,NA,NA,NA,NA,NA,2007,",
+    '"Gentoo",Biscoe,4.65e1,15.0,217,4875, female,2008,x',
+    "Chinstrap,Dream,46.5,17.9,192,3500,female,2007,plain",
+]
+WRITTEN_HEADER = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year,note"
+
+
+def logprob_lines(flow: Path, path: Path, *options: str) -> list[str]:
+    result = runner.invoke(app, ["logprob", str(flow), str(path), *options])
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.split("\n")
+
+
+def scores_of(lines: list[str]) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO("\n".join(lines)), keep_default_na=False, na_values=[""])
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_logprob_writes_each_input_row_as_it_was_written(penguins_flow: Path, tmp_path: Path, newline: str) -> None:
+    """`logprob` appends a column and changes nothing else: each data line comes out byte for byte, with
+    `,score` after it (whatever chunks the rows are read in), as `paste -d,` would make it."""
+    path = tmp_path / "written.csv"
+    # Empty lines (skipped by the reader) in the middle and at the end do not count as rows.
+    rows = [*WRITTEN_ROWS[:2], "", *WRITTEN_ROWS[2:], "", ""]
+    path.write_bytes(newline.join([WRITTEN_HEADER, *rows]).encode())
+    for chunk_size in ("1", "3", "65536"):  # the last, one batch, is compared below (float32 sums by batch)
+        lines = logprob_lines(penguins_flow, path, "--chunk-size", chunk_size)
+        assert lines[0] == WRITTEN_HEADER + ",logprob"
+        assert lines[-1] == ""  # the last line ends with a line break
+        for written, line in zip(WRITTEN_ROWS, lines[1:-1], strict=True):
+            head, score = line.rsplit(",", 1)
+            assert head == written, chunk_size
+            assert np.isfinite(float(score))
+    # The same rows written as flowcli writes them score the same.
+    plain = tmp_path / "plain.csv"
+    pd.read_csv(path, skipinitialspace=True).to_csv(plain, index=False)
+    scores = scores_of(logprob_lines(penguins_flow, plain))["logprob"].to_numpy()
+    np.testing.assert_array_equal(scores_of(lines)["logprob"].to_numpy(), scores)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "a logprob column replaced",
+        "a logprob column replaced, flags added",
+        "semicolons",
+        "a quoted line break",
+        "lines ending in CR",
+    ],
+)
+def test_logprob_writes_values_where_input_lines_cannot_stand_for_the_rows(
+    penguins_flow: Path, tmp_path: Path, case: str
+) -> None:
+    """Where the input's lines cannot be copied (another separator, a row over two lines, a column being
+    replaced), the values are written as read: the output reads back as the input with its scores."""
+    header, rows = WRITTEN_HEADER, list(WRITTEN_ROWS)
+    if case.startswith("a logprob column replaced"):
+        header, rows = header + ",logprob", [row + ",0.5" for row in rows]
+    elif case == "a quoted line break":
+        rows[1] = rows[1] + '"two\nlines"'
+    ending = "\r" if case == "lines ending in CR" else "\n"
+    text = ending.join([header, *rows, ""])
+    if case == "semicolons":
+        text = text.replace(",", ";").replace('"first; of all"', '"first, of all"')
+    path = tmp_path / "input.csv"
+    path.write_bytes(text.encode())
+    if case == "lines ending in CR":  # an old Mac file is refused with a way out, not misread
+        result = runner.invoke(app, ["logprob", str(penguins_flow), str(path)])
+        assert result.exit_code == 1 and "\\r" in result.stderr
+        return
+    flags = ["--flag-below", "0.01"] if "flags" in case else []
+    out = scores_of(logprob_lines(penguins_flow, path, *flags))
+    expected = pd.read_csv(
+        io.StringIO(text), sep=";" if case == "semicolons" else ",", skipinitialspace=True, skip_blank_lines=True
+    )
+    added = ["logprob", "anomaly"] if flags else ["logprob"]
+    assert list(out.columns) == [c for c in expected.columns if c != "logprob"] + added
+    assert len(out) == len(WRITTEN_ROWS)
+    for name in expected.columns.drop("logprob", errors="ignore"):
+        pd.testing.assert_series_equal(out[name], expected[name], check_dtype=False, obj=name)
+    assert np.isfinite(out["logprob"]).all() and (out["logprob"] != 0.5).all()
+
+
+def test_compressed_output_holds_the_same_lines(penguins_flow: Path, tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "written.csv"
+    path.write_text("\n".join([WRITTEN_HEADER, *WRITTEN_ROWS, ""]))
+    out = tmp_path / "scored.csv.gz"
+    assert runner.invoke(app, ["logprob", str(penguins_flow), str(path), "-o", str(out)]).exit_code == 0
+    assert gzip.decompress(out.read_bytes()).decode().split("\n") == logprob_lines(penguins_flow, path)
