@@ -599,10 +599,11 @@ def input_lines(block: bytes, names: list[str], sep: str, rows: int) -> InputLin
         block = block.replace(b"\r\n", b"\n")
         if b"\r" in block:
             return None
-    if b"\n\n" in block or block.startswith(b"\n"):
-        # A quoted value holding empty lines keeps a line break, so its rows are still miscounted below.
-        block = re.sub(rb"\n\n+", b"\n", block).lstrip(b"\n")
     ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+    if len(ends) and (ends[0] == 0 or (np.diff(ends) == 1).any()):
+        # Empty lines. A quoted value holding empty lines keeps a line break, so its rows are still miscounted below.
+        block = re.sub(rb"\n\n+", b"\n", block).lstrip(b"\n")
+        ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
     if len(ends) != rows:
         return None
     # The lines back to back without their line breaks: line i ends where its newline was, less the i
