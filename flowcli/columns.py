@@ -27,7 +27,7 @@ Atoms, the kept support and the grid of numeric columns (``roles/atoms.py``, ``r
 - a value is an atom if it holds at least 1% of the present values and at least 10 rows, and at least
   4 times as many rows as the most common of its neighbours within 2 steps on the column's grid (the
   step: 1 for whole numbers, the learnt step, 10^-decimals; floats without a grid have no neighbours); in a column
-  of values >= 0, 0 is an atom whenever it occurs (one row is enough); at most 8 atoms, the most common.
+  of values >= 0, 0 is an atom whenever it occurs (one row is enough); at most 8 atoms: that zero, then the most common.
   ``columns: {x: {atoms: [0]}}`` sets them (the role stays inferred), ``atoms: []`` switches them off.
   The column's statistics (median, scale, fill, bounds, support) are those of its other values;
 - a continuous column whose other values are all > 0 gets the support x > 0 (an inverse softplus);

@@ -51,7 +51,9 @@ class Schema:
         """The columns that were text in the training table: readers keep them as text when scoring, so a
         chunk of codes without a leading zero, or of dates, is not taken for numbers."""
         return frozenset(
-            c.name for c in self.columns if c.dtype in ("object", "str", "string") or c.dtype.startswith("string")
+            c.name
+            for c in self.columns
+            if (c.dtype in ("object", "str", "string") or c.dtype.startswith("string")) and not _booleans(c)
         )
 
     @classmethod
@@ -298,3 +300,10 @@ class Preprocess(Layer):
         big = torch.finfo(x.dtype).max
         x = x.clamp(-big, big)  # a finite sample even where a layer's output was extreme
         return x, (ladj + tail_ladj + torch.log(self.scale)).sum(-1) - self.log_width
+
+
+def _booleans(column: Column) -> bool:
+    """Whether a column's labels are True and False: a text file's true/false column with empty cells is
+    read as Python booleans (an object column), and must be read so again when scoring, not as text."""
+    labels = column.categories or []
+    return bool(labels) and all(isinstance(label, bool) for label in labels)

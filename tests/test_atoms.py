@@ -109,6 +109,21 @@ def test_atoms_are_capped_at_the_most_common() -> None:
     assert atoms is not None and sorted(atoms) == sorted(codes[2:])
 
 
+def test_the_zero_of_a_nonnegative_column_survives_the_cap() -> None:
+    """Nine commoner codes and a few zeros in a column of values >= 0 (ADBench thyroid's x1): the zero is
+    kept among the 8 atoms, so the rest keeps a support > 0 (evicted, 3.5% of samples were negative)."""
+    rng = _rng()
+    values = np.round(rng.uniform(0.01, 1, N), 4)
+    codes = [0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85]
+    for i, code in enumerate(codes):
+        values[i * 60 : i * 60 + 40 + i] = code
+    values[-5:] = 0.0
+    column = column_of(pd.Series(values, name="x"))
+    assert column.atoms is not None and len(column.atoms) == 8
+    assert column.atoms[0] == 0.0 and sorted(column.atoms[1:]) == codes[2:]
+    assert column.low == 0.0
+
+
 # --- the config -----------------------------------------------------------------------------------------
 
 

@@ -288,3 +288,24 @@ def test_compressed_output_holds_the_same_lines(penguins_flow: Path, tmp_path: P
     out = tmp_path / "scored.csv.gz"
     assert runner.invoke(app, ["logprob", str(penguins_flow), str(path), "-o", str(out)]).exit_code == 0
     assert gzip.decompress(out.read_bytes()).decode().split("\n") == logprob_lines(penguins_flow, path)
+
+
+def test_a_true_false_column_with_empty_cells_is_scored_and_imputed(tmp_path: Path) -> None:
+    """Read with its empty cells, a true/false column holds Python booleans (an object column); scoring must
+    read it so again, not as the text 'true' (which was an 'unseen category' on the training file itself)."""
+    path = tmp_path / "paid.csv"
+    rows = [f"{['true', 'FALSE', ''][i % 3]},{i * 0.37 % 5:.2f}" for i in range(120)]
+    path.write_text("\n".join(["paid,x", *rows, ""]))
+    flow = tmp_path / "paid.flow"
+    fit = runner.invoke(app, ["fit", str(path), "-o", str(flow), "-c", "maf", "--epochs", "1", "--seed", "0", "-q"])
+    assert fit.exit_code == 0, fit.stderr
+    scored = scores_of(logprob_lines(flow, path))
+    assert len(scored) == 120 and np.isfinite(scored["logprob"]).all()
+    sampled = tmp_path / "sampled.csv"
+    assert runner.invoke(app, ["sample", str(flow), "-n", "50", "--seed", "1", "-o", str(sampled)]).exit_code == 0
+    assert set(pd.read_csv(sampled)["paid"].dropna()) <= {True, False}
+    assert np.isfinite(scores_of(logprob_lines(flow, sampled))["logprob"]).all()
+    imputed = runner.invoke(app, ["impute", str(flow), str(path)])
+    assert imputed.exit_code == 0, imputed.stderr
+    filled = pd.read_csv(io.StringIO(imputed.stdout))["paid"]
+    assert filled.notna().all() and filled[:2].tolist() == [True, False]

@@ -17,7 +17,7 @@ atom, a discrete outcome with a probability of its own rather than part of the d
 
 or when the column's values are all >= 0 and it is 0 in at least ``ZERO_MIN_ROWS`` (1) row (hours
 worked, incomes, claims: the zeros are a different kind of row, and the rest is then > 0). At most
-``MAX_ATOMS`` (8) atoms are kept, the most common. A popular value among similar neighbours (the mode of
+``MAX_ATOMS`` (8) atoms are kept: that zero, then the most common. A popular value among similar neighbours (the mode of
 a count) is not an atom; a code such as 0 or -999 for "not measured" is. ``columns: {x: {atoms: [0]}}``
 in the config sets the atoms instead, ``atoms: []`` switches them off.
 
@@ -84,12 +84,13 @@ def learn_step(numbers: np.ndarray, decimals: int | None) -> float | None:
 
 
 def infer_atoms(numbers: np.ndarray, grid: float | None) -> list[float]:
-    """The atoms of a column's present values by the rule of the module docstring, most common first."""
+    """The atoms of a column's present values by the rule of the module docstring: the zero of a column of
+    values >= 0 first, then the most common."""
     if not len(numbers):
         return []
     values, counts = np.unique(numbers, return_counts=True)
     needed = max(ATOM_MIN_ROWS, ATOM_MIN_SHARE * len(numbers))
-    found: list[tuple[int, float]] = []
+    found: list[tuple[bool, int, float]] = []
     for value, count in zip(values, counts, strict=True):
         zero = value == 0 and values[0] >= 0 and count >= ZERO_MIN_ROWS
         if count < needed and not zero:
@@ -102,9 +103,11 @@ def infer_atoms(numbers: np.ndarray, grid: float | None) -> list[float]:
             near = (rank != 0) & (np.abs(rank) <= NEIGHBOURS)
         neighbours = int(counts[near].max()) if near.any() else 0
         if zero or count >= ATOM_RATIO * neighbours:
-            found.append((int(count), float(value)))
-    found.sort(key=lambda pair: -pair[0])
-    return [value for _, value in found[:MAX_ATOMS]]
+            found.append((bool(zero), int(count), float(value)))
+    # The zero of a column of values >= 0 is kept whatever the cap: it is what keeps the rest's support > 0
+    # (ADBench thyroid's x1 in [0, 1] has 52 zeros and 8 commoner atoms; without its zero, 3.5% of samples were negative).
+    found.sort(key=lambda item: (not item[0], -item[1]))
+    return [value for _, _, value in found[:MAX_ATOMS]]
 
 
 def parse_atoms(raw: Any, where: str) -> list[float]:
