@@ -8,11 +8,12 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -124,10 +125,12 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .errors import FlowcliError, ReportedFailure, raised_by_interrupt
+        from .errors import FlowcliError, ReportedFailure, Terminated, raised_by_interrupt
 
         try:
-            return command(*args, **kwargs)
+            _import_torch_whole()
+            with _terminate_as_exception():
+                return command(*args, **kwargs)
         except ReportedFailure as exc:  # already on stderr, from the process that failed
             raise typer.Exit(exc.exit_code) from None
         except FlowcliError as exc:
@@ -146,6 +149,9 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             _fail("out of memory; use a smaller model (layers' hidden sizes), batch_size or input")
             raise typer.Exit(1) from None
+        except Terminated:
+            _fail("terminated (SIGTERM)")
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             _fail("interrupted")
             raise typer.Exit(130) from None
@@ -156,6 +162,57 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(141) from None
 
     return wrapper
+
+
+def _import_torch_whole() -> None:
+    """Import torch with Ctrl-C and SIGTERM held until the import is done, then act on them. A
+    KeyboardInterrupt inside torch's import leaves its C++ half-registered: the next import of a torch
+    module then segfaults, aborts ("GradBucket is already defined") or fails with a traceback."""
+    import signal
+
+    if "torch" in sys.modules:
+        return
+    arrived: list[int] = []
+    try:
+        previous = {
+            signum: signal.signal(signum, lambda n, _: arrived.append(n)) for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+    except ValueError:  # not the main thread: signals are not ours to hold
+        import torch  # noqa: F401
+
+        return
+    try:
+        import torch  # noqa: F401,F811
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    if arrived:
+        from .errors import Terminated
+
+        raise Terminated if signal.SIGTERM in arrived else KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` while a command runs, so that its output is abandoned as on Ctrl-C (the
+    temporary file removed, an existing file untouched) instead of the process dying mid-write. ``fit``
+    installs its own handlers, which keep the best model."""
+    import signal
+
+    from .errors import Terminated
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _read_options(sep: str | None, decimal: str | None, encoding: str | None, no_header: bool, fmt: str | None) -> Any:

@@ -55,3 +55,8 @@ def raised_by_interrupt(exc: BaseException | None) -> bool:
         seen.add(id(exc))
         exc = exc.__cause__ if exc.__cause__ is not None else None if exc.__suppress_context__ else exc.__context__
     return False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that what is being written is abandoned cleanly
+    (no temporary file left behind); the command exits 143 instead of 130."""

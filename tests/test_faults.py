@@ -636,3 +636,59 @@ def test_a_signal_that_comes_out_wrapped_still_stops_the_fit(monkeypatch: pytest
     monkeypatch.setattr(fitting, "_fit", plain_bug)
     with pytest.raises(RuntimeError, match="a bug, no signal"):
         fit(str(table), seed=0)
+
+
+def _saved_model(tmp_path: Path, table_csv: Path) -> Path:
+    model = tmp_path / "m.flow"
+    fit_args = ["fit", str(table_csv), "-o", str(model), "-c", "maf", "--epochs", "1", "--seed", "0", "-q"]
+    assert runner.invoke(app, fit_args).exit_code == 0
+    return model
+
+
+def test_sigterm_while_logprob_streams_leaves_no_file(tmp_path: Path, table_csv: Path) -> None:
+    """SIGTERM (a scheduler, `timeout`) while rows are still arriving: exit 143, one line, and the output's
+    temporary file removed, as on Ctrl-C (the process used to die mid-write and leave it behind)."""
+    model = _saved_model(tmp_path, table_csv)
+    out = tmp_path / "out" / "scored.csv"
+    out.parent.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowcli", "logprob", str(model), "-", "-o", str(out)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("".join(table_csv.read_text().splitlines(keepends=True)[:3]))
+    proc.stdin.flush()  # stdin stays open: the command waits for more rows, its temporary file written
+    deadline = time.time() + 60
+    while not list(out.parent.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert list(out.parent.iterdir()), "the command never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines() == ["Error: terminated (SIGTERM)"]
+    assert list(out.parent.iterdir()) == []
+
+
+def test_ctrl_c_during_the_torch_import_is_a_clean_interrupt(tmp_path: Path, table_csv: Path) -> None:
+    """Ctrl-C in the first second, while torch is being imported: the import finishes, then the command
+    stops with exit 130 and one line (an interrupted torch import used to segfault, abort or print a
+    traceback at its next use)."""
+    model = _saved_model(tmp_path, table_csv)
+    script = f"""
+import importlib.abc, os, signal, sys
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch._C":  # in the middle of torch's import
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["flowcli", "logprob", {str(model)!r}, {str(table_csv)!r}]
+from flowcli.cli import main
+main()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["Error: interrupted"]
+    assert proc.stdout == ""
