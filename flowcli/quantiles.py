@@ -23,7 +23,8 @@ the nearest stored pattern: the one whose missing cells differ from the row's in
 (ties: the one with more held-out rows), i.e. the one whose score covers the most nearly the same
 observed cells, hence the nearest scale; the overall quantiles are a mixture dominated by the most
 common pattern, which can be further from the row's. Without stored patterns, every row is compared
-with the overall quantiles. ``report`` draws the overall ones as anomaly thresholds and ``inspect``
+with the overall quantiles; a table without pattern columns whose held-out rows are fewer than
+``MIN_PATTERN_ROWS`` takes them from the sampled rows (``source: "sampled"``). ``report`` draws the overall ones as anomaly thresholds and ``inspect``
 shows both.
 """
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,7 +33,7 @@ from .errors import TrainingError, raised_by_interrupt
 from .health import WORSE_TOLERANCE, fit_warnings, gain_threshold
 from .model import Flow, Model, complete_weights, load_weights
 from .progress import Reporter
-from .quantiles import CALIBRATION_SAMPLES, logprob_quantiles
+from .quantiles import CALIBRATION_SAMPLES, MIN_PATTERN_ROWS, logprob_quantiles
 from .trainstate import LearningRate, ResumePoint, TrainState
 
 VAL_BATCH = 8192
@@ -569,11 +570,20 @@ class Trainer:
             absent = schema.absent_cells(features) if schema.pattern_columns else None
             return logprob_quantiles(scores, source, absent, schema.pattern_columns)
         if not schema.pattern_columns:
-            return logprob_quantiles(scores, source)
+            if np.isfinite(scores).sum() >= MIN_PATTERN_ROWS:
+                return logprob_quantiles(scores, source)
+            # A table of a few dozen rows holds out a handful (2 of 20): their quantiles would rank nearly
+            # every row at 100. The model's own rows give the scale instead, as for rare patterns below.
+            return logprob_quantiles(model.log_prob_features(self._calibration_rows(model)), "sampled")
+        drawn = self._calibration_rows(model)
+        sampled = (model.log_prob_features(drawn), schema.absent_cells(drawn))
+        return logprob_quantiles(scores, source, schema.absent_cells(features), schema.pattern_columns, sampled)
+
+    def _calibration_rows(self, model: Model) -> np.ndarray:
+        """``CALIBRATION_SAMPLES`` rows the model samples, as features: drawn, turned into the rows a user
+        gets (rounded, absent cells empty) and encoded again, so they are scored as such."""
+        schema = model.schema
         with torch.inference_mode():
             generator = torch.Generator(device=model.device).manual_seed(self.seed)
             drawn = model.flow.sample(CALIBRATION_SAMPLES, generator).double().cpu().numpy()
-        # As rows, then features again: the samples a user gets (rounded, absent cells empty), scored as such.
-        drawn = schema.to_features(schema.to_frame(drawn), on_invalid="neg-inf")[0]
-        sampled = (model.log_prob_features(drawn), schema.absent_cells(drawn))
-        return logprob_quantiles(scores, source, schema.absent_cells(features), schema.pattern_columns, sampled)
+        return schema.to_features(schema.to_frame(drawn), on_invalid="neg-inf")[0]

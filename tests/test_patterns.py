@@ -182,3 +182,15 @@ def test_rows_are_grouped_by_pattern_as_np_unique_does(columns: int) -> None:
     keys, inverse = _patterns(mask)
     np.testing.assert_array_equal(keys[inverse], mask)  # each row's key is its own pattern
     assert len(keys) == len(np.unique(mask, axis=0)) and len(np.unique(inverse)) == len(keys)
+
+
+def test_a_few_dozen_complete_rows_are_ranked_against_the_models_own_rows() -> None:
+    """20 complete rows hold out 2: quantiles of those ranked 17 of the 20 training rows at percentile 100.
+    The model's sampled rows give the scale instead (as for a pattern too rare among held-out rows)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": np.round(rng.normal(5, 1, 20), 2), "y": np.round(rng.normal(0, 2, 20), 3)})
+    small = flowcli.fit(frame, config="maf", epochs=5, seed=0)
+    stored = small.info["logprob_quantiles"]
+    assert stored["source"] == "sampled" and stored["rows"] >= MIN_PATTERN_ROWS
+    percentiles = small.logprob_percentile(small.log_prob(frame), frame)
+    assert 20 < np.median(percentiles) < 90 and (percentiles >= 99.9).sum() <= 3
