@@ -48,11 +48,14 @@ class Cells:
     """A table's cells as the network's feature rows. ``x``: (n, features) in data units (a stand-in where a
     cell is unknown); ``known``: (n, columns) the cell is given (the column is in the table and the cell is
     not empty); ``log_mass``: (n, columns) 0, or -inf for a value outside its column's support (or an
-    invalid one, with ``on_invalid='neg-inf'``). Columns are ``conditional.feature_columns``."""
+    invalid one, with ``on_invalid='neg-inf'``). Columns are ``conditional.feature_columns``. ``fixed``: (n,)
+    the same for the given cells of the columns without features (a constant column: -inf for any other
+    value than its own)."""
 
     x: np.ndarray
     known: np.ndarray
     log_mass: np.ndarray
+    fixed: np.ndarray
 
 
 def encode_cells(model: Model, frame: pd.DataFrame, row_offset: int = 0, on_invalid: str = "error") -> Cells:
@@ -74,9 +77,20 @@ def encode_cells(model: Model, frame: pd.DataFrame, row_offset: int = 0, on_inva
         known.append(present)
         mass.append(np.where(present, log_mass, 0.0))
     x = np.column_stack(parts) if parts else np.zeros((n, 0))
+    fixed = sum((mass for _, mass in _featureless_mass(model, frame, row_offset)), np.zeros(n))
     if not known:
-        return Cells(x, np.zeros((n, 0), dtype=bool), np.zeros((n, 0)))
-    return Cells(x, np.column_stack(known), np.column_stack(mass))
+        return Cells(x, np.zeros((n, 0), dtype=bool), np.zeros((n, 0)), fixed)
+    return Cells(x, np.column_stack(known), np.column_stack(mass), fixed)
+
+
+def _featureless_mass(model: Model, frame: pd.DataFrame, row_offset: int) -> Iterator[tuple[Column, np.ndarray]]:
+    """Per column of the frame that the model reads but gives no features (a constant column): the log mass
+    of its given cells (0, or -inf for a value the column never holds), empty cells 0."""
+    for col in model.schema.columns:
+        if col.rules.reads_values and not col.width and col.name in frame.columns:
+            series = frame[col.name].reset_index(drop=True)
+            _, log_mass, _ = col.encode(series, row_offset)
+            yield col, np.where(series.notna().to_numpy(), log_mass, 0.0)
 
 
 def require_conditional(model: Model, question: str) -> None:
@@ -159,6 +173,8 @@ def log_prob(
     # Nothing to score: with targets, the row's are all empty (NaN, written as an empty cell); without, the
     # row has no cell of the model's columns, and observing nothing has probability 1.
     out[~targets.any(1)] = np.nan if target is not None else 0.0
+    # A constant column's other value (as a target's condition too) has probability 0.
+    out[np.isneginf(cells.fixed) & ~np.isnan(out)] = -np.inf
     return out
 
 
@@ -186,6 +202,14 @@ def check_given(model: Model, frame: pd.DataFrame, cells: Cells, row_offset: int
     for j, col in enumerate(columns):
         if col.name in frame.columns:
             bad[:, j] |= cells.known[:, j] & col.never_drawn(frame[col.name].reset_index(drop=True), row_offset)
+    for constant, mass in _featureless_mass(model, frame, row_offset):
+        if np.isneginf(mass).any():
+            row = int(np.flatnonzero(np.isneginf(mass))[0])
+            raise DataError(
+                f"given column {constant.name!r}, row {row_offset + row + 1}: {_plain(frame[constant.name].iloc[row])!r} "
+                f"is not the column's one value in the training data ({_plain(constant.value)!r}); nothing can be "
+                "drawn given it"
+            )
     if bad.any():
         row, j = (int(i[0]) for i in np.nonzero(bad))
         name = columns[j].name

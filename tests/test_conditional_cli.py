@@ -327,3 +327,26 @@ def test_a_model_fitted_without_the_conditional_network_refuses_its_questions_on
     given_label = table(run("sample", plain, "-n", "6", "--given", "group=a", "--seed", "0"))
     assert len(given_label) == 6 and (given_label["group"] == "a").all()
     assert len(table(run("logprob", plain, csv))) == len(pd.read_csv(csv))
+
+
+def test_a_constant_columns_other_value_is_refused_as_given_and_scores_zero_probability(tmp_path: Path) -> None:
+    """A column that always held 'FR' has no features, but its value still counts: given another value there
+    is nothing to draw (an error naming it; it used to be written into every row), and a row holding one
+    scores -inf, as on a full row, also when the file lacks other columns (it used to score finitely)."""
+    from helpers import shop_table
+
+    csv = tmp_path / "country.csv"
+    shop_table().assign(country="FR").to_csv(csv, index=False)
+    ckpt = str(tmp_path / "country.flow")
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump({**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 1}}))
+    fitted = run("fit", str(csv), "-c", str(config), "-o", ckpt, "--seed", "0", "--threads", "1", "-q")
+    assert fitted.exit_code == 0, fitted.stderr
+    refused = run("sample", ckpt, "-n", "3", "--given", "country=DE")
+    assert_clean_error(refused)
+    assert "'country'" in refused.stderr and "'DE'" in refused.stderr and "'FR'" in refused.stderr
+    assert (table(run("sample", ckpt, "-n", "3", "--given", "country=FR", "--seed", "0"))["country"] == "FR").all()
+    scored = table(run("logprob", ckpt, "-", input="country,x\nDE,1.0\nFR,1.0\n,1.0\n"))["logprob"].to_numpy()
+    assert np.isneginf(scored[0]) and np.isfinite(scored[1]) and scored[2] == scored[1]
+    given = table(run("logprob", ckpt, "-", "--target", "y", input="country,x,y\nDE,1.0,3.0\nFR,1.0,3.0\n"))
+    assert np.isneginf(given["logprob"][0]) and np.isfinite(given["logprob"][1])
