@@ -5,7 +5,8 @@ own. Columns are treated by the dtype of the real column, not by the model's rol
 works for any table the model accepts: numeric columns (floats, integers) are compared by the
 two-sample Kolmogorov-Smirnov statistic, everything else (bools, strings, categories) by the total
 variation distance between the label frequencies. Missing values are left out of both distances and
-reported separately as missing rates.
+reported separately as missing rates. ``report`` first turns the columns that its model reads as numbers
+(dates, Decimals, numbers written as text) into those numbers (``report.by_value``).
 """
 
 from __future__ import annotations

@@ -128,6 +128,28 @@ class Scores:
     z: np.ndarray  # DATA in the latent space; no columns when the rows cannot be mapped there
     base: np.ndarray  # samples of the base distribution, the reference for the latent figures
 
+    def compared(self, model: Model) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """DATA and the synthetic rows as the column figures compare them (``by_value``)."""
+        return by_value(model, self.data), by_value(model, self.synthetic)
+
+
+def by_value(model: Model, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the columns that the model reads as numbers but that are not numbers to pandas (dates
+    and timestamps, text in a date format, Decimals, numbers written with separators) as those numbers
+    (dates in days), so that they are compared and drawn as distributions (KS, histograms), not as labels."""
+    from .roles.numeric import NumericRole
+
+    out = frame.copy()
+    for col in model.schema.columns:
+        if col.name not in out.columns or not isinstance(col.rules, NumericRole):
+            continue
+        series = out[col.name].reset_index(drop=True)
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            continue
+        values, _ = col.rules.parse(col, series, 0)
+        out[col.name] = pd.Series(values, index=out.index)
+    return out
+
 
 @dataclass
 class Thresholds:
@@ -218,8 +240,9 @@ def _score(model: Model, data: pd.DataFrame, n_samples: int, seed: int, say: Cal
 
 def _measure(model: Model, scores: Scores) -> Findings:
     s = scores
+    data, synthetic = s.compared(model)
     # Ignored columns are not sampled: compare the columns both tables have.
-    comparison = compare_tables(s.data, s.synthetic, [n for n in s.data.columns if n in s.synthetic.columns])
+    comparison = compare_tables(data, synthetic, [n for n in data.columns if n in synthetic.columns])
     finite = s.logprob[np.isfinite(s.logprob)]
     quantiles = {f"{q:g}": float(np.quantile(finite, q)) for q in DATA_QUANTILES} if len(finite) else {}
     stored = StoredQuantiles.from_info(model.info)
@@ -241,9 +264,9 @@ def _draw(model: Model, scores: Scores, found: Findings, out_dir: Path, rng: np.
     latent_ks = [d["ks_vs_base"] for d in found.latent]
     drawn = [
         ("training", plots.training_curves(metrics, info.get("best_epoch"), with_validation, out_dir)),
-        ("columns", plots.column_distributions(s.data, s.synthetic, c.columns, out_dir)),
+        ("columns", plots.column_distributions(*s.compared(model), c.columns, out_dir)),
         ("distances", plots.distances(c.columns, found.ks_noise, out_dir)),
-        ("pairs", plots.pair_plots(s.data, s.synthetic, found.pairs, c.corr_synthetic, out_dir, rng)),
+        ("pairs", plots.pair_plots(*s.compared(model), found.pairs, c.corr_synthetic, out_dir, rng)),
         ("correlation", plots.correlation_heatmaps(c.corr_real, c.corr_synthetic, out_dir)),
         ("missing", plots.missing_rates(c.columns, out_dir)),
         ("latent", plots.latent_qq(s.z, s.base, model.latent_names, latent_ks, out_dir)),
