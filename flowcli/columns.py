@@ -213,6 +213,10 @@ class Column:
         """Features back to a column with the training labels and dtype; None for ignored columns."""
         return self.rules.decode(self, features, n)
 
+    def outside_sampled(self, features: list[np.ndarray], n: int) -> np.ndarray:
+        """Per decoded row: a value outside the range samples keep to (``Role.outside_sampled``)."""
+        return self.rules.outside_sampled(self, features, n)
+
     def never_drawn(self, series: pd.Series, row_offset: int) -> np.ndarray:
         """Per value: one this column's samples never hold (``Role.never_drawn``)."""
         return self.rules.never_drawn(self, series, row_offset)

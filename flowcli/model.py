@@ -25,7 +25,7 @@ from .layers import Layer, build_layer
 from .layers.context import ContextAffine
 from .layers.linear import GaussianBaseline, Residualize, Whiten
 from .quantiles import StoredQuantiles
-from .schema import OnInvalid, Schema
+from .schema import REDRAW_ROUNDS, OnInvalid, Schema
 
 SCORING_BATCH = 65536
 # Rows per pass when scoring on a CPU: the flow's intermediate tensors then stay in cache. The default spline
@@ -438,10 +438,23 @@ class Model:
 
             yield from questions.sample_given(self, n, given, generator, batch, row_offset)
             return
+        for sl in _batches(n, batch):
+            yield self.schema.to_frame(self.draw_rows(sl.stop - sl.start, generator))
+
+    def draw_rows(self, n: int, generator: torch.Generator) -> np.ndarray:
+        """``n`` rows drawn from the model, as features in data units, each inside the range its integer and
+        date columns keep to: a row with a value beyond it is drawn again, so samples follow the density
+        truncated to the training range (``REDRAW_ROUNDS`` at most; what is still outside is then clipped).
+        Clipping alone piled the mass beyond the range onto its two ends: 5% of a timestamp column's samples
+        on its first and last instants."""
         with torch.inference_mode():
-            for sl in _batches(n, batch):
-                x = self.flow.sample(sl.stop - sl.start, generator)
-                yield self.schema.to_frame(x.double().cpu().numpy())
+            x = self.flow.sample(n, generator).double().cpu().numpy()
+            for _ in range(REDRAW_ROUNDS):
+                again = np.flatnonzero(self.schema.outside_sampled(x))
+                if not len(again):
+                    break
+                x[again] = self.flow.sample(len(again), generator).double().cpu().numpy()
+        return x
 
 
 def package_versions() -> dict[str, str]:

@@ -18,6 +18,7 @@ import torch
 from . import conditional, joint_given
 from .conditional import Roles, feature_columns
 from .errors import DataError
+from .schema import REDRAW_ROUNDS
 
 if TYPE_CHECKING:
     from .columns import Column
@@ -245,7 +246,21 @@ def _draw(
     model: Model, x: np.ndarray, observed: np.ndarray, target: np.ndarray, generator: torch.Generator
 ) -> np.ndarray:
     """Feature rows with the ``target`` cells drawn given the ``observed`` ones: by the joint model itself
-    where every observed cell is discrete (``joint_given.py``), else by the conditional network."""
+    where every observed cell is discrete (``joint_given.py``), else by the conditional network. A row whose
+    drawn cells hold a value beyond an integer or date column's training range is drawn again, as in
+    ``Model.draw_rows``."""
+    out = _draw_once(model, x, observed, target, generator)
+    for _ in range(REDRAW_ROUNDS):
+        again = np.flatnonzero(model.schema.outside_sampled(out, target))
+        if not len(again):
+            break
+        out[again] = _draw_once(model, x[again], observed[again], target[again], generator)
+    return out
+
+
+def _draw_once(
+    model: Model, x: np.ndarray, observed: np.ndarray, target: np.ndarray, generator: torch.Generator
+) -> np.ndarray:
     out = np.empty_like(x)
     exact = joint_given.answerable_rows(model, x, observed)
     if exact.any():

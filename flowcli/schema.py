@@ -28,6 +28,11 @@ OnInvalid = Literal["error", "neg-inf"]
 MAX_TAIL_EXCESS = math.asinh(1e15)
 
 
+# Rounds of drawing again the sampled rows with a value beyond an integer or date column's training range
+# (``Schema.outside_sampled``; ``Model.draw_rows``): each round keeps the few percent that fall outside.
+REDRAW_ROUNDS = 20
+
+
 class Schema:
     """The ordered columns of the training table and how each is encoded for the flow."""
 
@@ -117,6 +122,18 @@ class Schema:
             if series is not None:
                 data[col.name] = series
         return pd.DataFrame(data, index=pd.RangeIndex(len(matrix)))
+
+    def outside_sampled(self, matrix: np.ndarray, drawn: np.ndarray | None = None) -> np.ndarray:
+        """Per row of features in data units: some column's value lies outside the range its samples keep
+        to (an integer or a date beyond the training range), which ``to_frame`` would clip. ``drawn``: (rows,
+        columns with features) which cells count (the drawn ones, not a row's observed values); default all."""
+        outside, start, j = np.zeros(len(matrix), dtype=bool), 0, 0
+        for col in self.columns:
+            if col.width:
+                cells = col.outside_sampled([matrix[:, start + i] for i in range(col.width)], len(matrix))
+                outside |= cells if drawn is None else cells & drawn[:, j]
+                start, j = start + col.width, j + 1
+        return outside
 
     def feature_specs(self) -> list[FeatureSpec]:
         """Every feature's spec, in feature order (the columns of ``to_features``)."""

@@ -583,7 +583,6 @@ class Trainer:
         """``CALIBRATION_SAMPLES`` rows the model samples, as features: drawn, turned into the rows a user
         gets (rounded, absent cells empty) and encoded again, so they are scored as such."""
         schema = model.schema
-        with torch.inference_mode():
-            generator = torch.Generator(device=model.device).manual_seed(self.seed)
-            drawn = model.flow.sample(CALIBRATION_SAMPLES, generator).double().cpu().numpy()
+        generator = torch.Generator(device=model.device).manual_seed(self.seed)
+        drawn = model.draw_rows(CALIBRATION_SAMPLES, generator)
         return schema.to_features(schema.to_frame(drawn), on_invalid="neg-inf")[0]

@@ -202,6 +202,12 @@ class Role:
         none (a value outside the support is caught by ``encode``)."""
         return np.zeros(len(series), dtype=bool)
 
+    def outside_sampled(self, column: Column, features: list[np.ndarray], n: int) -> np.ndarray:
+        """Per decoded row: its value lies outside the range samples keep to (so decoding would clip it).
+        Sampling draws such rows again (``Model.draw_rows``): clipped, the mass beyond the range piled up
+        on its two ends. Default: none."""
+        return np.zeros(n, dtype=bool)
+
 
 ROLE_REGISTRY: dict[str, Role] = {}
 

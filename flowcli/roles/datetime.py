@@ -94,6 +94,9 @@ class Datetime(NumericRole):
     def sampled_range(self, column: Column) -> tuple[float | None, float | None]:
         return column.low, column.high  # the training range
 
+    def sampled_margin(self, column: Column) -> float:
+        return UNIT_STEPS[column.unit or "us"] / DAY / 2  # in days: half the step values are rounded to
+
     def round(self, column: Column, values: np.ndarray) -> np.ndarray:
         return np.clip(values, *self.sampled_range(column))
 

@@ -63,6 +63,9 @@ class Integer(NumericRole):
     def sampled_range(self, column: Column) -> tuple[float | None, float | None]:
         return column.low, column.high  # the observed range of continuous values
 
+    def sampled_margin(self, column: Column) -> float:
+        return (column.step or 1.0) / 2  # 49.4 rounds to 49, the maximum: not outside
+
     def round(self, column: Column, values: np.ndarray) -> np.ndarray:
         """Rounded to whole numbers (or the learnt step) within the observed range of continuous values."""
         return super().round(column, np.clip(values, *self.sampled_range(column)))

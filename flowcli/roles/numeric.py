@@ -202,6 +202,23 @@ class NumericRole(Role):
         with np.errstate(invalid="ignore"):
             return (continuous < (-np.inf if low is None else low)) | (continuous > (np.inf if high is None else high))
 
+    def sampled_margin(self, column: Column) -> float:
+        """How far beyond ``sampled_range`` a value still rounds onto its ends (half a grid step)."""
+        return 0.0
+
+    def outside_sampled(self, column: Column, features: list[np.ndarray], n: int) -> np.ndarray:
+        low, high = self.sampled_range(column)
+        if low is None and high is None:
+            return np.zeros(n, dtype=bool)
+        values, margin = features[-1], self.sampled_margin(column)
+        with np.errstate(invalid="ignore"):
+            outside = (values < (-np.inf if low is None else low - margin)) | (
+                values > (np.inf if high is None else high + margin)
+            )
+        if self.state_levels(column):  # only rows whose state is "a value" (not missing, not an atom)
+            outside &= np.floor(features[0]) <= 0
+        return outside
+
     def round(self, column: Column, values: np.ndarray) -> np.ndarray:
         """Decoded continuous values onto the role's support and the column's grid (``atoms.snap``)."""
         low, high = self.exclusive_bounds(column)
