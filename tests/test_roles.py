@@ -402,3 +402,22 @@ def test_a_new_role_is_one_registered_class(counts_role: str) -> None:
         back, _ = layer.inverse(layer(torch.from_numpy(matrix))[0])
     pd.testing.assert_frame_equal(schema.to_frame(back.numpy()), frame, check_exact=False, rtol=1e-9)
     assert_log_det_matches_autograd(layer, torch.from_numpy(matrix[:4]))
+
+
+def test_one_number_with_a_thousands_separator_does_not_make_the_column_written_with_them() -> None:
+    """Among body masses written 3750, 3800, ... one "4,000": still numbers, "4,000" read as 4000, and samples
+    written like the others (they came out as "3,175", each quoted in a CSV). A column whose long numbers
+    mostly carry the separator keeps it."""
+    masses = [str(v) for v in _rng().integers(2700, 6300, 300)]
+    masses[5] = "4,000"
+    column = Schema.infer(pd.DataFrame({"mass": masses})).columns[0]
+    assert column.role in ("integer", "continuous")
+    schema = Schema([column])
+    values = schema.to_features(pd.DataFrame({"mass": ["4,000", "3750"]}))[0][:, -1]
+    assert values.tolist() == [4000.0, 3750.0]
+    written = schema.to_frame(np.array([[3175.0], [4321.0]]))["mass"].tolist()
+    assert written == ["3175", "4321"]
+    grouped = [f"{int(v):,}" for v in _rng().integers(2700, 6300, 300)]
+    grouped[5] = "4000"  # the exception the other way: the column is written with separators
+    column = Schema.infer(pd.DataFrame({"mass": grouped})).columns[0]
+    assert Schema([column]).to_frame(np.array([[3175.0]]))["mass"].tolist() == ["3,175"]

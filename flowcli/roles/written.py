@@ -161,9 +161,14 @@ def read_numbers(
     seps, pcts = parts["sep"].dropna(), parts["pct"].notna().to_numpy()
     if matched.all() and seps.nunique() <= 1 and (pcts.all() or not pcts.any()) and (len(seps) or pcts.any()):
         frac = parts["frac"].fillna("").str.len()
+        # Whether numbers of 4 digits or more are written with the separator, or mostly without it (one
+        # "4,000" among plain "3750"s): then samples are written plain, and the separator is still read.
+        long = parts["int"].str.replace(r"[^\d]", "", regex=True).str.len() >= 4
+        grouped = bool(parts["sep"][long].notna().mean() >= 0.5) if long.any() else True
         written = {
             "kind": "number",
             "thousands": seps.iloc[0] if len(seps) else "",
+            "grouped": grouped,
             "percent": parts["pct"].dropna().iloc[0] if pcts.any() else "",
             "decimals": int(frac.max()),
             "fixed": bool(frac.nunique() == 1),
@@ -221,6 +226,7 @@ def parse_written(
 def format_numbers(values: np.ndarray, written: dict[str, Any]) -> np.ndarray:
     """Numbers as text written like the column's (NaN -> None)."""
     k, sep, percent = int(written["decimals"]), str(written["thousands"]), str(written["percent"])
+    sep = sep if written.get("grouped", True) else ""  # (checkpoints before "grouped" always grouped)
 
     def one(v: float) -> str | None:
         if np.isnan(v):
