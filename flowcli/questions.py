@@ -104,11 +104,16 @@ def require_conditional(model: Model, question: str) -> None:
 
 
 def check_columns(model: Model, names: Sequence[str], what: str) -> None:
-    """A DataError naming the first of ``names`` the model does not know."""
-    known = model.schema.names
+    """A DataError naming the first of ``names`` the model does not read (unknown, or ignored)."""
+    read = [c.name for c in model.schema.columns if c.rules.reads_values]
     for name in names:
-        if name not in known:
-            raise DataError(f"{what} column {name!r} is not a column of the model; its columns: {', '.join(known)}")
+        if name in model.schema.names and name not in read:
+            raise DataError(
+                f"{what} column {name!r} is ignored by the model (not modelled: an identifier, or no values); "
+                f"nothing depends on it. The columns it models: {', '.join(read)}"
+            )
+        if name not in read:
+            raise DataError(f"{what} column {name!r} is not a column of the model; its columns: {', '.join(read)}")
 
 
 def _tensor(model: Model, array: np.ndarray) -> torch.Tensor:
@@ -189,7 +194,13 @@ def _slices(n: int, size: int = 65536) -> Iterator[slice]:
 
 def given_frame(model: Model, given: GivenLike) -> pd.DataFrame:
     """``given`` as a DataFrame of the model's columns, checked: unknown columns are an error."""
-    frame = given if isinstance(given, pd.DataFrame) else pd.DataFrame({k: [v] for k, v in given.items()})
+    if isinstance(given, pd.DataFrame):
+        # Rows of a table (`--given-file`) may hold the columns the model ignores (an id): left out, as
+        # `logprob` passes them by; named one by one (`--given id=...`), they are an error.
+        ignored = [c.name for c in model.schema.columns if not c.rules.reads_values]
+        frame = given.drop(columns=[c for c in given.columns if str(c) in ignored])
+    else:
+        frame = pd.DataFrame({k: [v] for k, v in given.items()})
     check_columns(model, [str(c) for c in frame.columns], "given")
     return frame.reset_index(drop=True)
 

@@ -350,3 +350,27 @@ def test_a_constant_columns_other_value_is_refused_as_given_and_scores_zero_prob
     assert np.isneginf(scored[0]) and np.isfinite(scored[1]) and scored[2] == scored[1]
     given = table(run("logprob", ckpt, "-", "--target", "y", input="country,x,y\nDE,1.0,3.0\nFR,1.0,3.0\n"))
     assert np.isneginf(given["logprob"][0]) and np.isfinite(given["logprob"][1])
+
+
+def test_an_ignored_column_cannot_be_given_by_name_and_is_left_out_of_a_given_file(tmp_path: Path) -> None:
+    """`--given id=...` on a column the model ignores (an identifier) was silently dropped, exit 0: now an
+    error that says so. A `--given-file` of data rows may hold that column: it is left out, as logprob does."""
+    from helpers import shop_table
+
+    frame = shop_table().assign(id=[f"C{i:06d}" for i in range(600)])
+    csv = tmp_path / "ids.csv"
+    frame.to_csv(csv, index=False)
+    ckpt = str(tmp_path / "ids.flow")
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump({**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 1}}))
+    fitted = run("fit", str(csv), "-c", str(config), "-o", ckpt, "--seed", "0", "--threads", "1", "-q")
+    assert fitted.exit_code == 0, fitted.stderr
+    refused = run("sample", ckpt, "-n", "2", "--given", "id=C000001")
+    assert_clean_error(refused, "'id'", "ignored")
+    unknown = run("sample", ckpt, "-n", "2", "--given", "nope=1")
+    assert_clean_error(unknown, "'nope'", "not a column of the model")
+    assert "id" not in unknown.stderr.split("its columns:")[1].replace(",", " ").split()
+    rows = tmp_path / "rows.csv"
+    frame.iloc[:3][["id", "group"]].to_csv(rows, index=False)
+    drawn = table(run("sample", ckpt, "--given-file", str(rows), "-n", "2", "--seed", "0"))
+    assert len(drawn) == 6 and drawn["group"].tolist() == [g for g in frame["group"][:3] for _ in range(2)]
