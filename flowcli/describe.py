@@ -75,6 +75,7 @@ def describe(path: str) -> dict[str, Any]:
         "config": model.config.to_dict(),
         "columns": model.schema.to_dict(),
         "latent_dim": model.schema.dim,
+        "modelled_columns": len(model.schema.modelled),
         "parameters": {
             "total": _parameters(model.flow),
             "base": _parameters(model.flow.base),
@@ -162,7 +163,12 @@ def _overview(d: dict[str, Any]) -> Table:
         f"discrete part {p['discrete']:,}, conditioning {p['conditioning']:,}, "
         f"conditional questions {p.get('conditional', 0):,})",
     )
-    _row(overview, "columns", f"{len(d['columns'])} ({d['latent_dim']} modelled = latent dimensions)")
+    _row(
+        overview,
+        "columns",
+        f"{len(d['columns'])}, {d['modelled_columns']} modelled (the others constant or ignored); "
+        f"{d['latent_dim']} latent dimensions (a numeric column with missing cells or atoms has two)",
+    )
     _row(overview, "base", _text(d["config"]["base"]))
     _row(overview, "training config", _text(d["config"]["training"]))
     if d["config"].get("columns"):

@@ -10,6 +10,7 @@ Bad input (unknown columns, unseen labels, malformed --given, ...) is in the cor
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -342,6 +343,8 @@ def test_a_constant_columns_other_value_is_refused_as_given_and_scores_zero_prob
     config.write_text(yaml.safe_dump({**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 1}}))
     fitted = run("fit", str(csv), "-c", str(config), "-o", ckpt, "--seed", "0", "--threads", "1", "-q")
     assert fitted.exit_code == 0, fitted.stderr
+    described = json.loads(run("inspect", ckpt, "--json").stdout)
+    assert len(described["columns"]) == 6 and described["modelled_columns"] == 5  # 'country' is constant
     refused = run("sample", ckpt, "-n", "3", "--given", "country=DE")
     assert_clean_error(refused)
     assert "'country'" in refused.stderr and "'DE'" in refused.stderr and "'FR'" in refused.stderr

@@ -293,6 +293,7 @@ def test_inspect_json(banana_files: dict, banana_model: Model) -> None:
     assert result.exit_code == 0, result.stderr
     d = json.loads(result.stdout)
     assert [c["name"] for c in d["columns"]] == ["height_cm", "weight_kg"]
+    assert d["modelled_columns"] == 2 and d["latent_dim"] == banana_model.schema.dim
     assert d["columns"][0]["mean"] == pytest.approx(banana_model.schema.columns[0].mean)
     assert d["parameters"]["total"] == sum(p.numel() for p in banana_model.flow.parameters())
     # Every flow starts with the whitening layer (model.Flow), counted apart from the config's layers.
