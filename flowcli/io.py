@@ -402,6 +402,19 @@ class CsvZstd(CsvGzip):
     compression = "zstandard"
 
 
+def write_all(file: IO[bytes], data: bytes | memoryview) -> None:
+    """Write every byte of ``data``. A buffered file does, but stdout under PYTHONUNBUFFERED (``python -u``,
+    common in containers) is a raw file whose ``write`` may take part of a chunk and return the count: when
+    a signal or a closing reader cuts a write to a pipe short, the rest was lost and the command exited 0.
+    Writing the rest gets it through, or the EPIPE that exits 141."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = file.write(view)
+        if written is None:  # a non-blocking file that takes nothing now
+            raise BlockingIOError(0, "the output takes no more bytes now")
+        view = view[written:]
+
+
 class _CsvWriter:
     """The header before the first chunk; each chunk flushed, so a reader of stdout gets rows as they come."""
 
@@ -411,7 +424,7 @@ class _CsvWriter:
 
     def write(self, frame: pd.DataFrame, lines: InputLines | None = None) -> None:
         for piece in _csv_bytes(frame, header=not self._wrote_header, lines=lines):
-            self._file.write(piece)
+            write_all(self._file, piece)
         self._file.flush()
         self._wrote_header = True
 
@@ -503,7 +516,7 @@ class _TsvWriter:
         self._wrote_header = False
 
     def write(self, frame: pd.DataFrame) -> None:
-        self._file.write(frame.to_csv(sep="\t", index=False, header=not self._wrote_header).encode())
+        write_all(self._file, frame.to_csv(sep="\t", index=False, header=not self._wrote_header).encode())
         self._file.flush()
         self._wrote_header = True
 

@@ -7,6 +7,7 @@ import csv
 import io
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -309,3 +310,28 @@ def test_a_true_false_column_with_empty_cells_is_scored_and_imputed(tmp_path: Pa
     assert imputed.exit_code == 0, imputed.stderr
     filled = pd.read_csv(io.StringIO(imputed.stdout))["paid"]
     assert filled.notna().all() and filled[:2].tolist() == [True, False]
+
+
+class _Trickle(io.RawIOBase):
+    """stdout under PYTHONUNBUFFERED: a raw file whose write takes at most 1,000 bytes and says how many."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        taken = bytes(data[:1000])
+        self.received += taken
+        return len(taken)
+
+
+def test_every_byte_reaches_an_output_that_takes_part_of_each_write() -> None:
+    """A raw stdout may take part of a write (a signal, a slow pipe): the rest was dropped, exit 0."""
+    frame = pd.DataFrame({"x": np.arange(5000) * 0.25, "label": ["a,b"] * 5000})
+    sink = _Trickle()
+    with TableWriter("-", stdout=sink) as writer:  # type: ignore[arg-type]
+        writer.write(frame)
+        writer.write(frame)
+    assert sink.received.decode() == csv_text(frame) + csv_text(frame).split("\n", 1)[1]
