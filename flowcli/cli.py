@@ -905,8 +905,12 @@ def inspect_checkpoint(
         return
     from rich.console import Console
 
+    class StdoutConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError  # exit 141 as every command (handle_errors); rich's own exits 1, silently
+
     # Not a terminal (a pipe or a file): no colours, and wide enough that tables are not squeezed.
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
+    console = StdoutConsole(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
     render(description, console)
 
 

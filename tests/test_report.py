@@ -355,3 +355,18 @@ def test_dates_timestamps_decimals_and_text_dates_are_compared_as_distributions(
     assert np.isfinite(days).all() and days.max() - days.min() == offsets.max() - offsets.min()
     assert real_values["price"].to_numpy() == pytest.approx([float(v) for v in frame["price"]])
     assert frame["ts"].dtype == model.sample(2, seed=0)["ts"].dtype  # the tables themselves keep their types
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_inspect_into_a_closed_pipe_exits_141(banana_files: dict, as_json: bool) -> None:
+    """`flowcli inspect CKPT | head -1`: the reader gone, exit 141 as for every command (rich's tables exited 1
+    without a word)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "flowcli", "inspect", str(banana_files["ckpt"]), *(["--json"] if as_json else [])]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the first byte
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 141, stderr
+    assert b"Traceback" not in stderr
