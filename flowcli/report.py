@@ -13,6 +13,7 @@ import html
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -257,12 +258,24 @@ def _measure(model: Model, scores: Scores) -> Findings:
 
 def _draw(model: Model, scores: Scores, found: Findings, out_dir: Path, rng: np.random.Generator) -> list[Plot]:
     """Every figure of the page, in page order, drawn into ``out_dir``."""
+    with warnings.catch_warnings():
+        # Labels in a script the font lacks (東京) are drawn as boxes; matplotlib's warning, with its source
+        # path, would reach stderr once per glyph.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        drawn = _figures(model, scores, found, out_dir, rng)
+    return [Plot(section, f) for section, files in drawn for f in files]
+
+
+def _figures(
+    model: Model, scores: Scores, found: Findings, out_dir: Path, rng: np.random.Generator
+) -> list[tuple[str, list[str]]]:
+    """The figures of each section (``_draw``)."""
     from . import plots
 
     s, info, c = scores, model.info, found.comparison
     metrics, with_validation = info.get("metrics") or [], bool(info.get("n_val", 1))
     latent_ks = [d["ks_vs_base"] for d in found.latent]
-    drawn = [
+    return [
         ("training", plots.training_curves(metrics, info.get("best_epoch"), with_validation, out_dir)),
         ("columns", plots.column_distributions(*s.compared(model), c.columns, out_dir)),
         ("distances", plots.distances(c.columns, found.ks_noise, out_dir)),
@@ -272,7 +285,6 @@ def _draw(model: Model, scores: Scores, found: Findings, out_dir: Path, rng: np.
         ("latent", plots.latent_qq(s.z, s.base, model.latent_names, latent_ks, out_dir)),
         ("logprob", plots.logprob_histogram(s.logprob, s.logprob_synthetic, found.thresholds.labelled(), out_dir)),
     ]
-    return [Plot(section, f) for section, files in drawn for f in files]
 
 
 def _summary(

@@ -370,3 +370,18 @@ def test_inspect_into_a_closed_pipe_exits_141(banana_files: dict, as_json: bool)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 141, stderr
     assert b"Traceback" not in stderr
+
+
+def test_labels_the_font_lacks_draw_without_warnings(tmp_path: Path) -> None:
+    """東京 has no glyphs in matplotlib's font: drawn as boxes, but its warning (with a source path) reached
+    the terminal once per glyph."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"city": rng.choice(["東京", "Paris"], 300), "x": rng.normal(size=300)})
+    model = fit(frame, parse_config({"layers": [{"type": "maf", "hidden": [8]}]}), epochs=1, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_report(model, frame, tmp_path)
+    assert not [w for w in caught if "Glyph" in str(w.message)]
+    assert (tmp_path / "columns.png").exists()
