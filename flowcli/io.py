@@ -174,10 +174,28 @@ def _float_text(values: Any, column: pd.Series) -> Any:
 def _python_text(column: pd.Series) -> Any:
     """Pandas' own text of each value (dates as ``2020-01-01`` in a date-only column, as ``to_csv``
     writes them), quoted where needed, missing values null."""
+    import numpy as np
     import pyarrow as pa
 
-    text = column.astype(str).to_numpy(dtype=object)
-    return _quoted(pa.array(text, pa.large_string(), mask=column.isna().to_numpy()))
+    missing = column.isna().to_numpy()
+    nested = [v for v in column.to_numpy(dtype=object)[~missing][:1] if isinstance(v, (list, tuple, dict, np.ndarray))]
+    if nested:  # lists and structs (a Parquet list column passed through): JSON, not numpy's ['a' 'b']
+        text = column.map(_json_text, na_action="ignore").to_numpy(dtype=object)
+    else:
+        text = column.astype(str).to_numpy(dtype=object)
+    return _quoted(pa.array(text, pa.large_string(), mask=missing))
+
+
+def _json_text(value: Any) -> str:
+    """A list or struct as JSON text (numpy arrays and scalars as their Python values)."""
+    import json
+
+    import numpy as np
+
+    def plain(v: Any) -> Any:
+        return v.tolist() if isinstance(v, np.ndarray | np.generic) else str(v)
+
+    return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value, ensure_ascii=False, default=plain)
 
 
 def _column_text(column: pd.Series) -> Any:

@@ -335,3 +335,18 @@ def test_every_byte_reaches_an_output_that_takes_part_of_each_write() -> None:
         writer.write(frame)
         writer.write(frame)
     assert sink.received.decode() == csv_text(frame) + csv_text(frame).split("\n", 1)[1]
+
+
+def test_lists_and_structs_are_written_as_json() -> None:
+    """A Parquet list or struct column passed through into CSV: JSON text, not numpy's repr ['a' 'b']."""
+    import json
+
+    frame = pd.DataFrame(
+        {
+            "tags": [np.array(["a", "b"], dtype=object), np.array([], dtype=object), None],
+            "meta": [{"k": np.int64(1), "name": "é"}, None, {"k": 2, "name": "x"}],
+        }
+    )
+    back = pd.read_csv(io.StringIO(csv_text(frame)), keep_default_na=False, na_values=[""])
+    assert [json.loads(v) for v in back["tags"][:2]] == [["a", "b"], []] and pd.isna(back["tags"][2])
+    assert json.loads(back["meta"][0]) == {"k": 1, "name": "é"} and pd.isna(back["meta"][1])
