@@ -25,7 +25,7 @@ from .layers import Layer, build_layer
 from .layers.context import ContextAffine
 from .layers.linear import GaussianBaseline, Residualize, Whiten
 from .quantiles import StoredQuantiles
-from .schema import REDRAW_ROUNDS, OnInvalid, Schema
+from .schema import OnInvalid, Schema, redraw_outside
 
 SCORING_BATCH = 65536
 # Rows per pass when scoring on a CPU: the flow's intermediate tensors then stay in cache. The default spline
@@ -442,19 +442,14 @@ class Model:
             yield self.schema.to_frame(self.draw_rows(sl.stop - sl.start, generator))
 
     def draw_rows(self, n: int, generator: torch.Generator) -> np.ndarray:
-        """``n`` rows drawn from the model, as features in data units, each inside the range its integer and
-        date columns keep to: a row with a value beyond it is drawn again, so samples follow the density
-        truncated to the training range (``REDRAW_ROUNDS`` at most; what is still outside is then clipped).
-        Clipping alone piled the mass beyond the range onto its two ends: 5% of a timestamp column's samples
-        on its first and last instants."""
+        """``n`` rows drawn from the model, as features in data units, inside the range of its integer and date
+        columns (``schema.redraw_outside``)."""
         with torch.inference_mode():
-            x = self.flow.sample(n, generator).double().cpu().numpy()
-            for _ in range(REDRAW_ROUNDS):
-                again = np.flatnonzero(self.schema.outside_sampled(x))
-                if not len(again):
-                    break
-                x[again] = self.flow.sample(len(again), generator).double().cpu().numpy()
-        return x
+
+            def draw(count: int) -> np.ndarray:
+                return self.flow.sample(count, generator).double().cpu().numpy()
+
+            return redraw_outside(self.schema, draw(n), lambda rows: draw(len(rows)))
 
 
 def package_versions() -> dict[str, str]:

@@ -53,6 +53,8 @@ QUANTILE_LEVELS = sorted(
 MIN_PATTERN_ROWS = 50
 MAX_PATTERNS = 64  # the most frequent ones (each is a grid of len(QUANTILE_LEVELS) numbers)
 CALIBRATION_SAMPLES = 20_000  # rows fit samples for the patterns too rare among the held-out rows
+# Rows fit samples for the overall quantiles of a table without patterns whose held-out rows are too few.
+SMALL_TABLE_CALIBRATION_SAMPLES = 2_000
 
 
 def _patterns(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

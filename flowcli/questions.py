@@ -18,7 +18,7 @@ import torch
 from . import conditional, joint_given
 from .conditional import Roles, feature_columns
 from .errors import DataError
-from .schema import REDRAW_ROUNDS
+from .schema import redraw_outside
 
 if TYPE_CHECKING:
     from .columns import Column
@@ -259,14 +259,13 @@ def _draw(
     """Feature rows with the ``target`` cells drawn given the ``observed`` ones: by the joint model itself
     where every observed cell is discrete (``joint_given.py``), else by the conditional network. A row whose
     drawn cells hold a value beyond an integer or date column's training range is drawn again, as in
-    ``Model.draw_rows``."""
+    ``schema.redraw_outside``."""
     out = _draw_once(model, x, observed, target, generator)
-    for _ in range(REDRAW_ROUNDS):
-        again = np.flatnonzero(model.schema.outside_sampled(out, target))
-        if not len(again):
-            break
-        out[again] = _draw_once(model, x[again], observed[again], target[again], generator)
-    return out
+
+    def redraw(rows: np.ndarray) -> np.ndarray:
+        return _draw_once(model, x[rows], observed[rows], target[rows], generator)
+
+    return redraw_outside(model.schema, out, redraw, target)
 
 
 def _draw_once(

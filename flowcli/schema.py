@@ -10,6 +10,7 @@ is inferred and encoded lives in ``columns.py`` and its role in ``roles/``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -29,8 +30,28 @@ MAX_TAIL_EXCESS = math.asinh(1e15)
 
 
 # Rounds of drawing again the sampled rows with a value beyond an integer or date column's training range
-# (``Schema.outside_sampled``; ``Model.draw_rows``): each round keeps the few percent that fall outside.
+# (``redraw_outside``): each round keeps the few percent that fall outside.
 REDRAW_ROUNDS = 20
+
+
+def redraw_outside(
+    schema: Schema, x: np.ndarray, redraw: Callable[[np.ndarray], np.ndarray], drawn: np.ndarray | None = None
+) -> np.ndarray:
+    """``x`` (drawn rows, features in data units) with the rows that hold a value beyond an integer or date
+    column's training range (``Schema.outside_sampled``; ``drawn``: which cells were drawn) replaced by
+    ``redraw(rows)``, again until none is left: samples then follow the density truncated to the range.
+    Clipping alone piled the mass beyond it onto the range's ends (5% of a timestamp column's samples on its
+    first and last instants). At most ``REDRAW_ROUNDS`` rounds and as many rows redrawn as ``x`` has, so at
+    most twice the work of the draw: a briefly fitted model with most of a column's mass beyond its range
+    (a UMNN after one epoch: 20 rounds cost minutes) stops there, and decoding clips what is left."""
+    budget = len(x)
+    for _ in range(REDRAW_ROUNDS):
+        again = np.flatnonzero(schema.outside_sampled(x, drawn))
+        if not len(again) or len(again) > budget:
+            break
+        x[again] = redraw(again)
+        budget -= len(again)
+    return x
 
 
 class Schema:
