@@ -534,12 +534,32 @@ class _TsvWriter:
         self._wrote_header = False
 
     def write(self, frame: pd.DataFrame) -> None:
-        write_all(self._file, frame.to_csv(sep="\t", index=False, header=not self._wrote_header).encode())
+        text = _booleans_as_words(frame).to_csv(sep="\t", index=False, header=not self._wrote_header)
+        write_all(self._file, text.encode())
         self._file.flush()
         self._wrote_header = True
 
     def close(self) -> None:
         pass
+
+
+def _booleans_as_words(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its booleans as ``true``/``false``, as the CSV writer writes them (pandas writes True)."""
+    import numpy as np
+
+    out = frame
+    for i in range(frame.shape[1]):
+        column = frame.iloc[:, i]
+        if not (pd.api.types.is_bool_dtype(column) or column.dtype == object):
+            continue
+        boolean = column.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+        if boolean.any():
+            words = column.astype(object).where(
+                ~boolean, column.map(lambda v: "true" if v is True or v is np.True_ else "false")
+            )
+            out = frame.copy(deep=False) if out is frame else out
+            out.isetitem(i, words)
+    return out
 
 
 class _CompressedWriter:

@@ -350,3 +350,13 @@ def test_lists_and_structs_are_written_as_json() -> None:
     back = pd.read_csv(io.StringIO(csv_text(frame)), keep_default_na=False, na_values=[""])
     assert [json.loads(v) for v in back["tags"][:2]] == [["a", "b"], []] and pd.isna(back["tags"][2])
     assert json.loads(back["meta"][0]) == {"k": 1, "name": "é"} and pd.isna(back["meta"][1])
+
+
+def test_tsv_writes_booleans_as_csv_does(tmp_path: Path) -> None:
+    """true/false in TSV too (pandas' own writer gave True/False); the text 'True' stays as it is."""
+    frame = pd.DataFrame({"b": [True, False], "o": [True, None], "t": ["True", "x"], "n": [1.5, None]})
+    path = tmp_path / "out.tsv"
+    with TableWriter(str(path)) as writer:
+        writer.write(frame)
+    assert path.read_text().splitlines() == ["b\to\tt\tn", "true\ttrue\tTrue\t1.5", "false\t\tx\t"]
+    assert frame["b"].dtype == bool and frame["o"].tolist() == [True, None]  # the frame itself untouched
