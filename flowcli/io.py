@@ -550,7 +550,8 @@ def _booleans_as_words(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame
     for i in range(frame.shape[1]):
         column = frame.iloc[:, i]
-        if not (pd.api.types.is_bool_dtype(column) or column.dtype == object):
+        # infer_dtype (C) skips text and number columns before any per-value Python work.
+        if pd.api.types.infer_dtype(column, skipna=True) not in ("boolean", "mixed"):
             continue
         boolean = column.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
         if boolean.any():

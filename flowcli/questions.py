@@ -214,7 +214,8 @@ def check_given(model: Model, frame: pd.DataFrame, cells: Cells, row_offset: int
     for j, col in enumerate(columns):
         if col.name in frame.columns:
             bad[:, j] |= cells.known[:, j] & col.never_drawn(frame[col.name].reset_index(drop=True), row_offset)
-    for constant, mass in _featureless_mass(model, frame, row_offset):
+    # ``cells.fixed`` holds their sum already: the columns are looked at again only to name the one at fault.
+    for constant, mass in _featureless_mass(model, frame, row_offset) if np.isneginf(cells.fixed).any() else ():
         if np.isneginf(mass).any():
             row = int(np.flatnonzero(np.isneginf(mass))[0])
             raise DataError(

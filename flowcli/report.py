@@ -128,10 +128,9 @@ class Scores:
     logprob_synthetic: np.ndarray  # NaN where the model cannot score its own samples
     z: np.ndarray  # DATA in the latent space; no columns when the rows cannot be mapped there
     base: np.ndarray  # samples of the base distribution, the reference for the latent figures
-
-    def compared(self, model: Model) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """DATA and the synthetic rows as the column figures compare them (``by_value``)."""
-        return by_value(model, self.data), by_value(model, self.synthetic)
+    # DATA and the synthetic rows as the column figures compare them (``by_value``), made once.
+    data_values: pd.DataFrame
+    synthetic_values: pd.DataFrame
 
 
 def by_value(model: Model, frame: pd.DataFrame) -> pd.DataFrame:
@@ -236,12 +235,13 @@ def _score(model: Model, data: pd.DataFrame, n_samples: int, seed: int, say: Cal
     except DataError:  # e.g. a diverged model sampling non-finite rows: report on DATA alone
         logprob_synthetic = np.full(len(synthetic), np.nan)
     base = _base_samples(model, max(len(z), 2000), seed + 1)
-    return Scores(data, synthetic, logprob, logprob_synthetic, z, base)
+    values = by_value(model, data), by_value(model, synthetic)
+    return Scores(data, synthetic, logprob, logprob_synthetic, z, base, *values)
 
 
 def _measure(model: Model, scores: Scores) -> Findings:
     s = scores
-    data, synthetic = s.compared(model)
+    data, synthetic = s.data_values, s.synthetic_values
     # Ignored columns are not sampled: compare the columns both tables have.
     comparison = compare_tables(data, synthetic, [n for n in data.columns if n in synthetic.columns])
     finite = s.logprob[np.isfinite(s.logprob)]
@@ -277,9 +277,9 @@ def _figures(
     latent_ks = [d["ks_vs_base"] for d in found.latent]
     return [
         ("training", plots.training_curves(metrics, info.get("best_epoch"), with_validation, out_dir)),
-        ("columns", plots.column_distributions(*s.compared(model), c.columns, out_dir)),
+        ("columns", plots.column_distributions(s.data_values, s.synthetic_values, c.columns, out_dir)),
         ("distances", plots.distances(c.columns, found.ks_noise, out_dir)),
-        ("pairs", plots.pair_plots(*s.compared(model), found.pairs, c.corr_synthetic, out_dir, rng)),
+        ("pairs", plots.pair_plots(s.data_values, s.synthetic_values, found.pairs, c.corr_synthetic, out_dir, rng)),
         ("correlation", plots.correlation_heatmaps(c.corr_real, c.corr_synthetic, out_dir)),
         ("missing", plots.missing_rates(c.columns, out_dir)),
         ("latent", plots.latent_qq(s.z, s.base, model.latent_names, latent_ks, out_dir)),
