@@ -357,9 +357,19 @@ STEPS_PER_EPOCH = 20  # at least this many minibatches per epoch on small tables
 MIN_BATCH, MAX_BATCH = 32, 512
 LR = 3e-3
 MIN_STEPS = 2_000  # steps before the validation NLL may stop the fit (see ``fit_conditional``)
+FULL_BUDGET_EPOCHS = 200  # a joint fit planned this long (the default's) gets the whole budget; see ``budget_share``
+MIN_BUDGET_STEPS = 200  # the least a shorter fit's network gets
 VAL_DRAWS = 4  # random questions per validation row: a less noisy figure to stop on
 MAX_VAL_ROWS = 50_000
 LR_CUTS, LR_CUT = 2, 0.3  # when the validation NLL stalls: continue from the best weights at 0.3x the rate, twice
+
+
+def budget_share(epochs: int) -> float:
+    """The share of the network's step budget (``MIN_STEPS``, ``MAX_STEPS``) for a joint fit planned for
+    ``epochs``: all of it from ``FULL_BUDGET_EPOCHS`` on, proportionally less below. A user who asks for a
+    5-epoch fit asks for a quick model: the network of a 200-column table took 105 s at the full budget where
+    the 5 joint epochs took 0.6 s. Its answers are then as rough as the joint's."""
+    return min(1.0, max(epochs, 1) / FULL_BUDGET_EPOCHS)
 
 
 def missing_columns(net: ConditionalNet, rows: Rows) -> Tensor:
@@ -397,6 +407,7 @@ def fit_conditional(
     val: Tensor,
     generator: torch.Generator,
     *,
+    share: float = 1.0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Fit ``net`` by maximum likelihood of random conditional questions (``random_roles``) on the feature
@@ -409,8 +420,12 @@ def fit_conditional(
     the validation NLL, dominated by the common rows, has flattened (on tests/test_conditional.py's table
     P(the species' island | a rare species) went from 1/3 to 0.99 between steps 600 and 1,300 with a flat
     validation NLL, and early stopping kept the 1/3 in one run of three). Returns the validation NLL (nats/row, in standardized units:
-    the figure training compares) of the start and of the weights kept, and the epochs run. ``progress`` is
-    called after every step with a line of state (``progress.Reporter.status``)."""
+    the figure training compares) of the start and of the weights kept, and the epochs and steps run. ``progress`` is
+    called after every step with a line of state (``progress.Reporter.status``). ``share`` (``budget_share``)
+    scales the step budget ``MAX_STEPS`` (down to ``MIN_BUDGET_STEPS``), and the steps not judged are at most
+    half of it."""
+    max_steps = max(MIN_BUDGET_STEPS, round(MAX_STEPS * share))
+    min_steps = min(MIN_STEPS, max_steps // 2)
     batch = min(MAX_BATCH, max(MIN_BATCH, len(train) // STEPS_PER_EPOCH))
     set_range(net, preprocess, train)
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
@@ -421,7 +436,7 @@ def fit_conditional(
     best_state = {k: v.clone() for k, v in net.state_dict().items()}
     stale, epoch, steps, cuts = 0, 0, 0, 0
     try:
-        while stale < PATIENCE and steps < MAX_STEPS and epoch < MAX_EPOCHS:
+        while stale < PATIENCE and steps < max_steps and epoch < MAX_EPOCHS:
             epoch += 1
             net.train()
             preprocess.train()  # dequantization noise
@@ -437,7 +452,7 @@ def fit_conditional(
                 if progress is not None:
                     progress(f"conditional-questions network: epoch {epoch}, step {steps}, validation NLL {nll:.4f}")
             nll = _val_nll(net, preprocess, val, val_seed)
-            if steps < MIN_STEPS and epoch < MAX_EPOCHS // 2:
+            if steps < min_steps and epoch < MAX_EPOCHS // 2:
                 continue  # still learning what the validation NLL hardly shows
             if math.isinf(best) or nll < best - 1e-4:
                 best, stale = nll, 0
@@ -454,7 +469,7 @@ def fit_conditional(
         net.eval()
         net.zero_grad(set_to_none=True)  # no stale gradient reaches a norm computed over a whole flow
     net.load_state_dict(best_state)
-    return {"start_val_nll": start, "val_nll": best, "epochs": epoch}
+    return {"start_val_nll": start, "val_nll": best, "epochs": epoch, "steps": steps}
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .accel import mixed_precision, training_step
 from .averaging import WeightAverage
-from .conditional import fit_conditional
+from .conditional import budget_share, fit_conditional
 from .config import Config
 from .discrete import fit_discrete
 from .distributed import DistContext, LogProb
@@ -274,7 +274,13 @@ class Trainer:
         started = time.perf_counter()
         with torch.random.fork_rng(devices=devices):
             report = fit_conditional(
-                self.flow.conditional, self.flow.preprocess, train, val, generator, progress=self.reporter.status
+                self.flow.conditional,
+                self.flow.preprocess,
+                train,
+                val,
+                generator,
+                share=budget_share(self.config.training.epochs),
+                progress=self.reporter.status,
             )
         self.reporter.phase_done(
             f"conditional-questions network: validation NLL {report['val_nll']:.4f} (standardized units) after "

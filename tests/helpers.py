@@ -67,6 +67,9 @@ def shipped_conditional_fit() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in SHIPPED_CONDITIONAL_FIT.items():
             patch.setattr(conditional, name, value)
+        # The whole budget whatever the joint's epochs: tests fit the joint briefly and ask the network questions
+        # whose answers they check (conditional.budget_share scales it down for short fits).
+        patch.setattr(conditional, "FULL_BUDGET_EPOCHS", 1)
         yield
 
 

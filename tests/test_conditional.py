@@ -12,6 +12,7 @@ import torch
 from helpers import shipped_conditional_fit
 
 import flowcli
+from flowcli import conditional
 from flowcli.columns import infer_column
 from flowcli.conditional import ConditionalNet, Roles, layout_of, log_prob, prepare
 from flowcli.errors import DataError
@@ -270,3 +271,21 @@ def test_conditional_means_are_the_same_every_run(mixed_model: Model) -> None:
     holes = mixed_table(60, seed=8)
     holes.loc[::2, "mass"] = np.nan
     pd.testing.assert_frame_equal(mixed_model.impute(holes), mixed_model.impute(holes))
+
+
+def test_a_short_fit_gets_a_proportionally_short_network_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network's step budget scales with the joint's planned epochs (a 5-epoch fit is a quick fit): 4,000
+    steps from 200 epochs on, never fewer than ``MIN_BUDGET_STEPS``."""
+    monkeypatch.setattr(conditional, "FULL_BUDGET_EPOCHS", 200)  # as shipped (helpers give tests the whole budget)
+    assert conditional.budget_share(5) == pytest.approx(5 / 200)
+    assert conditional.budget_share(200) == conditional.budget_share(1000) == 1.0
+    monkeypatch.setattr(conditional, "PATIENCE", 10**9)  # so that only the budget ends the network's fit
+    frame = gaussian_mixture(2000, seed=3)
+    steps = {}
+    for epochs in (5, 20):
+        fit = flowcli.fit(frame, epochs=epochs, seed=0, threads=1).info["conditional_fit"]
+        steps[epochs] = fit["steps"]
+        per_epoch = math.ceil(fit["steps"] / fit["epochs"])
+        budget = max(conditional.MIN_BUDGET_STEPS, round(conditional.MAX_STEPS * epochs / 200))
+        assert budget <= fit["steps"] < budget + per_epoch, (epochs, fit)
+    assert steps[5] < steps[20] < conditional.MAX_STEPS
