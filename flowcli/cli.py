@@ -455,22 +455,26 @@ def _sample_given_file(
     """``rows`` draws per row of the table at ``path``, streamed: it is read in chunks of about
     chunk_size / rows rows, so each chunk gives about chunk_size rows whatever -n is (one input row at a
     time, in batches of chunk_size, when -n is larger)."""
-    from .errors import DataError
+    from .errors import DataError, NoDataRows
     from .given import chunk_seed
     from .io import iter_table
 
     offset = 0
     source = "stdin" if path == "-" else path
-    for index, conditions in enumerate(iter_table(path, max(1, chunk_size // rows), options=_knowing(model, options))):
-        try:
-            batches = model.sample_batches(
-                rows, chunk_seed(seed, index), chunk_size, given=conditions, row_offset=offset
-            )
-            for frame in batches:
-                writer.write(frame)
-        except DataError as exc:  # a condition the model refuses: say in which file (the row is in the message)
-            raise DataError(f"{source}: {exc}") from None
-        offset += len(conditions)
+    chunks = iter_table(path, max(1, chunk_size // rows), options=_knowing(model, options))
+    try:
+        for index, conditions in enumerate(chunks):
+            try:
+                batches = model.sample_batches(
+                    rows, chunk_seed(seed, index), chunk_size, given=conditions, row_offset=offset
+                )
+                for frame in batches:
+                    writer.write(frame)
+            except DataError as exc:  # a condition the model refuses: say in which file (the row is in the message)
+                raise DataError(f"{source}: {exc}") from None
+            offset += len(conditions)
+    except NoDataRows as empty:  # no condition, no row: the header of what would have been drawn
+        writer.write(model.sample(rows, seed, given=empty.frame))
 
 
 def _stream(
@@ -521,7 +525,7 @@ def _stream_one(
     options: Any,
     appends: tuple[str, ...] = (),
 ) -> None:
-    from .errors import DataError
+    from .errors import DataError, NoDataRows
     from .io import TableWriter, iter_table, iter_table_lines
 
     offset = 0
@@ -531,14 +535,17 @@ def _stream_one(
     else:
         chunks = ((frame, None) for frame in iter_table(data, chunk_size, options=reading))
     with TableWriter(output) as writer:
-        for frame, lines in chunks:
-            try:
-                result = transform(model, frame, offset)
-            except DataError as exc:  # a value the model refuses: say in which file (rows are counted in it)
-                raise DataError(f"{'stdin' if data == '-' else data}: {exc}") from None
-            # An input column that the transform writes (an old `logprob`) is replaced: its line is not the row.
-            writer.write(result, None if set(appends) & set(frame.columns) else lines)
-            offset += len(frame)
+        try:
+            for frame, lines in chunks:
+                try:
+                    result = transform(model, frame, offset)
+                except DataError as exc:  # a value the model refuses: say in which file (rows are counted in it)
+                    raise DataError(f"{'stdin' if data == '-' else data}: {exc}") from None
+                # An input column that the transform writes (an old `logprob`) is replaced: its line is not the row.
+                writer.write(result, None if set(appends) & set(frame.columns) else lines)
+                offset += len(frame)
+        except NoDataRows as empty:  # rows to rows: no rows in, the output's header only (a filter kept none)
+            writer.write(transform(model, empty.frame, 0))
 
 
 def _knowing(model: Any, options: Any) -> Any:

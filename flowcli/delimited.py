@@ -40,7 +40,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, NoDataRows
 
 SEPARATORS = (",", "\t", ";", "|")  # the sniffed ones, in the order that breaks ties
 SEP_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
@@ -531,7 +531,7 @@ def read_text_table(data: bytes, source: str, options: ReadOptions) -> pd.DataFr
     body = table.start(text)
     frame = table.parse(body, threads=True)
     if len(frame) == 0:
-        raise DataError(f"{source}: the table has a header but no data rows")
+        raise NoDataRows(source, frame)
     return frame
 
 
@@ -659,4 +659,4 @@ def iter_text_lines(
     if table.names is None:
         raise DataError(f"{source}: the file is empty")
     if not rows:
-        raise DataError(f"{source}: the table has a header but no data rows")
+        raise NoDataRows(source, pd.DataFrame({name: pd.Series([], dtype="str") for name in table.names}))

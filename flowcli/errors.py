@@ -3,6 +3,8 @@
 Anything that is not a ``FlowcliError`` is a bug and keeps its traceback.
 """
 
+from typing import Any
+
 
 class FlowcliError(Exception):
     """Base class of every error caused by the user's input rather than by a bug."""
@@ -14,6 +16,17 @@ class ConfigError(FlowcliError):
 
 class DataError(FlowcliError):
     """The input table cannot be read or does not match what the model expects."""
+
+
+class NoDataRows(DataError):
+    """A table with its columns but no data rows. Where rows are needed (``fit``, ``--given-file``) it is
+    an error; the commands that map rows to rows (``logprob``, ``encode``, ``decode``, ``impute``) map it to
+    an empty table with their output's columns, as a pipeline whose filter kept only the header expects.
+    ``frame``: the empty table, with the columns (and the types, where the file has them) it read."""
+
+    def __init__(self, source: str, frame: Any) -> None:
+        super().__init__(f"{source}: the table has a header but no data rows")
+        self.frame = frame
 
 
 class CheckpointError(FlowcliError):

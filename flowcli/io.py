@@ -36,7 +36,7 @@ from typing import IO, Any, ClassVar, Protocol
 import pandas as pd
 
 from .delimited import InputLines, ReadOptions, has_pending_input, iter_text_lines, iter_text_table, read_text_table
-from .errors import DataError
+from .errors import DataError, NoDataRows
 from .files import AtomicBytesFile, stage_output
 
 STDIO = "-"  # stdin or stdout; read in the format its first bytes show, written as CSV
@@ -62,7 +62,7 @@ def _check_frame(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     if frame.shape[1] == 0:
         raise DataError(f"{source}: the file has no columns")
     if len(frame) == 0:
-        raise DataError(f"{source}: the table has a header but no data rows")
+        raise NoDataRows(source, frame)
     return frame
 
 
@@ -495,7 +495,7 @@ class Parquet(TableFormat):
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{source}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
         if parquet.metadata.num_rows == 0:
-            raise DataError(f"{source}: the table has no data rows")
+            raise NoDataRows(source, parquet.schema_arrow.empty_table().to_pandas())
         for batch in parquet.iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
 

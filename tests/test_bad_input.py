@@ -304,13 +304,6 @@ CASES: list[Case] = [
     ),
     Case("logprob-empty-stdin", "logprob m.flow - -o {out}", ("stdin", "empty"), stdin=b"", out="new.csv"),
     Case(
-        "logprob-header-only",
-        "logprob m.flow - -o {out}",
-        ("stdin", "no data rows"),
-        stdin=b"height_cm,weight_kg\n",
-        out="new.csv",
-    ),
-    Case(
         "logprob-binary-stdin",
         "logprob m.flow - -o {out}",
         ("stdin", "not a text CSV"),

@@ -166,6 +166,43 @@ def test_fit_header_only(tmp_path: Path) -> None:
     assert_clean_error(bad_fit(tmp_path, "a,b\n"), "no data rows")
 
 
+@pytest.mark.parametrize("form", ["csv", "stdin", "parquet"])
+def test_rows_to_rows_commands_map_a_header_only_table_to_their_header(
+    tmp_path: Path, banana_files: dict, form: str
+) -> None:
+    """A filter upstream that kept no row (``awk 'NR == 1 || ...'``) is an empty table, not an error, for the
+    commands that map rows to rows: exit 0, their output's header, no row. ``fit`` still needs rows."""
+    ckpt = str(banana_files["ckpt"])
+    columns = list(pd.read_csv(banana_files["csv"], nrows=1).columns)
+    csv = tmp_path / "header.csv"
+    csv.write_text(",".join(columns) + "\n")
+    latent = tmp_path / "latent.csv"
+    latent.write_text("z0,z1\n")
+    if form == "parquet":
+        pd.read_csv(banana_files["csv"]).iloc[:0].to_parquet(tmp_path / "header.parquet")
+    expected = {
+        "logprob": [*columns, "logprob", "anomaly", "percentile"],
+        "encode": ["z0", "z1"],
+        "impute": columns,
+        "decode": columns,
+    }
+    for command, header in expected.items():
+        source = latent if command == "decode" else tmp_path / f"header.{'parquet' if form == 'parquet' else 'csv'}"
+        options = ["--flag-below", "0.01", "--percentile"] if command == "logprob" else []
+        if form == "stdin":
+            result = runner.invoke(app, [command, ckpt, "-", *options], input=source.read_bytes())
+        else:
+            result = run(command, ckpt, str(source), *options)
+        assert result.exit_code == 0, (command, result.stderr)
+        assert result.stdout.splitlines() == [",".join(header)], (command, result.stdout)
+        out = tmp_path / f"{command}.parquet"
+        assert run(command, ckpt, str(source), *options, "-o", str(out)).exit_code == 0
+        assert list(pd.read_parquet(out).columns) == header and len(pd.read_parquet(out)) == 0
+    given = run("sample", ckpt, "--given-file", str(csv), "-n", "3")
+    assert given.exit_code == 0 and given.stdout.splitlines() == [",".join(columns)], given.stderr
+    assert_clean_error(run("fit", str(csv), "-o", str(tmp_path / "m.flow")), "no data rows")
+
+
 def test_fit_text_in_numeric_column_names_column_value_and_row(tmp_path: Path) -> None:
     assert_clean_error(bad_fit(tmp_path, "a,b\n1,2\n3,oops\n5,6\n"), "'b'", "'oops'", "row 2")
 
