@@ -421,3 +421,17 @@ def test_one_number_with_a_thousands_separator_does_not_make_the_column_written_
     grouped[5] = "4000"  # the exception the other way: the column is written with separators
     column = Schema.infer(pd.DataFrame({"mass": grouped})).columns[0]
     assert Schema([column]).to_frame(np.array([[3175.0]]))["mass"].tolist() == ["3,175"]
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_pandas_categorical_comes_back_with_all_its_training_labels(ordered: bool) -> None:
+    """Decoded rows that hold only some of the labels keep the training categories (in their order): a frame
+    of a few sampled or imputed rows compares with the training frame, and one Parquet schema holds them all."""
+    labels = ["S", "M", "L", "XL"]
+    series = pd.Series(pd.Categorical(np.repeat(labels, 5), categories=labels, ordered=ordered), name="size")
+    column = infer_column(series, None)
+    codes = features_of(column, pd.Series(pd.Categorical(["L", "L"], categories=labels, ordered=ordered)))
+    decoded = column.decode([codes[:, 0]], 2)
+    assert isinstance(decoded.dtype, pd.CategoricalDtype)
+    assert list(decoded.cat.categories) == labels and decoded.cat.ordered == ordered
+    assert decoded.tolist() == ["L", "L"]

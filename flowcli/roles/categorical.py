@@ -56,7 +56,7 @@ class Categorical(Role):
         counts = evidence.present.value_counts(sort=False)
         dtype = evidence.series.dtype
         ordered = isinstance(dtype, pd.CategoricalDtype) and bool(dtype.ordered)
-        if ordered:  # the dtype's order, of the levels that occur
+        if isinstance(dtype, pd.CategoricalDtype):  # the dtype's order, of the levels that occur
             labels = [c for c in dtype.categories if counts.get(c, 0) > 0]
         elif evidence.written is not None and evidence.numbers is not None:  # 10%, 9%: by value, not as text
             value = dict(zip(evidence.present, evidence.numbers, strict=True))
@@ -82,8 +82,8 @@ class Categorical(Role):
         (x,) = features
         codes = np.clip(np.floor(x), 0, column.levels - 1).astype(np.int64)
         labels = np.array(list(column.categories or []) + [None], dtype=object)
-        if column.ordered:
-            return pd.Series(pd.Categorical(labels[codes], categories=column.categories, ordered=True))
+        if column.ordered or column.dtype == "category":  # all the labels, not only those drawn this time
+            return pd.Series(pd.Categorical(labels[codes], categories=column.categories, ordered=column.ordered))
         return restore(labels[codes], column.dtype)
 
     def describe(self, column: Column) -> str:
