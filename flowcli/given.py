@@ -67,11 +67,14 @@ def parse_given(pairs: Sequence[str], text_columns: frozenset[str], decimal: str
     return values
 
 
-def parse_targets(options: Sequence[str] | None) -> list[str] | None:
-    """``--target a,b --target c`` as ``['a', 'b', 'c']`` (None without the option)."""
-    if not options:
+def parse_targets(options: Sequence[str] | None, split: bool = True) -> list[str] | None:
+    """``--target a,b --target c`` as ``['a', 'b', 'c']`` (None without the option). ``split=False``: each
+    option is one column name (the API's list, where a name may hold a comma); an empty list is an error."""
+    if options is None or (split and not options):
         return None
-    names = [name.strip() for option in options for name in option.split(",")]
+    names = [name.strip() for option in options for name in (option.split(",") if split else [option])]
+    if not names:
+        raise DataError("target: no column given; name at least one target column (or none for the whole row)")
     if any(not name for name in names):
         raise DataError(f"--target {','.join(options)!r}: an empty column name; give --target COL[,COL...]")
     duplicated = sorted({name for name in names if names.count(name) > 1})

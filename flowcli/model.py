@@ -316,7 +316,7 @@ class Model:
         frame: pd.DataFrame,
         row_offset: int = 0,
         on_invalid: OnInvalid = "error",
-        target: Sequence[str] | None = None,
+        target: str | Sequence[str] | None = None,
     ) -> np.ndarray:
         """Natural log of each row's probability: the density of its continuous values (in the units of
         their columns) times the probability of its discrete values (see the README, "What logprob means").
@@ -324,13 +324,21 @@ class Model:
         ``on_invalid='neg-inf'`` scores rows with unparseable values or unseen categories as -inf instead
         of raising an error that names the column, the value and the row.
 
-        ``target``: log p(the target columns | the row's other known cells), from the network of conditional
+        ``target`` (a list of columns, or one string ``"a,b"`` as on the command line): log p(the target
+        columns | the row's other known cells), from the network of conditional
         questions (``conditional.py``); a row whose target cells are all empty gets NaN. A frame lacking
         some of the model's columns is scored on the columns it has (the others marginalised out), by the
         same network; a frame with every column, by the joint flow. Rows whose known cells are all labels
         (categories, atoms) get the joint's exact discrete marginals instead (``joint_given.log_marginal``).
         """
         needed = [c.name for c in self.schema.columns if c.rules.reads_values]
+        if target is not None:
+            from .given import parse_targets
+
+            # One string is the command line's COL[,COL...]; a list names one column per item.
+            target = parse_targets(
+                [target] if isinstance(target, str) else [str(t) for t in target], split=isinstance(target, str)
+            )
         if target is not None or any(name not in frame.columns for name in needed):
             from . import questions
 

@@ -297,7 +297,7 @@ def _draw_by_network(
 
 
 def _with_given(out: pd.DataFrame, frame: pd.DataFrame, cells: Cells, source: np.ndarray) -> pd.DataFrame:
-    """``out`` with the given cells exactly as given (decoding would round them onto the column's grid)."""
+    """``out`` with the given cells as given (``_merge``: exactly, for numbers that decoding would round)."""
     for name in frame.columns:
         if name not in out.columns:
             continue  # a constant or ignored column
@@ -309,16 +309,19 @@ def _with_given(out: pd.DataFrame, frame: pd.DataFrame, cells: Cells, source: np
 
 
 def _merge(drawn: pd.Series, kept: pd.Series, keep: np.ndarray) -> pd.Series:
-    """``kept`` where ``keep``, else ``drawn``, in ``drawn``'s dtype when every kept value fits it unchanged
-    (an integer column read as floats because of its empty cells comes back as integers)."""
-    merged = drawn.astype(object).where(~keep, kept.astype(object))
-    try:
-        typed = merged.astype(drawn.dtype)
-        if (typed.astype(object).where(keep, None) == merged.where(keep, None)).where(keep, True).all():
-            return typed
-    except (TypeError, ValueError):
-        pass
-    return merged.infer_objects()
+    """``drawn`` (decoded feature rows, the known cells' values among them) with the ``keep`` cells as
+    ``kept`` holds them where decoding could change them: a float column keeps the given or observed numbers
+    exactly (decoding rounds onto the recorded decimals). Every other column takes the decoded cells, the
+    model's reading of the same value written as the column writes it (``070`` and ``+70`` of an integer
+    column as 70, ``2020-5-5`` in a ``%Y-%m-%d`` column as ``2020-05-05``, a date given as text in a date
+    column as a date), so an output column holds one type: a Parquet file can store it."""
+    if drawn.dtype.kind != "f":
+        return drawn
+    numbers = pd.to_numeric(kept, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    use = keep & ~np.isnan(numbers)
+    return pd.Series(
+        np.where(use, numbers, drawn.to_numpy(dtype=np.float64, na_value=np.nan)), index=drawn.index
+    ).astype(drawn.dtype)
 
 
 # --- impute -------------------------------------------------------------------------------------------------
@@ -328,9 +331,14 @@ def impute(
     model: Model, frame: pd.DataFrame, draws: int | None, generator: torch.Generator, row_offset: int = 0
 ) -> pd.DataFrame:
     """Every unknown cell of the model's columns filled (see ``Model.impute``)."""
-    require_conditional(model, "impute")
     cells = encode_cells(model, frame, row_offset)
     columns = feature_columns(model.schema)
+    # Multiple imputation of a row whose known cells are all labels is the joint model's (``_draw``): only
+    # the other rows, and conditional means, need the network.
+    unknown = (~cells.known).any(1)
+    if draws is None or (unknown & ~joint_given.answerable_rows(model, cells.x, cells.known)).any():
+        require_conditional(model, "impute" if draws is None else "impute --draws of a row with a known number")
+    _check_possible(frame, cells, columns, row_offset)
     n = len(frame)
     if draws is None:
         x = _conditional_means(model, cells, columns, generator)
@@ -346,9 +354,32 @@ def impute(
             out[col.name] = _merge(filled[col.name], out[col.name], known)
         else:
             out[col.name] = filled[col.name]
+    for name in filled.columns.difference([c.name for c in columns], sort=False):  # constant columns: their value
+        if name in out.columns:
+            out[name] = out[name].where(out[name].notna(), filled[name])
+        else:
+            out[name] = filled[name]
     if draws is not None:
+        # Last, as documented; an input column of that name is replaced (as `logprob` replaces a `logprob`).
+        out = out.drop(columns=[DRAW_COLUMN], errors="ignore")
         out[DRAW_COLUMN] = np.tile(np.arange(1, draws + 1), n)
+    out.index = frame.index[source]  # each completed row under its input row's label, so it joins back
     return out
+
+
+def _check_possible(frame: pd.DataFrame, cells: Cells, columns: list[Column], row_offset: int) -> None:
+    """An observed value of probability 0 (outside its column's support: -5 in a column of amounts >= 0) is
+    an error: no completion of its row is possible, and the network would condition on a value it cannot
+    place. Values merely beyond the training range (an age of 90 where training ended at 79) are conditioned
+    on as they are."""
+    bad = cells.known & np.isneginf(cells.log_mass)
+    if bad.any():
+        row, j = (int(i[0]) for i in np.nonzero(bad))
+        name = columns[j].name
+        raise DataError(
+            f"column {name!r}, row {row_offset + row + 1}: {_plain(frame[name].iloc[row])!r} is outside the values "
+            "the column can hold (probability 0); its row cannot be completed given it"
+        )
 
 
 def _conditional_means(model: Model, cells: Cells, columns: list[Column], generator: torch.Generator) -> np.ndarray:

@@ -179,6 +179,21 @@ def test_bad_targets_are_errors(mixed_model: Model) -> None:
         mixed_model.log_prob(table, target=["colour"])
     with pytest.raises(DataError, match="target column 'hours' is not in the data"):
         mixed_model.log_prob(table.drop(columns="hours"), target=["hours"])
+    with pytest.raises(DataError, match="no column given"):
+        mixed_model.log_prob(table, target=[])
+    with pytest.raises(DataError, match="names 'mass' twice"):
+        mixed_model.log_prob(table, target=["mass", "mass"])
+
+
+def test_a_target_string_is_the_command_lines_list(mixed_model: Model) -> None:
+    """``target="mass"`` is the column, not its letters; ``"mass,hours"`` two columns, as ``--target`` reads it."""
+    table = mixed_table(20, seed=5)
+    np.testing.assert_array_equal(
+        mixed_model.log_prob(table, target="mass"), mixed_model.log_prob(table, target=["mass"])
+    )
+    np.testing.assert_array_equal(
+        mixed_model.log_prob(table, target="mass, hours"), mixed_model.log_prob(table, target=["mass", "hours"])
+    )
 
 
 def test_a_row_without_its_target_scores_nan_and_others_score(mixed_model: Model) -> None:
@@ -289,3 +304,50 @@ def test_a_short_fit_gets_a_proportionally_short_network_fit(monkeypatch: pytest
         budget = max(conditional.MIN_BUDGET_STEPS, round(conditional.MAX_STEPS * epochs / 200))
         assert budget <= fit["steps"] < budget + per_epoch, (epochs, fit)
     assert steps[5] < steps[20] < conditional.MAX_STEPS
+
+
+def test_impute_keeps_index_labels_replaces_a_draw_column_and_refuses_impossible_values(mixed_model: Model) -> None:
+    holes = mixed_table(6, seed=9)
+    holes.index = [10, 20, 30, 40, 50, 60]
+    holes.loc[[20, 40], "mass"] = np.nan
+    means = mixed_model.impute(holes)
+    assert list(means.index) == list(holes.index) and not means["mass"].isna().any()
+    holes["_draw"] = 7  # an input column of that name: replaced, and the draw number comes last
+    drawn = mixed_model.impute(holes, draws=2, seed=0)
+    assert list(drawn.index) == list(np.repeat(holes.index, 2)) and list(drawn.columns)[-1] == "_draw"
+    assert drawn["_draw"].tolist() == [1, 2] * 6
+    holes.loc[30, "hours"] = -4.0  # hours are >= 0: probability 0, no completion of its row exists
+    with pytest.raises(DataError, match="column 'hours', row 3: -4.0 is outside the values the column can hold"):
+        mixed_model.impute(holes)
+
+
+def test_given_and_observed_values_come_back_in_the_columns_type(tmp_path) -> None:
+    """A value given or observed as other text than the column writes (``007`` for the integer 7, a date as
+    text in a date column) comes back as the column's value, so the output has one type per column (a Parquet
+    file can hold it); a float column keeps the given number exactly."""
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "day": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 300, n), unit="D"),
+            "count": rng.poisson(6, n),
+            "size": pd.Categorical(rng.choice(["S", "M", "L"], n), categories=["S", "M", "L"]),
+            "x": rng.normal(0, 1, n).round(2),
+            "country": "FR",  # constant: no features, its one value
+        }
+    )
+    model = flowcli.fit(frame, epochs=2, seed=0, threads=1)
+    drawn = model.sample(4, seed=0, given={"day": "2020-05-05", "count": "007", "x": 0.123456})
+    assert drawn["day"].dtype == frame["day"].dtype and (drawn["day"] == pd.Timestamp("2020-05-05")).all()
+    assert pd.api.types.is_integer_dtype(drawn["count"]) and (drawn["count"] == 7).all()
+    assert (drawn["x"] == 0.123456).all()  # not rounded onto the column's two decimals
+    assert list(drawn["size"].cat.categories) == ["S", "M", "L"]
+    drawn.to_parquet(tmp_path / "drawn.parquet")
+    holes = pd.DataFrame({"day": ["2020-02-03", None], "count": ["012", None], "size": [None, "M"], "x": [None, 1.5]})
+    filled = model.impute(holes)
+    assert filled["day"].tolist()[0] == pd.Timestamp("2020-02-03") and filled["count"].tolist()[0] == 12
+    assert filled["x"].tolist()[1] == 1.5 and filled["size"].tolist()[1] == "M"
+    assert filled["country"].tolist() == ["FR", "FR"]  # added: the input lacks the column
+    holes["country"] = [None, "FR"]
+    assert model.impute(holes)["country"].tolist() == ["FR", "FR"]
+    filled.to_parquet(tmp_path / "filled.parquet")

@@ -117,6 +117,19 @@ def test_a_given_number_needs_the_network(species_model: Model) -> None:
         species_model.sample(5, given={"species": "Gentoo", "mass": 4900.0})
 
 
+def test_multiple_imputation_of_label_only_rows_needs_no_network(species_model: Model) -> None:
+    """`impute --draws` of rows whose known cells are all labels (or atoms) is the joint's; conditional means,
+    and rows with a known number, need the network, which this model was fitted without."""
+    rows = pd.DataFrame({"species": ["Gentoo", "Adelie"], "hours": [np.nan, 0.0]})
+    drawn = species_model.impute(rows, draws=3, seed=0)
+    assert len(drawn) == 6 and not drawn[["species", "mass", "hours"]].isna().any().any()
+    assert (drawn["hours"].to_numpy()[3:] == 0).all()
+    with pytest.raises(DataError, match="training.conditional: false"):
+        species_model.impute(rows)
+    with pytest.raises(DataError, match="impute --draws of a row with a known number"):
+        species_model.impute(pd.DataFrame({"species": ["Gentoo"], "mass": [4900.0], "hours": [np.nan]}), draws=2)
+
+
 def test_more_combinations_than_the_limit_go_to_the_network(
     chain_model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
