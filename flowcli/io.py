@@ -115,9 +115,14 @@ def iter_csv(
 _NEEDS_QUOTES = r'[,"\r\n]|^\s|\s$|^$'
 
 
-def _quote_field(text: str) -> str:
+def _needs_quotes(sep: str) -> str:
+    """``_NEEDS_QUOTES`` for a separator (a tab-separated field quotes a tab, not a comma)."""
+    return _NEEDS_QUOTES if sep == "," else _NEEDS_QUOTES.replace(",", re.escape(sep), 1)
+
+
+def _quote_field(text: str, sep: str = ",") -> str:
     """One field as CSV, quoted only if it needs it (the header's names go through this too)."""
-    return '"' + text.replace('"', '""') + '"' if re.search(_NEEDS_QUOTES, text) else text
+    return '"' + text.replace('"', '""') + '"' if re.search(_needs_quotes(sep), text) else text
 
 
 def _text_scalar(text: str) -> Any:
@@ -128,11 +133,11 @@ def _text_scalar(text: str) -> Any:
     return pa.scalar(text, pa.large_string())
 
 
-def _quoted(strings: Any) -> Any:
+def _quoted(strings: Any, sep: str) -> Any:
     """A pyarrow string array with the fields that need it quoted (vectorized ``_quote_field``)."""
     import pyarrow.compute as pc
 
-    needs = pc.match_substring_regex(strings, _NEEDS_QUOTES)
+    needs = pc.match_substring_regex(strings, _needs_quotes(sep))
     if not pc.any(needs).as_py():  # the usual case: plain labels, nothing to rewrite
         return strings
     quote, empty = _text_scalar('"'), _text_scalar("")
@@ -171,7 +176,7 @@ def _float_text(values: Any, column: pd.Series) -> Any:
     return text
 
 
-def _python_text(column: pd.Series) -> Any:
+def _python_text(column: pd.Series, sep: str) -> Any:
     """Pandas' own text of each value (dates as ``2020-01-01`` in a date-only column, as ``to_csv``
     writes them), quoted where needed, missing values null."""
     import numpy as np
@@ -183,7 +188,7 @@ def _python_text(column: pd.Series) -> Any:
         text = column.map(_json_text, na_action="ignore").to_numpy(dtype=object)
     else:
         text = column.astype(str).to_numpy(dtype=object)
-    return _quoted(pa.array(text, pa.large_string(), mask=missing))
+    return _quoted(pa.array(text, pa.large_string(), mask=missing), sep)
 
 
 def _json_text(value: Any) -> str:
@@ -198,15 +203,16 @@ def _json_text(value: Any) -> str:
     return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value, ensure_ascii=False, default=plain)
 
 
-def _column_text(column: pd.Series) -> Any:
-    """A column as a pyarrow large_string array of CSV fields, null where the value is missing."""
+def _column_text(column: pd.Series, sep: str = ",") -> Any:
+    """A column as a pyarrow large_string array of CSV fields (separated by ``sep``), null where the value is
+    missing."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     try:
         values = pa.array(column, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return _python_text(column)  # mixed Python objects, e.g. numbers and strings in one column
+        return _python_text(column, sep)  # mixed Python objects, e.g. numbers and strings in one column
     if isinstance(values, pa.ChunkedArray):
         # A pyarrow-backed column made by pd.concat (pandas' str dtype) comes in several chunks; the
         # fields are joined into one array below, whose buffers are the CSV body.
@@ -220,34 +226,42 @@ def _column_text(column: pd.Series) -> Any:
     if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
         return pc.cast(values, pa.large_string())  # booleans as true/false
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return _quoted(pc.cast(values, pa.large_string()))
-    return _python_text(column)
+        return _quoted(pc.cast(values, pa.large_string()), sep)
+    return _python_text(column, sep)
 
 
-def _csv_bytes(frame: pd.DataFrame, header: bool, lines: InputLines | None = None) -> list[bytes | memoryview]:
+def _csv_bytes(
+    frame: pd.DataFrame, header: bool, lines: InputLines | None = None, sep: str = ","
+) -> list[bytes | memoryview]:
     """CSV text of a frame, fields quoted only when needed (see ``_NEEDS_QUOTES``), in pieces to write one
     after the other (the body is a view of pyarrow's buffer: tens of MB not copied again).
 
     Every column is turned into text by pyarrow's vectorized kernels and the fields joined row by row
     in one pass: as fast as pyarrow's own CSV writer (which is about 10x faster than pandas' and
     dominated ``flowcli logprob``), but pyarrow's writer quotes every string and writes 181.0 as 181.
-    ``lines``: the input's own text of the frame's leading columns, written as it is (see InputLines).
+    ``lines``: the input's own text of the frame's leading columns, written as it is (see InputLines): comma-
+    separated lines, so only with ``sep`` a comma. ``sep``: the separator (TSV: a tab).
     """
     import numpy as np
     import pyarrow.compute as pc
 
-    head = (",".join(_quote_field(str(c)) for c in frame.columns) + "\n").encode() if header else b""
+    head = (sep.join(_quote_field(str(c), sep) for c in frame.columns) + "\n").encode() if header else b""
     if len(frame) == 0 or frame.shape[1] == 0:
         return [head]
     from .devices import map_on_threads  # torch: only when there is a frame to write
 
     written: list[Any] = []  # the input's own text of the leading columns, when it stands for them
     first = 0
-    if lines is not None and len(lines) == len(frame) and tuple(frame.columns[: len(lines.columns)]) == lines.columns:
+    if (
+        sep == ","
+        and lines is not None
+        and len(lines) == len(frame)
+        and tuple(frame.columns[: len(lines.columns)]) == lines.columns
+    ):
         written, first = [lines.text], len(lines.columns)
     columns = [frame.iloc[:, i] for i in range(first, frame.shape[1])]
-    fields = written + map_on_threads(_column_text, columns, len(frame) * len(columns))
-    comma, newline, empty = _text_scalar(","), _text_scalar("\n"), _text_scalar("")
+    fields = written + map_on_threads(lambda column: _column_text(column, sep), columns, len(frame) * len(columns))
+    comma, newline, empty = _text_scalar(sep), _text_scalar("\n"), _text_scalar("")
     # The line break joins the last field (a narrow copy), so the wide join below is the only one.
     fields[-1] = pc.binary_join_element_wise(fields[-1], newline, empty, null_handling="replace", null_replacement="")
     body = pc.binary_join_element_wise(*fields, comma, null_handling="replace", null_replacement="")
@@ -378,7 +392,7 @@ class Tsv(Csv):
     separator = "\t"
 
     def writer(self, file: IO[bytes]) -> FrameWriter:
-        return _TsvWriter(file)
+        return _CsvWriter(file, self.separator)
 
 
 class CsvGzip(Csv):
@@ -434,14 +448,16 @@ def write_all(file: IO[bytes], data: bytes | memoryview) -> None:
 
 
 class _CsvWriter:
-    """The header before the first chunk; each chunk flushed, so a reader of stdout gets rows as they come."""
+    """The header before the first chunk; each chunk flushed, so a reader of stdout gets rows as they come.
+    ``sep``: the separator (a tab for TSV, whose writer this is too)."""
 
-    def __init__(self, file: IO[bytes]) -> None:
+    def __init__(self, file: IO[bytes], sep: str = ",") -> None:
         self._file = file
+        self._sep = sep
         self._wrote_header = False
 
     def write(self, frame: pd.DataFrame, lines: InputLines | None = None) -> None:
-        for piece in _csv_bytes(frame, header=not self._wrote_header, lines=lines):
+        for piece in _csv_bytes(frame, header=not self._wrote_header, lines=lines, sep=self._sep):
             write_all(self._file, piece)
         self._file.flush()
         self._wrote_header = True
@@ -524,43 +540,6 @@ class _ParquetWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-
-
-class _TsvWriter:
-    """Tab-separated text: the header before the first chunk, each chunk flushed."""
-
-    def __init__(self, file: IO[bytes]) -> None:
-        self._file = file
-        self._wrote_header = False
-
-    def write(self, frame: pd.DataFrame) -> None:
-        text = _booleans_as_words(frame).to_csv(sep="\t", index=False, header=not self._wrote_header)
-        write_all(self._file, text.encode())
-        self._file.flush()
-        self._wrote_header = True
-
-    def close(self) -> None:
-        pass
-
-
-def _booleans_as_words(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with its booleans as ``true``/``false``, as the CSV writer writes them (pandas writes True)."""
-    import numpy as np
-
-    out = frame
-    for i in range(frame.shape[1]):
-        column = frame.iloc[:, i]
-        # infer_dtype (C) skips text and number columns before any per-value Python work.
-        if pd.api.types.infer_dtype(column, skipna=True) not in ("boolean", "mixed"):
-            continue
-        boolean = column.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
-        if boolean.any():
-            words = column.astype(object).where(
-                ~boolean, column.map(lambda v: "true" if v is True or v is np.True_ else "false")
-            )
-            out = frame.copy(deep=False) if out is frame else out
-            out.isetitem(i, words)
-    return out
 
 
 class _CompressedWriter:

@@ -123,7 +123,7 @@ def test_large_frames_are_formatted_on_the_commands_threads_to_the_same_bytes(mo
         torch.set_num_threads(2)
         assert csv_text(frame) == serial
 
-        def fails(column: pd.Series) -> object:
+        def fails(column: pd.Series, sep: str) -> object:
             raise ValueError(f"column {column.name}")
 
         monkeypatch.setattr(flowcli_io, "_column_text", fails)
@@ -350,6 +350,29 @@ def test_lists_and_structs_are_written_as_json() -> None:
     back = pd.read_csv(io.StringIO(csv_text(frame)), keep_default_na=False, na_values=[""])
     assert [json.loads(v) for v in back["tags"][:2]] == [["a", "b"], []] and pd.isna(back["tags"][2])
     assert json.loads(back["meta"][0]) == {"k": 1, "name": "é"} and pd.isna(back["meta"][1])
+
+
+def test_tsv_is_written_as_csv_is_with_tabs(tmp_path: Path) -> None:
+    """One writer for both: whole numbers with gaps stay integers (pandas wrote 57.0), floats never look like
+    integers, a field holding a tab or a quote is quoted, a comma needs no quotes; read back, the same frame."""
+    frame = pd.DataFrame(
+        {
+            "age": [57.0, None, 31.0],
+            "x": [1.0, 2.5, None],
+            "text": ["a\tb", 'say "hi"', "x,y"],
+            "tab\tname": [1, 2, 3],
+        }
+    )
+    path = tmp_path / "out.tsv"
+    with TableWriter(str(path)) as writer:
+        writer.write(frame)
+    assert path.read_text().splitlines() == [
+        'age\tx\ttext\t"tab\tname"',
+        '57\t1.0\t"a\tb"\t1',
+        '\t2.5\t"say ""hi"""\t2',
+        "31\t\tx,y\t3",
+    ]
+    pd.testing.assert_frame_equal(pd.read_csv(path, sep="\t"), frame)
 
 
 def test_tsv_writes_booleans_as_csv_does(tmp_path: Path) -> None:
