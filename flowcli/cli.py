@@ -860,7 +860,7 @@ def report(
 
     Example: flowcli report penguins.flow data-samples/penguins.csv -o penguins_report
     """
-    from .errors import FlowcliError
+    from .errors import DataError, FlowcliError
 
     try:
         import matplotlib  # noqa: F401
@@ -877,15 +877,18 @@ def report(
     model = _load(checkpoint, device)
     frame = read_table(data, options=_knowing(model, options))
     with staged_directory(out) as tmp:
-        result = build_report(
-            model,
-            frame,
-            tmp,
-            samples=samples,
-            seed=seed,
-            say=reporter.message,
-            sources={"checkpoint": checkpoint, "data": data},
-        )
+        try:
+            result = build_report(
+                model,
+                frame,
+                tmp,
+                samples=samples,
+                seed=seed,
+                say=reporter.message,
+                sources={"checkpoint": checkpoint, "data": data},
+            )
+        except DataError as exc:  # a column or value of DATA the model refuses: say which file, as logprob does
+            raise DataError(f"{'stdin' if data == '-' else data}: {exc}") from None
     s = result.summary
     loglik = "n/a" if s["test_loglik"] is None else f"{s['test_loglik']:.4f} nats/row"
     reporter.message(

@@ -110,7 +110,9 @@ def _preprocessing(column: dict[str, Any]) -> dict[str, Any]:
     """The statistics that apply to a column: unset fields (None, empty, False) are left out, and so are
     the standardizing mean/std of a categorical column, which its encoding does not use."""
     skip = {"name", "role", "dtype", "reason"} | ({"mean", "std"} if column.get("role") == "categorical" else set())
-    return {k: v for k, v in column.items() if k not in skip and v not in (None, "", [], {}, False)}
+    # The checkpoint's field names (kept by --json) are mean/std; what they hold is a median and a robust scale.
+    shown = {"mean": "centre", "std": "scale"}
+    return {shown.get(k, k): v for k, v in column.items() if k not in skip and v not in (None, "", [], {}, False)}
 
 
 def _row(table: Any, *cells: str, **options: Any) -> None:
