@@ -611,7 +611,7 @@ def logprob(
     Example: cat data-samples/penguins.csv | flowcli logprob penguins.flow - --flag-below 0.001 | grep ',true$'
     """
     from .errors import DataError
-    from .given import parse_targets
+    from .questions import parse_targets
 
     if on_invalid not in ("error", "neg-inf"):
         raise typer.BadParameter(f"{on_invalid!r} is not one of 'error', 'neg-inf'", param_hint="--on-invalid")

@@ -1,4 +1,4 @@
-"""The command line's conditional questions (issue 15): ``--given COL=VALUE``, ``--target COL,...``, and the
+"""The command line's conditional questions (issue 15): ``--given COL=VALUE`` and the
 seeds of streamed chunks.
 
 A ``--given`` value is read exactly as the same text in a table file would be: the pairs become a one-row
@@ -65,22 +65,6 @@ def parse_given(pairs: Sequence[str], text_columns: frozenset[str], decimal: str
         # Plain Python values (3, not np.int64(3)): what the API documents, and what errors print.
         values[name] = value.item() if isinstance(value, np.generic) else value
     return values
-
-
-def parse_targets(options: Sequence[str] | None, split: bool = True) -> list[str] | None:
-    """``--target a,b --target c`` as ``['a', 'b', 'c']`` (None without the option). ``split=False``: each
-    option is one column name (the API's list, where a name may hold a comma); an empty list is an error."""
-    if options is None or (split and not options):
-        return None
-    names = [name.strip() for option in options for name in (option.split(",") if split else [option])]
-    if not names:
-        raise DataError("target: no column given; name at least one target column (or none for the whole row)")
-    if any(not name for name in names):
-        raise DataError(f"--target {','.join(options)!r}: an empty column name; give --target COL[,COL...]")
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise DataError(f"--target names {duplicated[0]!r} twice")
-    return names
 
 
 def chunk_seed(seed: int | None, chunk: int) -> int | None:

@@ -333,7 +333,7 @@ class Model:
         """
         needed = [c.name for c in self.schema.columns if c.rules.reads_values]
         if target is not None:
-            from .given import parse_targets
+            from .questions import parse_targets
 
             # One string is the command line's COL[,COL...]; a list names one column per item.
             target = parse_targets(

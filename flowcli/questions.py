@@ -94,6 +94,22 @@ def _featureless_mass(model: Model, frame: pd.DataFrame, row_offset: int) -> Ite
             yield col, np.where(series.notna().to_numpy(), log_mass, 0.0)
 
 
+def parse_targets(options: Sequence[str] | None, split: bool = True) -> list[str] | None:
+    """``--target a,b --target c`` as ``['a', 'b', 'c']`` (None without the option). ``split=False``: each
+    option is one column name (the API's list, where a name may hold a comma); an empty list is an error."""
+    if options is None or (split and not options):
+        return None
+    names = [name.strip() for option in options for name in (option.split(",") if split else [option])]
+    if not names:
+        raise DataError("target: no column given; name at least one target column (or none for the whole row)")
+    if any(not name for name in names):
+        raise DataError(f"--target {','.join(options)!r}: an empty column name; give --target COL[,COL...]")
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise DataError(f"--target names {duplicated[0]!r} twice")
+    return names
+
+
 def require_conditional(model: Model, question: str) -> None:
     """Refuse a conditional question of a model fitted without its network (``training.conditional: false``)."""
     if not model.config.training.conditional:
