@@ -35,6 +35,19 @@ def _parent(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 
 
+def is_special_file(path: str | Path) -> bool:
+    """``path`` exists and is neither a regular file nor a directory (after symlinks): a fifo, a terminal,
+    ``/dev/stdout``. Such a file is written into as it is: a staged file moved onto it would replace it with
+    a regular file (and the reader of a fifo would get nothing)."""
+    path = Path(path)
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def _real_target(path: Path) -> Path:
+    """The file a symlink points to (the link stays a link, its target gets the new content), else ``path``."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 class Staged:
     """A new, empty temporary file (or directory) beside ``target``.
 
@@ -44,7 +57,7 @@ class Staged:
     """
 
     def __init__(self, target: str | Path, *, directory: bool = False) -> None:
-        self.target, self.directory = Path(target), directory
+        self.target, self.directory = (Path(target) if directory else _real_target(Path(target))), directory
         prefix, parent = f".{self.target.name}.", _parent(self.target)
         if directory:
             self.path = Path(tempfile.mkdtemp(suffix=".tmp", prefix=prefix, dir=parent))
@@ -136,17 +149,24 @@ class _AtomicFile:
         self._stage = stage
 
     def _open(self) -> IO[Any]:
-        self._staged = self._stage(self.path)
+        self._staged: Staged | None = None
+        if is_special_file(self.path):  # a fifo or a device: written into, nothing to stage or move
+            self._file: IO[Any] = open(self.path, self.mode, encoding=self.encoding)
+            return self._file
+        self._staged = staged = self._stage(self.path)
         try:
-            self._file: IO[Any] = open(self._staged.path, self.mode, encoding=self.encoding)
+            self._file = open(staged.path, self.mode, encoding=self.encoding)
         except BaseException:
-            self._staged.discard()
+            staged.discard()
             raise
         return self._file
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._staged is None:
+            self._file.close()
+            return
         try:
             if exc_type is None:
                 if self._fsync:  # the data on disk before the rename, so a crash cannot leave an empty file
@@ -197,8 +217,9 @@ class WatchableTextFile:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = _real_target(Path(path))
         self._staged: Staged | None = None
+        self._special = False
 
     @property
     def in_place(self) -> bool:
@@ -211,8 +232,12 @@ class WatchableTextFile:
 
     def __enter__(self) -> IO[str]:
         output_directory(self.path)
+        if is_special_file(self.path):  # a fifo or a device: written into, never removed (``is_special_file``)
+            self._special = True
+            self._file: IO[str] = open(self.path, "w", encoding="utf-8")
+            return self._file
         try:
-            self._file: IO[str] = open(self.path, "x", encoding="utf-8")
+            self._file = open(self.path, "x", encoding="utf-8")
         except FileExistsError:
             self._staged = stage_output(self.path)
             self._file = open(self._staged.path, "w", encoding="utf-8")
@@ -228,5 +253,5 @@ class WatchableTextFile:
             if exc_type is None:
                 self._staged.commit()
             self._staged.discard()
-        elif exc_type is not None:
+        elif exc_type is not None and not self._special:
             self.path.unlink(missing_ok=True)  # a failed run leaves no file it created

@@ -164,6 +164,8 @@ def _plan(
         check_writable(metrics_path)
         if out is not None and metrics_path.resolve() == Path(out).resolve():
             raise DataError(f"--metrics {metrics}: the same file as the checkpoint -o {out}")
+        if point is not None:  # the checkpoint being resumed is an input: metrics written there would replace it
+            check_not_input(metrics_path, [point.path], "--metrics")
     if point is not None:
         _restore_times(point, [p for p in (metrics_path, default_metrics_path(point.path)) if p is not None])
     return FitPlan(table, cfg, seed, out, metrics_path, point, stream)
@@ -224,7 +226,7 @@ def _fit(
                 _report(model, None, reporter)
                 # Raised inside the block: the metrics file is discarded with the checkpoint, nothing is written.
                 raise StrictFitError(model)
-            if metrics_file is not None:
+            if metrics_file is not None and metrics_file.seekable():  # (a fifo keeps the lines it was sent)
                 # The file holds exactly the epochs of the saved state (an interrupt may cut an epoch short).
                 metrics_file.seek(0)
                 metrics_file.truncate()

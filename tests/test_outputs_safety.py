@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -263,3 +264,53 @@ def test_checkpoints_that_hold_times_still_load_resume_and_show_them(fit_dir: Pa
     result = runner.invoke(app, ["fit", "victim.csv", "-o", "new.flow", "--resume", "old.flow", "--epochs", "3", "-q"])
     assert result.exit_code == 0, result.stderr
     assert [json.loads(line)["seconds"] for line in lines(fit_dir / "new.metrics.jsonl")][:2] == [6.25, 6.25]
+
+
+# --- special files and links ----------------------------------------------------------------------------------
+
+
+def read_fifo_in_background(path: Path) -> tuple[Any, list[bytes]]:
+    import threading
+
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(path.read_bytes()), daemon=True)
+    reader.start()
+    return reader, got
+
+
+def test_a_fifo_is_written_into_not_replaced(tmp_path: Path, banana_files: dict, banana_frame: pd.DataFrame) -> None:
+    """A staged file moved onto a fifo (or /dev/stdout) would replace it with a regular file and leave its
+    reader with nothing: outputs and metrics go into it instead."""
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    reader, got = read_fifo_in_background(fifo)
+    result = runner.invoke(app, ["sample", str(banana_files["ckpt"]), "-n", "5", "-o", str(fifo)])
+    assert result.exit_code == 0, result.stderr
+    reader.join(10)
+    assert len(got[0].decode().splitlines()) == 6 and fifo.is_fifo()
+    metrics = tmp_path / "m.fifo"
+    os.mkfifo(metrics)
+    reader, got = read_fifo_in_background(metrics)
+    flowcli.fit(banana_frame, FAST, seed=0, output=tmp_path / "m.flow", metrics=metrics)
+    reader.join(10)
+    assert [json.loads(line)["epoch"] for line in got[0].decode().splitlines()] == [1, 2, 3] and metrics.is_fifo()
+
+
+def test_a_symlinked_output_stays_a_link_to_the_new_content(tmp_path: Path, banana_files: dict) -> None:
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    (tmp_path / "link.csv").symlink_to("real.csv")
+    result = runner.invoke(app, ["sample", str(banana_files["ckpt"]), "-n", "4", "-o", str(tmp_path / "link.csv")])
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "link.csv").is_symlink() and len(lines(target)) == 5
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "real.csv"]
+
+
+def test_metrics_may_not_overwrite_the_checkpoint_being_resumed(fit_dir: Path) -> None:
+    fit_cli(fit_dir / "victim.csv", fit_dir / "r.flow", "--epochs", "2")
+    before = (fit_dir / "r.flow").read_bytes()
+    result = runner.invoke(
+        app, ["fit", "victim.csv", "-o", "out.flow", "--resume", "r.flow", "--metrics", "r.flow", "--epochs", "3"]
+    )
+    assert_clean_error(result, "--metrics r.flow", "is the input file")
+    assert (fit_dir / "r.flow").read_bytes() == before and not (fit_dir / "out.flow").exists()
