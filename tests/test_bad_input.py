@@ -222,6 +222,24 @@ CASES: list[Case] = [
         out="new.flow",
     ),
     Case(
+        "fit-device-torch-knows-but-flowcli-does-not-support",
+        "fit good.csv -c small.yaml -o {out} --device meta",
+        ("--device meta", "not supported by flowcli"),
+        out="new.flow",
+    ),
+    Case(
+        "sample-on-a-cuda-device-that-is-not-there",
+        "sample m.flow -n 3 -o {out} --device cuda:7",
+        ("--device cuda:7",),
+        out="new.csv",
+    ),
+    Case(
+        "logprob-on-mps",
+        "logprob m.flow good.csv -o {out} --device mps",
+        ("--device mps", "not supported"),
+        out="new.csv",
+    ),
+    Case(
         "fit-resume-from-garbage",
         "fit good.csv -o {out} --resume junk.flow",
         ("junk.flow", "not a flowcli checkpoint"),
