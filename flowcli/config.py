@@ -47,7 +47,8 @@ class TrainingConfig:
     epochs: int = 200
     batch_size: int = 512
     # "auto": 1e-3 for a run of 200 epochs or more, more for shorter ones (train.learning_rate); or a number.
-    lr: float | Literal["auto"] = 1e-3
+    # The default file's value, as every built-in one here: a training section without lr gets "auto".
+    lr: float | Literal["auto"] = "auto"
     val_fraction: float = 0.1
     patience: int = 20
     # "auto": max(1e-4, 1 / training rows), more shrinkage on small tables (train.weight_decay); or a number.

@@ -37,6 +37,8 @@ def test_given_sections_replace_the_defaults_whole() -> None:
     assert [spec.type for spec in config.layers] == ["maf"]  # not appended to the default's five layers
     # A given training section is the user's: what it leaves out takes the built-in values.
     assert config.training == dataclasses.replace(TrainingConfig(), epochs=3)
+    # ... which are the default file's: a section without lr keeps its short-run rate (`lr: auto`).
+    assert TrainingConfig() == DEFAULT.training
     assert parse_config({"layers": ["maf"]}).training == DEFAULT.training
     with pytest.raises(ConfigError, match="layers: expected a non-empty list"):
         parse_config({"layers": []})  # given, and empty: still an error
