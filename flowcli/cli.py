@@ -362,8 +362,24 @@ def fit(
         else:
             from .fitting import summary
 
-            _fail(f"{stop.why}; {summary(stop.model, output)}; continue with --resume {output}")
+            _fail(f"{stop.why}; {summary(stop.model, output)}{_resume_hint(output, stream, data, nproc)}")
         raise typer.Exit(stop.exit_code) from None
+
+
+def _resume_hint(output: str, stream: bool, data: str, nproc: int | None) -> str:
+    """ "; continue with --resume OUT" when ``--resume`` would take the checkpoint just saved (``fit`` in
+    memory, one process: ``fitting._plan``; a run ``trainstate.load_resume_point`` accepts), else nothing."""
+    from .distributed import launched_by_torchrun
+    from .errors import FlowcliError
+    from .trainstate import load_resume_point
+
+    if stream or (data != "-" and Path(data).is_dir()) or (nproc or 1) > 1 or launched_by_torchrun():
+        return ""
+    try:
+        load_resume_point(output)
+    except FlowcliError:
+        return ""
+    return f"; continue with --resume {output}"
 
 
 GivenOpt = Annotated[

@@ -181,6 +181,9 @@ def load_resume_point(path: str, epochs: int | None = None) -> ResumePoint:
         )
     if epochs is not None:
         config.training.epochs = epochs
-    if config.training.epochs <= done:
+    # A run stopped while its held-out rows were scored, after its last epoch: resuming it to that end
+    # trains nothing and scores them in full (its checkpoint holds the quantiles of 8,192 rows only).
+    rescore = info.get("stopped") == "interrupted" and config.training.epochs == done
+    if config.training.epochs <= done and not rescore:
         raise DataError(f"{path}: the run already has {done} epochs; pass --epochs N with N > {done} to train longer")
     return ResumePoint(str(path), config, schema, info, model_tensors, state)

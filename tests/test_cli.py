@@ -203,6 +203,29 @@ def test_rows_to_rows_commands_map_a_header_only_table_to_their_header(
     assert_clean_error(run("fit", str(csv), "-o", str(tmp_path / "m.flow")), "no data rows")
 
 
+def test_the_resume_hint_is_given_only_where_resume_would_take_the_checkpoint(
+    tmp_path: Path, banana_files: dict
+) -> None:
+    from flowcli.cli import _resume_hint
+
+    ckpt = str(banana_files["ckpt"])  # a finished run: nothing to resume without a larger --epochs
+    assert _resume_hint(ckpt, False, str(banana_files["csv"]), None) == ""
+    assert _resume_hint(str(tmp_path / "none.flow"), False, str(banana_files["csv"]), None) == ""
+    stopped = tmp_path / "stopped.flow"
+    from flowcli.fitting import fit
+    from flowcli.train import Interrupted
+
+    def stop(report) -> None:  # Ctrl-C at the end of the first epoch: its best model is saved
+        raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        fit(str(banana_files["csv"]), {**SMALL_CONFIG}, seed=0, device="cpu", output=stopped, on_epoch=stop)
+    assert _resume_hint(str(stopped), False, str(banana_files["csv"]), None) == f"; continue with --resume {stopped}"
+    assert _resume_hint(str(stopped), True, str(banana_files["csv"]), None) == ""  # streamed
+    assert _resume_hint(str(stopped), False, str(banana_files["csv"]), 2) == ""  # --nproc 2
+    assert _resume_hint(str(stopped), False, str(tmp_path), None) == ""  # a directory: streamed
+
+
 def test_fit_text_in_numeric_column_names_column_value_and_row(tmp_path: Path) -> None:
     assert_clean_error(bad_fit(tmp_path, "a,b\n1,2\n3,oops\n5,6\n"), "'b'", "'oops'", "row 2")
 

@@ -483,11 +483,27 @@ def test_sigterm_while_scoring_after_the_last_epoch_saves_the_best_model(tmp_pat
     )
     proc = start_fit([*long_fit_args(tmp_path, table_csv), "--epochs", "2"], tmp_path, prelude)
     wait_for(marker.exists, proc)
-    model = terminate_keeping_the_best_model(proc, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1].endswith("; continue with --resume m.flow"), err
+    model = load_model(str(tmp_path / "m.flow"))
     assert model.info["stopped"] == "interrupted" and model.info["epochs_run"] == 2
     assert model.info["logprob_quantiles"]["rows"] == ROWS // 10  # the held-out rows, fewer than 8192
     assert len((tmp_path / "m.metrics.jsonl").read_text().splitlines()) == 2
     assert not list(tmp_path.glob(".*.tmp"))
+    # As the hint says: resumed to its end, it trains nothing more and scores the held-out rows in full.
+    ckpt = str(tmp_path / "m.flow")
+    result = runner.invoke(app, ["fit", str(table_csv), "-o", ckpt, "--resume", ckpt, "-q"])
+    assert result.exit_code == 0, result.stderr
+    resumed = load_model(ckpt)
+    assert resumed.info["epochs_run"] == 2 and resumed.info["stopped"] == "completed"
+    args = long_fit_args(tmp_path, table_csv)
+    args[args.index("m.flow")] = str(tmp_path / "straight.flow")
+    assert runner.invoke(app, [*args, "--epochs", "2", "-q"]).exit_code == 0
+    straight = load_model(str(tmp_path / "straight.flow"))  # the same run, never stopped
+    assert resumed.info["logprob_quantiles"] == straight.info["logprob_quantiles"]
+    for name, value in straight.flow.state_dict().items():  # (the questions' network: fitted briefly in tests)
+        assert name.startswith("conditional.") or torch.equal(value, resumed.flow.state_dict()[name]), name
 
 
 def hold_fsync(marker: Path, release: Path | None) -> str:
