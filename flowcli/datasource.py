@@ -178,6 +178,10 @@ class Shard:
         if self.is_parquet:
             groups, self.names = row_groups(parquet_files(path))
             self.groups, self.filter_rows = shard_groups(groups, dist)
+            # The global index of each file's first row, to name a bad value's row within its file.
+            self.file_start: dict[str, int] = {}
+            for group in groups:
+                self.file_start.setdefault(group.path, group.start)
         else:
             from .io import iter_table
 
@@ -187,25 +191,30 @@ class Shard:
 
     def chunks(self, groups: list[RowGroup] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(global row indices, matrix of all columns) of this rank's rows; ``groups`` reorders them."""
-        for start, frame in self._frames(groups):
+        for start, frame, source, first in self._frames(groups):
             self._note_dtypes(frame)
-            matrix = numeric_chunk(frame, self.names, start)
+            try:
+                matrix = numeric_chunk(frame, self.names, start - first)
+            except DataError as exc:  # which file, and the row in it (``first``: the global index of its row 1)
+                raise DataError(f"{source}: {exc}") from None
             rows = np.arange(start, start + len(frame))
             if self.filter_rows:
                 keep = rows % self.dist.world == self.dist.rank
                 rows, matrix = rows[keep], matrix[keep]
             yield rows, matrix
 
-    def _frames(self, groups: list[RowGroup] | None) -> Iterator[tuple[int, pd.DataFrame]]:
+    def _frames(self, groups: list[RowGroup] | None) -> Iterator[tuple[int, pd.DataFrame, str, int]]:
+        """(global index of the first row, frame, its file, the global index of that file's first row)."""
         if self.is_parquet:
             for group in self.groups if groups is None else groups:
-                yield from read_group(group, self.names, self.chunk_rows)
+                for start, frame in read_group(group, self.names, self.chunk_rows):
+                    yield start, frame, group.path, self.file_start[group.path]
             return
         from .io import iter_table
 
         start = 0
         for frame in iter_table(self.path, self.chunk_rows):
-            yield start, frame
+            yield start, frame, self.path, 0
             start += len(frame)
 
     def _note_dtypes(self, frame: pd.DataFrame) -> None:
@@ -329,18 +338,21 @@ class StreamingData:
         self.shard = dist.agree(lambda: Shard(path, dist, chunk_rows))
         if not self.shard.is_parquet:
             raise DataError(f"{path}: streaming reads Parquet files; load CSV whole or convert it to Parquet")
-        self.schema, self.n_train, self.n_val = dist.agree(self._scan)
+        # The scan may fail on one rank (a bad value in its files): agreed on before the next collective,
+        # the merge of every rank's moments, which the others would otherwise enter alone.
+        moments, self.n_train, self.n_val = dist.agree(self._scan)
+        self.schema = agreed_schema(self.shard, moments)
         self.fingerprint = ""  # streamed data is not fingerprinted: a streamed fit cannot be resumed
         self.columns = [self.shard.names.index(c.name) for c in self.schema.modelled]
 
-    def _scan(self) -> tuple[Schema, int, int]:
+    def _scan(self) -> tuple[Moments, int, int]:
         """One streaming pass: moments of every row of the shard, and the train/validation counts."""
         moments, n_val, n_all = Moments(), 0, 0
         for rows, matrix in self.shard.chunks():
             moments = moments.merge(Moments.of(matrix, rows))
             n_val += int(validation_mask(rows, self.val_fraction).sum())
             n_all += len(rows)
-        return agreed_schema(self.shard, moments), n_all - n_val, n_val
+        return moments, n_all - n_val, n_val
 
     def _rows(self, groups: list[RowGroup] | None, validation: bool) -> Iterator[np.ndarray]:
         for rows, matrix in self.shard.chunks(groups):

@@ -95,3 +95,27 @@ def test_an_error_on_one_rank_is_one_line_from_rank_0(files: dict[str, Path]) ->
         f"Error: {bad}: column 'weight_kg', row 302: 'oops' is not a number"
     ), result.stderr
     assert not out.exists()
+
+
+def test_a_bad_value_in_one_file_of_a_directory_is_one_line_naming_the_file(files: dict[str, Path]) -> None:
+    """Rank 1 reads the second file and fails in its scan while rank 0 has gone on to merge the column
+    statistics: the failure is agreed on first (it was a 60-line traceback of rank 0's, the cause unseen)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = files["root"] / "parts"
+    directory.mkdir()
+    for i in range(2):
+        frame = banana(300, seed=10 + i).astype({"weight_kg": str})
+        if i == 1:
+            frame.loc[41, "weight_kg"] = "oops"
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), directory / f"p{i}.parquet")
+    out = files["root"] / "parts.flow"
+    result = flowcli(
+        "fit", str(directory), "-c", str(files["config"]), "-o", str(out), "--device", "cpu", "--nproc", "2"
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {directory / 'p1.parquet'}: column 'weight_kg', row 42: 'oops' is not a number"
+    ], result.stderr
+    assert not out.exists()
