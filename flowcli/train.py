@@ -90,6 +90,7 @@ class Diverged(TrainingError):
 
 
 AUTO_LR, AUTO_LR_EPOCHS, AUTO_LR_MAX_SCALE = 1e-3, 200, 5.0
+PROGRESS_ROWS = 2_048  # rows scored or sampled between two progress lines of the final scoring
 
 
 def learning_rate(setting: float | str, epochs: int) -> float:
@@ -571,7 +572,7 @@ class Trainer:
         schema = model.schema
         reference, source = reference_rows(self.data, **({} if complete else {"limit": STOPPED_QUANTILE_ROWS}))
         features = reference.double().cpu().numpy()
-        scores = model.log_prob_features(features)
+        scores = self._scored(model, features, f"{source} rows")
         if not complete:
             absent = schema.absent_cells(features) if schema.pattern_columns else None
             return logprob_quantiles(scores, source, absent, schema.pattern_columns)
@@ -583,15 +584,28 @@ class Trainer:
             # reach the finest stored level (0.05%), and cost little even where sampling is slow (UMNN inverts
             # by bisection: 20,000 rows took two minutes on a 400-row table).
             drawn = self._calibration_rows(model, SMALL_TABLE_CALIBRATION_SAMPLES)
-            return logprob_quantiles(model.log_prob_features(drawn), "sampled")
+            return logprob_quantiles(self._scored(model, drawn, "sampled rows"), "sampled")
         drawn = self._calibration_rows(model, CALIBRATION_SAMPLES)
-        sampled = (model.log_prob_features(drawn), schema.absent_cells(drawn))
+        sampled = (self._scored(model, drawn, "sampled rows"), schema.absent_cells(drawn))
         return logprob_quantiles(scores, source, schema.absent_cells(features), schema.pattern_columns, sampled)
 
+    def _scored(self, model: Model, features: np.ndarray, what: str) -> np.ndarray:
+        """``model.log_prob_features`` in parts, with a progress line (a UMNN scores slowly, and this phase
+        comes after the last epoch's line: a minute without output looked like a hang)."""
+        parts = []
+        for start in range(0, len(features), PROGRESS_ROWS):
+            self.reporter.status(f"scoring {what}: {start:,} of {len(features):,}")
+            parts.append(model.log_prob_features(features[start : start + PROGRESS_ROWS]))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
     def _calibration_rows(self, model: Model, count: int) -> np.ndarray:
-        """``count`` rows the model samples, as features: drawn, turned into the rows a user gets (rounded,
-        absent cells empty) and encoded again, so they are scored as such."""
+        """``count`` rows the model samples, as features: drawn (in parts, with a progress line), turned into
+        the rows a user gets (rounded, absent cells empty) and encoded again, so they are scored as such."""
         schema = model.schema
         generator = torch.Generator(device=model.device).manual_seed(self.seed)
-        drawn = model.draw_rows(count, generator)
+        parts = []
+        for start in range(0, count, PROGRESS_ROWS):
+            self.reporter.status(f"sampling rows for the rare patterns of absent cells: {start:,} of {count:,}")
+            parts.append(model.draw_rows(min(PROGRESS_ROWS, count - start), generator))
+        drawn = np.concatenate(parts)
         return schema.to_features(schema.to_frame(drawn), on_invalid="neg-inf")[0]

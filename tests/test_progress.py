@@ -116,6 +116,9 @@ def test_a_fit_reports_each_phase_and_its_steps_on_stderr_only(tmp_path: Path, e
         first(r"^epoch 1/2  step 1/\d+  [\d,]+ rows/s  \d+:\d\d left in the epoch$"),
         first(r"^epoch 2/2  step 1/\d+  "),
         first(r"^scoring the held-out rows for the anomaly quantiles \.\.\.$"),
+        first(r"^  scoring validation rows: 0 of [\d,]+  "),  # lines inside the final scoring too
+        first(r"^  sampling rows for the rare patterns of absent cells: 2,048 of 20,000  "),
+        first(r"^  scoring sampled rows: 18,432 of 20,000  "),
         first(r"^best validation NLL"),
     ]
     assert order == sorted(order), result.stderr
