@@ -329,9 +329,14 @@ def summary(model: Model, output: str | None) -> str:
     saved = f"; saved {output}" if output is not None else ""
     gaussian = info.get("gaussian_val_nll")
     baseline = f" (a single Gaussian: {gaussian:.4f})" if gaussian is not None else ""
+    stopped = ""
+    if info.get("stopped") == "early_stopping":  # say why fewer epochs ran than were planned
+        patience = model.config.training.patience
+        stopped = f", stopped early (no better validation NLL for {patience} epoch{'s' if patience != 1 else ''})"
+    seconds = "?" if info.get("fit_seconds") is None else f"{info['fit_seconds']:.1f}"
     return (
         f"best validation NLL {info['best_val_nll']:.4f} nats/row{baseline} at epoch {info['best_epoch']} "
-        f"of {info['epochs_run']} ({info['fit_seconds']:.1f} s){saved}"
+        f"of {info['epochs_run']}{stopped} ({seconds} s){saved}"
     )
 
 

@@ -378,3 +378,13 @@ def test_every_preset_by_name_fits_and_serves_every_command(preset: str, tmp_pat
     assert decoded.exit_code == 0
     original = pd.read_csv(small_csv)
     np.testing.assert_allclose(pd.read_csv(io.StringIO(decoded.stdout)).to_numpy(), original.to_numpy(), atol=1e-3)
+
+
+def test_the_closing_line_says_when_the_fit_stopped_early(banana_frame: pd.DataFrame) -> None:
+    from flowcli.fitting import fit, summary
+
+    config = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 200, "patience": 1}}
+    model = fit(banana_frame, config, seed=0, device="cpu")
+    assert model.info["stopped"] == "early_stopping" and model.info["epochs_run"] < 200
+    line = summary(model, "m.flow")
+    assert f"of {model.info['epochs_run']}, stopped early (no better validation NLL for 1 epoch)" in line
