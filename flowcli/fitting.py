@@ -17,6 +17,7 @@ import contextlib
 import json
 import random
 import signal
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -159,7 +160,7 @@ def _plan(
             "--resume: only for a table fitted in memory by one process (not --nproc, torchrun or streaming)"
         )
     metrics_path = Path(metrics) if metrics else default_metrics_path(out) if out is not None else None
-    if metrics_path is not None:
+    if metrics_path is not None and str(metrics_path) != STDOUT:
         _check_not_a_table(metrics_path, "--metrics", table, config)
         check_writable(metrics_path)
         if out is not None and metrics_path.resolve() == Path(out).resolve():
@@ -167,7 +168,8 @@ def _plan(
         if point is not None:  # the checkpoint being resumed is an input: metrics written there would replace it
             check_not_input(metrics_path, [point.path], "--metrics")
     if point is not None:
-        _restore_times(point, [p for p in (metrics_path, default_metrics_path(point.path)) if p is not None])
+        files = (metrics_path, default_metrics_path(point.path))
+        _restore_times(point, [p for p in files if p is not None and str(p) != STDOUT])
     return FitPlan(table, cfg, seed, out, metrics_path, point, stream)
 
 
@@ -208,7 +210,9 @@ def _fit(
                 f"the data differs from the table the run in {plan.resume.path} was trained on; resume needs the same table"
             )
         trainer.restore(plan.resume)
-    metrics_ctx: Any = WatchableTextFile(plan.metrics) if dist.is_main and plan.metrics else contextlib.nullcontext()
+    metrics_ctx: Any = contextlib.nullcontext()
+    if dist.is_main and plan.metrics is not None:
+        metrics_ctx = _StdoutLines() if str(plan.metrics) == STDOUT else WatchableTextFile(plan.metrics)
     # Metrics are written and flushed per epoch at their path (`tail -f` works), but an earlier run's
     # file there is replaced only once the checkpoint is saved: until then they go to a file beside it.
     with contextlib.ExitStack() as keeping:  # see _Stop.hold
@@ -321,6 +325,34 @@ def _train(
         return exc
     finally:
         reporter.stop()
+
+
+STDOUT = "-"  # --metrics -: the JSON lines on stdout (fit writes no other data there)
+
+
+class _StdoutLines:
+    """``--metrics -``: each epoch's line to stdout as it ends. Never rewritten at the end (stdout may be a
+    pipe, or a file the shell opened for appending), so an interrupted epoch's line can stay."""
+
+    in_place = True
+
+    def __enter__(self) -> _StdoutLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        sys.stdout.writelines(lines)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def seekable(self) -> bool:
+        return False
 
 
 def summary(model: Model, output: str | None) -> str:

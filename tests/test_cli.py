@@ -388,3 +388,14 @@ def test_the_closing_line_says_when_the_fit_stopped_early(banana_frame: pd.DataF
     assert model.info["stopped"] == "early_stopping" and model.info["epochs_run"] < 200
     line = summary(model, "m.flow")
     assert f"of {model.info['epochs_run']}, stopped early (no better validation NLL for 1 epoch)" in line
+
+
+def test_metrics_to_stdout(
+    tmp_path: Path, banana_files: dict, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--metrics -``: the epochs' JSON lines on stdout, as ``-`` means everywhere (it wrote a file named -)."""
+    monkeypatch.chdir(tmp_path)
+    result = run("fit", str(banana_files["csv"]), "-c", str(config_file), "-o", "m.flow", "--metrics", "-", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["epoch"] for line in result.stdout.splitlines()] == [1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.flow"]
