@@ -366,8 +366,10 @@ def summary(model: Model, output: str | None) -> str:
         patience = model.config.training.patience
         stopped = f", stopped early (no better validation NLL for {patience} epoch{'s' if patience != 1 else ''})"
     seconds = "?" if info.get("fit_seconds") is None else f"{info['fit_seconds']:.1f}"
+    # Without held-out rows (val_fraction: 0, or a table of a handful of rows) the figure is the training rows'.
+    kind, note = ("validation", "") if info.get("n_val", 1) else ("training", " (no rows held out)")
     return (
-        f"best validation NLL {info['best_val_nll']:.4f} nats/row{baseline} at epoch {info['best_epoch']} "
+        f"best {kind} NLL {info['best_val_nll']:.4f} nats/row{note}{baseline} at epoch {info['best_epoch']} "
         f"of {info['epochs_run']}{stopped} ({seconds} s){saved}"
     )
 

@@ -399,3 +399,11 @@ def test_metrics_to_stdout(
     assert result.exit_code == 0, result.stderr
     assert [json.loads(line)["epoch"] for line in result.stdout.splitlines()] == [1, 2, 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.flow"]
+
+
+def test_the_closing_line_names_training_rows_when_none_are_held_out(banana_frame: pd.DataFrame) -> None:
+    from flowcli.fitting import fit, summary
+
+    config = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 2, "val_fraction": 0}}
+    line = summary(fit(banana_frame, config, seed=0, device="cpu"), None)
+    assert line.startswith("best training NLL ") and "nats/row (no rows held out)" in line
