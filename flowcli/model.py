@@ -109,7 +109,10 @@ class Flow(nn.Module):
         self.layers = nn.ModuleList(layers if dim else [])
         self.whiten = Whiten(dim)
         self.baseline = GaussianBaseline(dim)
-        self.base: Base = build_base(config.base.type, dim, config.base.options)
+        try:
+            self.base: Base = build_base(config.base.type, dim, config.base.options)
+        except ConfigError as exc:  # the base's own range check: say it is the base's option
+            raise ConfigError(str(exc) if str(exc).startswith("base.") else f"base.{exc}") from None
         self.bridge = self.base.bridge()
         # The conditional questions' own network (``conditional.py``), fitted after the discrete part. Built on
         # a forked random stream: the joint flow's training draws what it would draw without it.

@@ -163,6 +163,7 @@ CASES: list[Case] = [
     config_case("misspelled-schedule", yaml_text({"schedule": "cosin"}), "training.schedule", "'cosine'"),
     config_case("zero-width", yaml_text(layers=[{"type": "maf", "hidden": [0]}]), "layers[0].hidden", "positive"),
     config_case("negative-width", yaml_text(layers=[{"type": "maf", "hidden": [-5]}]), "layers[0].hidden", "positive"),
+    config_case("mixture-without-components", "base:\n  type: mixture\n  components: 0\n", "base.components"),
     config_case("cnf-negative-rtol", yaml_text(layers=[{"type": "cnf", "rtol": -1}]), "layers[0].rtol", "must be > 0"),
     config_case("width-not-a-list", yaml_text(layers=[{"type": "maf", "hidden": 64}]), "layers[0].hidden", "list"),
     config_case("zero-repeat", yaml_text(layers=[{"type": "maf", "repeat": 0}]), "layers[0].repeat", ">= 1"),
