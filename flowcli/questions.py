@@ -157,8 +157,9 @@ def log_prob(
                 raise DataError(f"target column {name!r} is constant or ignored in the model; it has no probability")
             if name not in frame.columns:
                 raise DataError(f"target column {name!r} is not in the data")
-    if not any(name in frame.columns for name in names):
-        raise DataError(f"the data has none of the model's columns ({', '.join(names)}); nothing to score")
+    read = [c.name for c in model.schema.columns if c.rules.reads_values]  # constant columns included
+    if not any(name in frame.columns for name in read):
+        raise DataError(f"the data has none of the model's columns ({', '.join(read)}); nothing to score")
     lacking = [name for name in names if name not in frame.columns]
     question = "logprob --target" if target is not None else "scoring data that lacks some of the model's columns"
     cells = encode_cells(model, frame, row_offset, on_invalid)

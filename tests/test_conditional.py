@@ -351,3 +351,13 @@ def test_given_and_observed_values_come_back_in_the_columns_type(tmp_path) -> No
     holes["country"] = [None, "FR"]
     assert model.impute(holes)["country"].tolist() == ["FR", "FR"]
     filled.to_parquet(tmp_path / "filled.parquet")
+
+
+def test_a_file_of_only_a_constant_column_is_scored_on_it() -> None:
+    """The constant is one of the model's columns: its value has probability 1, another 0; a file with none
+    of the columns is an error that lists them all, the constant included."""
+    rng = np.random.default_rng(1)
+    model = flowcli.fit(pd.DataFrame({"x": rng.normal(size=300), "c": "FR"}), epochs=2, seed=0, threads=1)
+    np.testing.assert_array_equal(model.log_prob(pd.DataFrame({"c": ["FR", "DE"]})), [0.0, -np.inf])
+    with pytest.raises(DataError, match=r"none of the model's columns \(x, c\)"):
+        model.log_prob(pd.DataFrame({"z": [1.0]}))
