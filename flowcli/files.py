@@ -36,11 +36,23 @@ def _parent(path: Path) -> Path:
 
 
 def is_special_file(path: str | Path) -> bool:
-    """``path`` exists and is neither a regular file nor a directory (after symlinks): a fifo, a terminal,
-    ``/dev/stdout``. Such a file is written into as it is: a staged file moved onto it would replace it with
-    a regular file (and the reader of a fifo would get nothing)."""
+    """``path`` is written into as it is, not replaced: it exists and is neither a regular file nor a
+    directory (a fifo, a terminal, ``/dev/null``), or it is a name under ``/dev`` or ``/proc`` (``/dev/stdout``
+    is a link to the command's own output, which may be a file the shell opened for appending). A staged
+    file moved onto such a path would replace it with a regular file (and a fifo's reader would get nothing)."""
     path = Path(path)
+    if str(path.absolute()).startswith(("/dev/", "/proc/")):
+        return True
     return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def _open_special(path: Path, mode: str, encoding: str | None = None) -> IO[Any]:
+    """A special file opened for writing without truncating it (``/dev/stdout`` redirected to a file with
+    ``>>`` keeps what it held), or a DataError naming it."""
+    try:
+        return open(path, mode.replace("w", "a"), encoding=encoding)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write here ({exc.strerror})") from None
 
 
 def _real_target(path: Path) -> Path:
@@ -109,7 +121,11 @@ def stage_output(path: str | Path) -> Staged:
 def check_writable(path: str | Path) -> None:
     """Fail early, with a DataError naming ``path``, if a file cannot be created there, before hours of
     work are spent on a result that could not be saved. Probes with a real temporary file because
-    permission bits lie for root and on some network filesystems."""
+    permission bits lie for root and on some network filesystems (a special file: by opening it)."""
+    if is_special_file(path):
+        if Path(path).exists() and not Path(path).is_fifo():  # opening a fifo would wait for its reader
+            _open_special(Path(path), "ab").close()
+        return
     stage_output(path).discard()
 
 
@@ -151,7 +167,7 @@ class _AtomicFile:
     def _open(self) -> IO[Any]:
         self._staged: Staged | None = None
         if is_special_file(self.path):  # a fifo or a device: written into, nothing to stage or move
-            self._file: IO[Any] = open(self.path, self.mode, encoding=self.encoding)
+            self._file: IO[Any] = _open_special(self.path, self.mode, self.encoding)
             return self._file
         self._staged = staged = self._stage(self.path)
         try:
@@ -217,9 +233,14 @@ class WatchableTextFile:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = _real_target(Path(path))
+        self.path = Path(path) if is_special_file(path) else _real_target(Path(path))
         self._staged: Staged | None = None
         self._special = False
+
+    @property
+    def rewritable(self) -> bool:
+        """The file can be rewritten from its start (a regular file; not a fifo, /dev/null or a terminal)."""
+        return not self._special
 
     @property
     def in_place(self) -> bool:
@@ -234,7 +255,7 @@ class WatchableTextFile:
         output_directory(self.path)
         if is_special_file(self.path):  # a fifo or a device: written into, never removed (``is_special_file``)
             self._special = True
-            self._file: IO[str] = open(self.path, "w", encoding="utf-8")
+            self._file: IO[str] = _open_special(self.path, "w", "utf-8")
             return self._file
         try:
             self._file = open(self.path, "x", encoding="utf-8")

@@ -33,7 +33,7 @@ from .config import Config, resolve_config
 from .datasource import StreamingData, in_memory_source
 from .devices import default_threads, use_threads
 from .errors import DataError, ReportedFailure, TrainingError, raised_by_interrupt
-from .files import WatchableTextFile, check_not_input, check_writable
+from .files import WatchableTextFile, check_not_input, check_writable, is_special_file
 from .io import ReadOptions, format_of
 from .model import Model, load_model, save_model, without_times
 from .progress import Reporter
@@ -169,7 +169,8 @@ def _plan(
             check_not_input(metrics_path, [point.path], "--metrics")
     if point is not None:
         files = (metrics_path, default_metrics_path(point.path))
-        _restore_times(point, [p for p in files if p is not None and str(p) != STDOUT])
+        # Only regular files are read back: a fifo would wait for a writer that never comes.
+        _restore_times(point, [p for p in files if p is not None and str(p) != STDOUT and not is_special_file(p)])
     return FitPlan(table, cfg, seed, out, metrics_path, point, stream)
 
 
@@ -230,7 +231,7 @@ def _fit(
                 _report(model, None, reporter)
                 # Raised inside the block: the metrics file is discarded with the checkpoint, nothing is written.
                 raise StrictFitError(model)
-            if metrics_file is not None and metrics_file.seekable():  # (a fifo keeps the lines it was sent)
+            if metrics_file is not None and metrics_ctx.rewritable:  # (a fifo keeps the lines it was sent)
                 # The file holds exactly the epochs of the saved state (an interrupt may cut an epoch short).
                 metrics_file.seek(0)
                 metrics_file.truncate()
@@ -335,6 +336,7 @@ class _StdoutLines:
     pipe, or a file the shell opened for appending), so an interrupted epoch's line can stay."""
 
     in_place = True
+    rewritable = False
 
     def __enter__(self) -> _StdoutLines:
         return self

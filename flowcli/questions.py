@@ -326,19 +326,46 @@ def _with_given(out: pd.DataFrame, frame: pd.DataFrame, cells: Cells, source: np
 
 
 def _merge(drawn: pd.Series, kept: pd.Series, keep: np.ndarray) -> pd.Series:
-    """``drawn`` (decoded feature rows, the known cells' values among them) with the ``keep`` cells as
-    ``kept`` holds them where decoding could change them: a float column keeps the given or observed numbers
-    exactly (decoding rounds onto the recorded decimals). Every other column takes the decoded cells, the
-    model's reading of the same value written as the column writes it (``070`` and ``+70`` of an integer
-    column as 70, ``2020-5-5`` in a ``%Y-%m-%d`` column as ``2020-05-05``, a date given as text in a date
-    column as a date), so an output column holds one type: a Parquet file can store it."""
-    if drawn.dtype.kind != "f":
-        return drawn
-    numbers = pd.to_numeric(kept, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    use = keep & ~np.isnan(numbers)
-    return pd.Series(
-        np.where(use, numbers, drawn.to_numpy(dtype=np.float64, na_value=np.nan)), index=drawn.index
-    ).astype(drawn.dtype)
+    """``kept`` where ``keep``, else ``drawn``, in ``drawn``'s dtype (the column's), and the kept values as
+    they are: never clamped to the training range nor rounded, as decoding would do them.
+
+    A kept value that is not of the column's type is converted, its value kept: text of an integer column
+    (``070``, ``+70``) becomes the number, a date given as text in a date column the date (in the column's
+    time zone), so an output column holds one type (a Parquet file can store it). One that does not
+    convert at all takes the decoded cell: the model's reading of the same cell (``drawn`` decodes the
+    known cells too)."""
+    merged = drawn.astype(object).where(~keep, kept.astype(object))
+    try:
+        typed = merged.astype(drawn.dtype)
+        if (typed.astype(object).where(keep, None) == merged.where(keep, None)).where(keep, True).all():
+            return typed
+    except (TypeError, ValueError, OverflowError):
+        pass
+    converted = _converted(kept, drawn.dtype)
+    use = keep & converted.notna().to_numpy()
+    merged = drawn.astype(object).where(~use, converted.astype(object))
+    try:
+        return merged.astype(drawn.dtype)
+    except (TypeError, ValueError, OverflowError):
+        return merged.infer_objects()
+
+
+def _converted(values: pd.Series, dtype: Any) -> pd.Series:
+    """``values`` read as the type ``dtype`` holds (numbers, dates), missing where one does not read so;
+    other dtypes (labels, text) as they are."""
+    kind = getattr(dtype, "kind", "O")
+    if kind == "M":
+        dates = pd.to_datetime(values, errors="coerce", format="mixed")
+        zone = getattr(dtype, "tz", None)
+        if zone is not None and dates.dt.tz is None:
+            dates = dates.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+        return dates
+    if kind in "iuf":
+        numbers = pd.to_numeric(values, errors="coerce")
+        if kind in "iu":  # a whole number only: 3.5 does not read as an integer
+            numbers = numbers.where(numbers == np.round(numbers))
+        return numbers
+    return values
 
 
 # --- impute -------------------------------------------------------------------------------------------------

@@ -460,10 +460,13 @@ class Trainer:
         """Train until the planned epochs or early stopping; the model with the best validation weights."""
         tc = self.config.training
         started, seconds_before = time.perf_counter(), self.state.seconds
-        stopped = "completed"
+        # A resumed run that had already met its early stopping (it was stopped while its held-out rows were
+        # scored) trains no further: it ends as it would have, scoring them in full.
+        early = self.state.epoch > 0 and self.state.epoch - self.state.best_epoch >= tc.patience
+        stopped = "early_stopping" if early else "completed"
         try:
             with mixed_precision(self.flow, tc.amp, self.dist.device) as amp:
-                while self.state.epoch < tc.epochs:
+                while self.state.epoch < tc.epochs and not early:
                     report = self.run_epoch(amp, started, seconds_before)
                     if metrics_file is not None:
                         metrics_file.write(json.dumps(report.to_dict()) + "\n")

@@ -183,7 +183,8 @@ def load_resume_point(path: str, epochs: int | None = None) -> ResumePoint:
         config.training.epochs = epochs
     # A run stopped while its held-out rows were scored, after its last epoch: resuming it to that end
     # trains nothing and scores them in full (its checkpoint holds the quantiles of 8,192 rows only).
-    rescore = info.get("stopped") == "interrupted" and config.training.epochs == done
+    early = done - state.best_epoch >= config.training.patience  # it had stopped early, then was interrupted
+    rescore = info.get("stopped") == "interrupted" and (config.training.epochs == done or early)
     if config.training.epochs <= done and not rescore:
         raise DataError(f"{path}: the run already has {done} epochs; pass --epochs N with N > {done} to train longer")
     return ResumePoint(str(path), config, schema, info, model_tensors, state)

@@ -361,3 +361,14 @@ def test_a_file_of_only_a_constant_column_is_scored_on_it() -> None:
     np.testing.assert_array_equal(model.log_prob(pd.DataFrame({"c": ["FR", "DE"]})), [0.0, -np.inf])
     with pytest.raises(DataError, match=r"none of the model's columns \(x, c\)"):
         model.log_prob(pd.DataFrame({"z": [1.0]}))
+
+
+def test_impute_keeps_observed_values_beyond_the_training_range(mixed_model: Model) -> None:
+    """Observed cells are never changed: not clamped to the training range, not rounded (decoding would)."""
+    holes = mixed_table(4, seed=12)
+    holes["mass"] = holes["mass"].astype(object)
+    holes.loc[0, ["count", "mass", "hours"]] = [999, 12345.678, np.nan]
+    holes.loc[1, ["count", "mass"]] = [np.nan, "4321.5"]  # a number as text: read as the number
+    filled = mixed_model.impute(holes)
+    assert filled.loc[0, "count"] == 999 and filled.loc[0, "mass"] == 12345.678
+    assert filled.loc[1, "mass"] == 4321.5 and pd.api.types.is_float_dtype(filled["mass"])

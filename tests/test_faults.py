@@ -506,6 +506,36 @@ def test_sigterm_while_scoring_after_the_last_epoch_saves_the_best_model(tmp_pat
         assert name.startswith("conditional.") or torch.equal(value, resumed.flow.state_dict()[name]), name
 
 
+def test_an_early_stopped_run_stopped_while_scoring_resumes_without_training(tmp_path: Path, table_csv: Path) -> None:
+    """Early stopping had ended the run when Ctrl-C came during the final scoring: resumed, it trains no
+    further epoch (it trained one more) and ends as the uninterrupted run, early stopped."""
+    marker = tmp_path / "scoring"
+    prelude = (
+        "import pathlib, flowcli.train as train\n"
+        "original = train.Trainer._quantiles\n"
+        "def interrupted(self, model, complete=True):\n"
+        "    if complete:\n"
+        f"        pathlib.Path({str(marker)!r}).touch()\n"
+        "        raise KeyboardInterrupt\n"
+        "    return original(self, model, complete)\n"
+        "train.Trainer._quantiles = interrupted\n"
+    )
+    (tmp_path / "early.yaml").write_text(yaml.safe_dump(tiny_config("constant", epochs=500, patience=1)))
+    args = ["fit", str(table_csv), "-c", "early.yaml", "-o", "m.flow", "--seed", "2", "--device", "cpu"]
+    proc = start_fit(args, tmp_path, prelude)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and marker.exists(), err
+    stopped = load_model(str(tmp_path / "m.flow"))
+    assert stopped.info["stopped"] == "interrupted" and stopped.info["epochs_run"] < 500
+    ckpt = str(tmp_path / "m.flow")
+    result = runner.invoke(app, ["fit", str(table_csv), "-o", ckpt, "--resume", ckpt, "-q"])
+    assert result.exit_code == 0, result.stderr
+    resumed = load_model(ckpt)
+    assert resumed.info["stopped"] == "early_stopping"
+    assert resumed.info["epochs_run"] == stopped.info["epochs_run"]
+    assert resumed.info["best_epoch"] == stopped.info["best_epoch"]
+
+
 def hold_fsync(marker: Path, release: Path | None) -> str:
     """A prelude that holds the fit in the checkpoint's fsync (its bytes written, not yet renamed into place):
     until ``release`` exists (None: for good), after creating ``marker``."""

@@ -314,3 +314,42 @@ def test_metrics_may_not_overwrite_the_checkpoint_being_resumed(fit_dir: Path) -
     )
     assert_clean_error(result, "--metrics r.flow", "is the input file")
     assert (fit_dir / "r.flow").read_bytes() == before and not (fit_dir / "out.flow").exists()
+
+
+def test_metrics_into_dev_null_and_appended_stdout_keep_the_checkpoint(tmp_path: Path, banana_files: dict) -> None:
+    """/dev/null reports itself seekable but cannot be truncated (the fit lost its checkpoint after training);
+    /dev/stdout redirected with >> is written into, keeping what the file held (it was replaced)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(FAST))
+    base = [sys.executable, "-m", "flowcli", "fit", str(banana_files["csv"]), "-c", "cfg.yaml", "-q", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    null = subprocess.run([*base, "-o", "a.flow", "--metrics", "/dev/null"], cwd=tmp_path, env=env, capture_output=True)
+    assert null.returncode == 0 and (tmp_path / "a.flow").exists(), null.stderr
+    log = tmp_path / "log.txt"
+    log.write_text("earlier\n")
+    with open(log, "a") as out:
+        run = subprocess.run([*base, "-o", "b.flow", "--metrics", "/dev/stdout"], cwd=tmp_path, env=env, stdout=out)
+    assert run.returncode == 0 and (tmp_path / "b.flow").exists()
+    assert lines(log)[0] == "earlier" and [json.loads(line)["epoch"] for line in lines(log)[1:]] == [1, 2, 3]
+
+
+def test_resuming_with_metrics_into_a_fifo_does_not_wait_to_read_it(tmp_path: Path, banana_frame: pd.DataFrame) -> None:
+    with pytest.raises(Interrupted):
+        flowcli.fit(banana_frame, FAST, seed=0, output=tmp_path / "r.flow", on_epoch=stop_at_2)
+    fifo = tmp_path / "m.fifo"
+    os.mkfifo(fifo)
+    reader, got = read_fifo_in_background(fifo)
+    model = flowcli.fit(
+        banana_frame, None, output=tmp_path / "r.flow", resume=tmp_path / "r.flow", metrics=fifo, epochs=3
+    )
+    reader.join(10)
+    assert model.info["epochs_run"] == 3 and len(got[0].decode().splitlines()) == 3
+
+
+def stop_at_2(report) -> None:
+    if report.epoch == 2:
+        raise KeyboardInterrupt
