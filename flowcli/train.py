@@ -323,6 +323,13 @@ class Trainer:
     def restore(self, point: ResumePoint) -> None:
         """Continue the run saved in ``point`` (the same data, config and seed)."""
         saved = point.state
+        # The network of conditional questions takes a share of its budget from the planned epochs
+        # (``conditional.budget_share``): a run continued to a longer plan that gives another share keeps the
+        # network ``__init__`` fitted for that plan, as a run planned that long from the start has it.
+        fresh = {k: v.clone() for k, v in self.flow.state_dict().items() if k.startswith("conditional.")}
+        refitted = budget_share(point.planned_epochs or self.config.training.epochs) != budget_share(
+            self.config.training.epochs
+        )
         load_weights(self.flow, saved.weights, point.path)
         _load_optimizer_state(self.optimizer, saved.optimizer)
         if self.average is not None:
@@ -331,6 +338,9 @@ class Trainer:
         torch.set_rng_state(saved.torch_rng)
         self.generator.set_state(saved.shuffle_rng)
         best = complete_weights(self.flow, point.best_weights)
+        if refitted:
+            best = {**best, **fresh}
+            self.flow.load_state_dict({**self.flow.state_dict(), **fresh})
         self.best_weights = {k: v.to(device=self.dist.device) for k, v in best.items()}
         # The learning-rate law continues; only its horizon follows the (possibly longer) plan.
         total_steps = self.config.training.epochs * self.steps_per_epoch
@@ -342,7 +352,8 @@ class Trainer:
         # and the start it is judged against holds the saved discrete part.
         loaded = {k: v for k, v in self.flow.state_dict().items() if k.startswith(SEPARATE_PARTS)}
         self.start_weights = {**self.start_weights, **{k: v.clone() for k, v in loaded.items()}}
-        self.conditional_fit = point.info.get("conditional_fit", self.conditional_fit)
+        if not refitted:
+            self.conditional_fit = point.info.get("conditional_fit", self.conditional_fit)
         if self.flow.discrete is not None:
             self.gaussian_nll, self.start_nll = self._score_start()
             self.discrete_fit = point.info.get("discrete_fit", self.discrete_fit)

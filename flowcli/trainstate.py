@@ -152,6 +152,7 @@ class ResumePoint:
     info: dict[str, Any]
     best_weights: dict[str, Tensor]
     state: TrainState
+    planned_epochs: int = 0  # the saved run's own plan (``config`` holds the continued run's)
 
 
 def load_resume_point(path: str, epochs: int | None = None) -> ResumePoint:
@@ -179,6 +180,7 @@ def load_resume_point(path: str, epochs: int | None = None) -> ResumePoint:
             f"{path}: the run stopped early at epoch {done} (no better validation NLL for "
             f"{config.training.patience} epochs); there is nothing to resume"
         )
+    planned = config.training.epochs
     if epochs is not None:
         config.training.epochs = epochs
     # A run stopped while its held-out rows were scored, after its last epoch: resuming it to that end
@@ -187,4 +189,4 @@ def load_resume_point(path: str, epochs: int | None = None) -> ResumePoint:
     rescore = info.get("stopped") == "interrupted" and (config.training.epochs == done or early)
     if config.training.epochs <= done and not rescore:
         raise DataError(f"{path}: the run already has {done} epochs; pass --epochs N with N > {done} to train longer")
-    return ResumePoint(str(path), config, schema, info, model_tensors, state)
+    return ResumePoint(str(path), config, schema, info, model_tensors, state, planned)

@@ -133,9 +133,16 @@ def test_resume_after_an_interrupt_is_bit_identical_to_an_uninterrupted_run(
     assert [m["train_nll"] for m in straight.info["metrics"]] == [m["train_nll"] for m in resumed.info["metrics"]]
 
 
-def test_cli_resume_with_more_epochs_is_bit_identical(tmp_path: Path, table_csv: Path) -> None:
+def test_cli_resume_with_more_epochs_is_bit_identical(
+    tmp_path: Path, table_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`fit --epochs 3` then `fit --resume --epochs 6` equals a 6-epoch fit (plateau schedule: its state
-    is carried over; a cosine schedule is planned over the epochs it is given, see the README)."""
+    is carried over; a cosine schedule is planned over the epochs it is given, see the README), the network
+    of conditional questions included, whose step budget follows the plan (200 and 400 steps here)."""
+    from flowcli import conditional
+
+    for name, value in {"FULL_BUDGET_EPOCHS": 6, "MAX_STEPS": 400, "MIN_BUDGET_STEPS": 0, "PATIENCE": 10**9}.items():
+        monkeypatch.setattr(conditional, name, value)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config("plateau", epochs=6, patience=6)))
     common = [str(table_csv), "-c", str(cfg), "--seed", "3", "--device", "cpu", "--quiet"]
