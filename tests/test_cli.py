@@ -407,3 +407,18 @@ def test_the_closing_line_names_training_rows_when_none_are_held_out(banana_fram
     config = {**SMALL_CONFIG, "training": {**SMALL_CONFIG["training"], "epochs": 2, "val_fraction": 0}}
     line = summary(fit(banana_frame, config, seed=0, device="cpu"), None)
     assert line.startswith("best training NLL ") and "nats/row (no rows held out)" in line
+
+
+def test_device_names_flowcli_does_not_run_on_are_user_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowcli.devices import resolve_device
+    from flowcli.errors import DataError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    for name in ("mps", "meta", "xpu"):
+        with pytest.raises(DataError, match=f"--device {name}: not supported by flowcli"):
+            resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(DataError, match=r"--device cuda:7: this machine has 1 CUDA device\(s\)"):
+        resolve_device("cuda:7")
