@@ -41,9 +41,9 @@ def is_special_file(path: str | Path) -> bool:
     is a link to the command's own output, which may be a file the shell opened for appending). A staged
     file moved onto such a path would replace it with a regular file (and a fifo's reader would get nothing)."""
     path = Path(path)
-    if str(path.absolute()).startswith(("/dev/", "/proc/")):
-        return True
-    return path.exists() and not path.is_file() and not path.is_dir()
+    if not path.exists():
+        return False
+    return str(path.absolute()).startswith(("/dev/", "/proc/")) or (not path.is_file() and not path.is_dir())
 
 
 def _open_special(path: Path, mode: str, encoding: str | None = None) -> IO[Any]:
