@@ -54,6 +54,8 @@ def check_output_dir(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise DataError(f"{path}: exists and is not a directory; -o names the report directory")
+    if out.is_symlink() and not out.exists():  # the staged directory could not be moved onto the link
+        raise DataError(f"{path}: a symlink to nothing ({os.readlink(out)}); -o names the report directory")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise DataError(f"{path}: directory {str(parent)!r} does not exist")

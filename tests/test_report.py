@@ -250,6 +250,13 @@ def test_report_data_without_a_model_column(tmp_path: Path, banana_files: dict) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]  # no report dir, no temporary leftovers
 
 
+def test_report_output_is_a_dangling_symlink(tmp_path: Path, banana_files: dict) -> None:
+    (tmp_path / "r").symlink_to(tmp_path / "gone")
+    result = run("report", str(banana_files["ckpt"]), str(banana_files["csv"]), "-o", str(tmp_path / "r"))
+    assert_clean_error(result, "a symlink to nothing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
 def test_report_output_is_a_file(tmp_path: Path, banana_files: dict) -> None:
     out = tmp_path / "taken"
     out.write_text("keep")
