@@ -240,14 +240,25 @@ def check_given(model: Model, frame: pd.DataFrame, cells: Cells, row_offset: int
                 f"is not the column's one value in the training data ({_plain(constant.value)!r}); nothing can be "
                 "drawn given it"
             )
+    _refuse_first(
+        bad,
+        frame,
+        columns,
+        row_offset,
+        "given column",
+        "is outside the values the column can hold (its support, or for integers and dates the training range "
+        "that samples keep to); nothing can be drawn given it",
+    )
+
+
+def _refuse_first(
+    bad: np.ndarray, frame: pd.DataFrame, columns: list[Column], row_offset: int, what: str, why: str
+) -> None:
+    """A DataError naming the first cell that ``bad`` (n, columns) marks: ``<what> 'name', row r: value <why>``."""
     if bad.any():
         row, j = (int(i[0]) for i in np.nonzero(bad))
         name = columns[j].name
-        raise DataError(
-            f"given column {name!r}, row {row_offset + row + 1}: {_plain(frame[name].iloc[row])!r} is outside the "
-            "values the column can hold (its support, or for integers and dates the training range that samples "
-            "keep to); nothing can be drawn given it"
-        )
+        raise DataError(f"{what} {name!r}, row {row_offset + row + 1}: {_plain(frame[name].iloc[row])!r} {why}")
 
 
 def _plain(value: Any) -> Any:
@@ -417,13 +428,8 @@ def _check_possible(frame: pd.DataFrame, cells: Cells, columns: list[Column], ro
     place. Values merely beyond the training range (an age of 90 where training ended at 79) are conditioned
     on as they are."""
     bad = cells.known & np.isneginf(cells.log_mass)
-    if bad.any():
-        row, j = (int(i[0]) for i in np.nonzero(bad))
-        name = columns[j].name
-        raise DataError(
-            f"column {name!r}, row {row_offset + row + 1}: {_plain(frame[name].iloc[row])!r} is outside the values "
-            "the column can hold (probability 0); its row cannot be completed given it"
-        )
+    why = "is outside the values the column can hold (probability 0); its row cannot be completed given it"
+    _refuse_first(bad, frame, columns, row_offset, "column", why)
 
 
 def _conditional_means(model: Model, cells: Cells, columns: list[Column], generator: torch.Generator) -> np.ndarray:
