@@ -36,10 +36,10 @@ def _parent(path: Path) -> Path:
 
 
 def is_special_file(path: str | Path) -> bool:
-    """``path`` is written into as it is, not replaced: it exists and is neither a regular file nor a
-    directory (a fifo, a terminal, ``/dev/null``), or it is a name under ``/dev`` or ``/proc`` (``/dev/stdout``
-    is a link to the command's own output, which may be a file the shell opened for appending). A staged
-    file moved onto such a path would replace it with a regular file (and a fifo's reader would get nothing)."""
+    """``path`` is written into as it is, not replaced: it exists, and it is neither a regular file nor a
+    directory (a fifo, a terminal, ``/dev/null``) or it is under ``/dev`` or ``/proc`` (``/dev/stdout`` is a
+    link to the command's own output, which may be a file the shell opened for appending). A staged file
+    moved onto such a path would replace it with a regular file (and a fifo's reader would get nothing)."""
     path = Path(path)
     if not path.exists():
         return False
@@ -123,7 +123,7 @@ def check_writable(path: str | Path) -> None:
     work are spent on a result that could not be saved. Probes with a real temporary file because
     permission bits lie for root and on some network filesystems (a special file: by opening it)."""
     if is_special_file(path):
-        if Path(path).exists() and not Path(path).is_fifo():  # opening a fifo would wait for its reader
+        if not Path(path).is_fifo():  # opening a fifo would wait for its reader
             _open_special(Path(path), "ab").close()
         return
     stage_output(path).discard()
