@@ -471,23 +471,20 @@ def _sample_given_file(
     """``rows`` draws per row of the table at ``path``, streamed: it is read in chunks of about
     chunk_size / rows rows, so each chunk gives about chunk_size rows whatever -n is (one input row at a
     time, in batches of chunk_size, when -n is larger)."""
-    from .errors import DataError, NoDataRows
+    from .errors import NoDataRows
     from .given import chunk_seed
     from .io import iter_table
 
     offset = 0
-    source = "stdin" if path == "-" else path
     chunks = iter_table(path, max(1, chunk_size // rows), options=_knowing(model, options))
     try:
         for index, conditions in enumerate(chunks):
-            try:
+            with _naming(path):  # a condition the model refuses (the row is in the message)
                 batches = model.sample_batches(
                     rows, chunk_seed(seed, index), chunk_size, given=conditions, row_offset=offset
                 )
                 for frame in batches:
                     writer.write(frame)
-            except DataError as exc:  # a condition the model refuses: say in which file (the row is in the message)
-                raise DataError(f"{source}: {exc}") from None
             offset += len(conditions)
     except NoDataRows as empty:  # no condition, no row: the header of what would have been drawn
         writer.write(model.sample(rows, seed, given=empty.frame))
@@ -541,7 +538,7 @@ def _stream_one(
     options: Any,
     appends: tuple[str, ...] = (),
 ) -> None:
-    from .errors import DataError, NoDataRows
+    from .errors import NoDataRows
     from .io import TableWriter, iter_table, iter_table_lines
 
     offset = 0
@@ -553,15 +550,24 @@ def _stream_one(
     with TableWriter(output) as writer:
         try:
             for frame, lines in chunks:
-                try:
+                with _naming(data):  # a value the model refuses (rows are counted in the file)
                     result = transform(model, frame, offset)
-                except DataError as exc:  # a value the model refuses: say in which file (rows are counted in it)
-                    raise DataError(f"{'stdin' if data == '-' else data}: {exc}") from None
                 # An input column that the transform writes (an old `logprob`) is replaced: its line is not the row.
                 writer.write(result, None if set(appends) & set(frame.columns) else lines)
                 offset += len(frame)
         except NoDataRows as empty:  # rows to rows: no rows in, the output's header only (a filter kept none)
             writer.write(transform(model, empty.frame, 0))
+
+
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """A DataError raised inside names the input file it is about (``stdin`` for ``-``), as reading errors do."""
+    from .errors import DataError
+
+    try:
+        yield
+    except DataError as exc:
+        raise DataError(f"{'stdin' if path == '-' else path}: {exc}") from None
 
 
 def _knowing(model: Any, options: Any) -> Any:
@@ -664,7 +670,7 @@ def _scorer(
         if flag_below is not None or percentile:
             # The stored quantiles are of whole rows (each with its missing cells). A file without a
             # model column is scored on the columns it has (marginalised): another quantity, not comparable.
-            lacking = [c.name for c in model.schema.columns if c.rules.reads_values and c.name not in frame.columns]
+            lacking = [name for name in model.schema.read_names if name not in frame.columns]
             if lacking:
                 flag = "--flag-below" if flag_below is not None else "--percentile"
                 raise DataError(
@@ -876,7 +882,7 @@ def report(
 
     Example: flowcli report penguins.flow data-samples/penguins.csv -o penguins_report
     """
-    from .errors import DataError, FlowcliError
+    from .errors import FlowcliError
 
     try:
         import matplotlib  # noqa: F401
@@ -893,7 +899,7 @@ def report(
     model = _load(checkpoint, device)
     frame = read_table(data, options=_knowing(model, options))
     with staged_directory(out) as tmp:
-        try:
+        with _naming(data):  # a column or value of DATA the model refuses
             result = build_report(
                 model,
                 frame,
@@ -903,8 +909,6 @@ def report(
                 say=reporter.message,
                 sources={"checkpoint": checkpoint, "data": data},
             )
-        except DataError as exc:  # a column or value of DATA the model refuses: say which file, as logprob does
-            raise DataError(f"{'stdin' if data == '-' else data}: {exc}") from None
     s = result.summary
     loglik = "n/a" if s["test_loglik"] is None else f"{s['test_loglik']:.4f} nats/row"
     reporter.message(

@@ -353,9 +353,6 @@ class _StdoutLines:
     def flush(self) -> None:
         sys.stdout.flush()
 
-    def seekable(self) -> bool:
-        return False
-
 
 def summary(model: Model, output: str | None) -> str:
     """The line that ends a fit: best validation NLL, epochs, time, and where the checkpoint went."""

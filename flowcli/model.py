@@ -334,7 +334,7 @@ class Model:
         same network; a frame with every column, by the joint flow. Rows whose known cells are all labels
         (categories, atoms) get the joint's exact discrete marginals instead (``joint_given.log_marginal``).
         """
-        needed = [c.name for c in self.schema.columns if c.rules.reads_values]
+        needed = self.schema.read_names
         if target is not None:
             from .questions import parse_targets
 

@@ -121,7 +121,7 @@ def require_conditional(model: Model, question: str) -> None:
 
 def check_columns(model: Model, names: Sequence[str], what: str) -> None:
     """A DataError naming the first of ``names`` the model does not read (unknown, or ignored)."""
-    read = [c.name for c in model.schema.columns if c.rules.reads_values]
+    read = model.schema.read_names
     for name in names:
         if name in model.schema.names and name not in read:
             raise DataError(
@@ -157,7 +157,7 @@ def log_prob(
                 raise DataError(f"target column {name!r} is constant or ignored in the model; it has no probability")
             if name not in frame.columns:
                 raise DataError(f"target column {name!r} is not in the data")
-    read = [c.name for c in model.schema.columns if c.rules.reads_values]  # constant columns included
+    read = model.schema.read_names  # constant columns included
     if not any(name in frame.columns for name in read):
         raise DataError(f"the data has none of the model's columns ({', '.join(read)}); nothing to score")
     lacking = [name for name in names if name not in frame.columns]
@@ -214,7 +214,7 @@ def given_frame(model: Model, given: GivenLike) -> pd.DataFrame:
     if isinstance(given, pd.DataFrame):
         # Rows of a table (`--given-file`) may hold the columns the model ignores (an id): left out, as
         # `logprob` passes them by; named one by one (`--given id=...`), they are an error.
-        ignored = [c.name for c in model.schema.columns if not c.rules.reads_values]
+        ignored = set(model.schema.names) - set(model.schema.read_names)
         frame = given.drop(columns=[c for c in given.columns if str(c) in ignored])
     else:
         frame = pd.DataFrame({k: [v] for k, v in given.items()})

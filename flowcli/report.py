@@ -208,7 +208,7 @@ class Findings:
 def _model_columns(model: Model, data: pd.DataFrame) -> pd.DataFrame:
     """DATA's columns the model reads, in its order (ignored ones need not be there, as for logprob); a
     DataError names the first one missing."""
-    names = [c.name for c in model.schema.columns if c.rules.reads_values]
+    names = model.schema.read_names
     missing = [n for n in names if n not in data.columns]
     if missing:
         raise DataError(f"missing column {missing[0]!r}; the model needs: {', '.join(names)}")

@@ -69,6 +69,12 @@ class Schema:
         return [c for c in self.columns if c.modelled]
 
     @property
+    def read_names(self) -> list[str]:
+        """The columns whose values the model reads, in order: the modelled and the constant ones (not those
+        it ignores, which input files need not have)."""
+        return [c.name for c in self.columns if c.rules.reads_values]
+
+    @property
     def dim(self) -> int:
         return sum(c.width for c in self.columns)
 
@@ -109,7 +115,7 @@ class Schema:
         """The flow's features of ``frame`` (matched by name) and a per-row log-probability term that the
         features cannot carry (-inf for a value outside a column's support or, with ``on_invalid='neg-inf'``,
         an unparseable value or unseen category; else 0)."""
-        needed = [c.name for c in self.columns if c.rules.reads_values]
+        needed = self.read_names
         absent = [name for name in needed if name not in frame.columns]
         if absent:
             raise DataError(f"missing column {absent[0]!r}; the model needs: {', '.join(needed)}")
