@@ -18,6 +18,7 @@ import torch
 from . import conditional, joint_given
 from .conditional import Roles, feature_columns
 from .errors import DataError
+from .roles.base import bool_from_text
 from .schema import redraw_outside
 
 if TYPE_CHECKING:
@@ -217,6 +218,14 @@ def given_frame(model: Model, given: GivenLike) -> pd.DataFrame:
         ignored = set(model.schema.names) - set(model.schema.read_names)
         frame = given.drop(columns=[c for c in given.columns if str(c) in ignored])
     else:
+        for name, value in given.items():
+            # A mapping names each condition: a missing value there is a mistake, not "leave it free" (as
+            # an empty cell of a given frame is), which would silently answer an unconditional question.
+            if pd.api.types.is_scalar(value) and pd.isna(value):
+                raise DataError(
+                    f"given column {name!r}: {value!r} is a missing value, not a condition; leave the column "
+                    "out to leave it free"
+                )
         frame = pd.DataFrame({k: [v] for k, v in given.items()})
     check_columns(model, [str(c) for c in frame.columns], "given")
     return frame.reset_index(drop=True)
@@ -376,6 +385,9 @@ def _converted(values: pd.Series, dtype: Any) -> pd.Series:
         if kind in "iu":  # a whole number only: 3.5 does not read as an integer
             numbers = numbers.where(numbers == np.round(numbers))
         return numbers
+    if kind == "b":  # "false" as False (``astype(bool)`` makes any text True)
+        read = values.map(bool_from_text)
+        return read.where(read.map(lambda v: isinstance(v, (bool, np.bool_))))
     return values
 
 

@@ -149,6 +149,9 @@ def test_given_rows_give_n_draws_each_in_input_order(mixed_model: Model) -> None
         ({"count": 18}, "given column 'count', row 1: 18 is outside the values the column can hold"),
         ({"count": -1}, "given column 'count', row 1: -1 is outside the values the column can hold"),
         ({"mass": "heavy"}, "'heavy'"),
+        # None in a mapping would otherwise leave the column free: an unconditional answer to a conditional question
+        ({"mass": None}, "given column 'mass': None is a missing value, not a condition"),
+        ({"species": float("nan")}, "given column 'species': nan is a missing value"),
     ],
 )
 def test_bad_given_values_are_one_line_errors(mixed_model: Model, given: dict, fragment: str) -> None:
@@ -334,19 +337,24 @@ def test_given_and_observed_values_come_back_in_the_columns_type(tmp_path) -> No
             "size": pd.Categorical(rng.choice(["S", "M", "L"], n), categories=["S", "M", "L"]),
             "x": rng.normal(0, 1, n).round(2),
             "country": "FR",  # constant: no features, its one value
+            "member": rng.random(n) < 0.3,
         }
     )
     model = flowcli.fit(frame, epochs=2, seed=0, threads=1)
-    drawn = model.sample(4, seed=0, given={"day": "2020-05-05", "count": "007", "x": 0.123456})
+    drawn = model.sample(4, seed=0, given={"day": "2020-05-05", "count": "007", "x": 0.123456, "member": "false"})
+    assert drawn["member"].dtype == bool and not drawn["member"].any()  # text "false" is False, not truthy text
     assert drawn["day"].dtype == frame["day"].dtype and (drawn["day"] == pd.Timestamp("2020-05-05")).all()
     assert pd.api.types.is_integer_dtype(drawn["count"]) and (drawn["count"] == 7).all()
     assert (drawn["x"] == 0.123456).all()  # not rounded onto the column's two decimals
     assert list(drawn["size"].cat.categories) == ["S", "M", "L"]
     drawn.to_parquet(tmp_path / "drawn.parquet")
-    holes = pd.DataFrame({"day": ["2020-02-03", None], "count": ["012", None], "size": [None, "M"], "x": [None, 1.5]})
+    holes = pd.DataFrame(
+        {"day": ["2020-02-03", None], "count": ["012", None], "size": [None, "M"], "x": [None, 1.5], "member": ["False", "TRUE"]}
+    )
     filled = model.impute(holes)
     assert filled["day"].tolist()[0] == pd.Timestamp("2020-02-03") and filled["count"].tolist()[0] == 12
     assert filled["x"].tolist()[1] == 1.5 and filled["size"].tolist()[1] == "M"
+    assert filled["member"].tolist() == [False, True]
     assert filled["country"].tolist() == ["FR", "FR"]  # added: the input lacks the column
     holes["country"] = [None, "FR"]
     assert model.impute(holes)["country"].tolist() == ["FR", "FR"]

@@ -249,6 +249,14 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def bool_from_text(value: Any) -> Any:
+    """``value`` as a boolean when it is text spelling one ("true", " False"), as a table file's booleans are
+    read; anything else as it is (a boolean column given as text through the API compares with its labels)."""
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower(), value)
+    return value
+
+
 def parse_numbers(series: pd.Series, name: str, row_offset: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """A column as float64 (NaN where missing), and the entries that are not numbers."""
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):

@@ -25,6 +25,7 @@ from .base import (
     Evidence,
     FeatureSpec,
     Role,
+    bool_from_text,
     discrete_spec,
     plain,
     register_role,
@@ -105,6 +106,10 @@ def _codes(column: Column, series: pd.Series, row_offset: int) -> tuple[np.ndarr
         # A chunk of a text column may have been parsed as numbers, and dates or Decimals are stored as
         # their text (``plain``): compare as text.
         values = series.astype(object).where(series.notna(), None).map(lambda v: v if v is None else str(v))
+    elif labels and all(isinstance(c, bool) for c in labels):
+        # A boolean column given as text (an API frame read as strings, ``given={"smoker": "true"}``): the
+        # spellings a table file's booleans are read from.
+        values = series.map(bool_from_text)
     codes = pd.Series(values, dtype=object).map(lookup).to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     isna = series.isna().to_numpy()
     if column.missing:
