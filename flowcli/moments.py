@@ -13,18 +13,18 @@ so the sample is a uniform random sample of the table without replacement, the s
 chunking, file order or number of ranks (Cohen & Kaplan 2007, "Summarizing data using bottom-k
 sketches"). Quantiles are read from it: exactly those of ``Schema.infer`` for tables of up to
 ``SAMPLE_ROWS`` rows; beyond, a quantile's level is off by about sqrt(p (1 - p) / k), 0.002 at the
-median, i.e. the location moves by 0.5% of the scale or less on smooth data. The sd (fallback scale,
-constant detection) still comes from the exact moments.
+median, i.e. the location moves by 0.5% of the scale or less on smooth data. Constant detection comes from
+the exact moments, and a column's support and range from its exact extremes (``schema_from_moments``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 
 from .errors import DataError
-from .roles.numeric import robust_location_scale
 from .schema import Column, Schema
 
 SAMPLE_ROWS = 65536  # rows in the bottom-k sample the quantiles are read from (k)
@@ -48,24 +48,32 @@ def _lowest(keys: np.ndarray, sample: np.ndarray, k: int) -> tuple[np.ndarray, n
 
 @dataclass
 class Moments:
-    """Count, per-column mean and sum of squared deviations (M2) of the rows seen so far, and the bottom-k
-    sample of those rows (``keys``: their hashes, ascending; ``sample``: the rows)."""
+    """Count, per-column mean and sum of squared deviations (M2) of the rows seen so far, the bottom-k
+    sample of those rows (``keys``: their hashes, ascending; ``sample``: the rows), and per column the exact
+    smallest and largest value and whether every value is a whole number: a column's support and lattice
+    need every row, not a sample (one 0 among millions of values > 0 makes the support [0, inf))."""
 
     count: int = 0
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     sample: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    low: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    high: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    whole: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @classmethod
     def of(cls, matrix: np.ndarray, rows: np.ndarray | None = None, k: int = SAMPLE_ROWS) -> Moments:
         """The moments of ``matrix``, whose rows have the global indices ``rows`` (default 0, 1, ...)."""
         rows = np.arange(len(matrix)) if rows is None else rows
         keys, sample = _lowest(row_hash(rows), matrix, k)
+        width = matrix.shape[1]
         if len(matrix) == 0:
-            return cls(0, np.zeros(matrix.shape[1]), np.zeros(matrix.shape[1]), keys, sample)
+            empty = np.zeros(width)
+            return cls(0, empty, empty, keys, sample, np.full(width, np.inf), np.full(width, -np.inf), np.ones(width, bool))
         mean = matrix.mean(0)
-        return cls(len(matrix), mean, ((matrix - mean) ** 2).sum(0), keys, sample)
+        whole = (matrix == np.round(matrix)).all(0)
+        return cls(len(matrix), mean, ((matrix - mean) ** 2).sum(0), keys, sample, matrix.min(0), matrix.max(0), whole)
 
     def merge(self, other: Moments, k: int = SAMPLE_ROWS) -> Moments:
         if other.count == 0:
@@ -77,7 +85,8 @@ class Moments:
         mean = self.mean + delta * (other.count / n)
         m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / n)
         keys, sample = _lowest(np.concatenate([self.keys, other.keys]), np.concatenate([self.sample, other.sample]), k)
-        return Moments(n, mean, m2, keys, sample)
+        low, high = np.minimum(self.low, other.low), np.maximum(self.high, other.high)
+        return Moments(n, mean, m2, keys, sample, low, high, self.whole & other.whole)
 
     @property
     def std(self) -> np.ndarray:
@@ -92,6 +101,9 @@ class Moments:
             "m2": self.m2.tolist(),
             "keys": self.keys,
             "sample": self.sample,
+            "low": self.low.tolist(),
+            "high": self.high.tolist(),
+            "whole": self.whole.tolist(),
         }
 
     @classmethod
@@ -102,6 +114,9 @@ class Moments:
             np.asarray(state["m2"], dtype=np.float64),
             np.asarray(state["keys"], dtype=np.uint64),
             np.asarray(state["sample"], dtype=np.float64),
+            np.asarray(state["low"], dtype=np.float64),
+            np.asarray(state["high"], dtype=np.float64),
+            np.asarray(state["whole"], dtype=bool),
         )
 
 
@@ -114,11 +129,19 @@ def merge_all(parts: list[Moments]) -> Moments:
 
 
 def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -> Schema:
-    """The schema ``Schema.infer`` would build from the whole table, from its merged moments."""
+    """The schema ``Schema.infer`` would build from the whole table, from its merged moments.
+
+    Streamed columns are numbers, each one feature (the raw value is the training matrix's column), so the
+    roles are the numeric ones that need no discrete part: ``integer`` for a column of whole numbers
+    (dequantized, samples rounded and clipped to its range), else ``continuous`` (with the support > 0 of
+    a column of values all > 0). No atoms, and no categorical column for few distinct values: those need
+    the discrete part, which a stream does not fit. The roles' own ``fit`` reads the bottom-k sample with
+    the exact extremes added when it lacks them, so support and range are those of every row, and for a
+    table of up to ``SAMPLE_ROWS`` rows everything else is what ``Schema.infer`` computes too."""
+    from .columns import infer_column
+
     if moments.count < 2:
         raise DataError(f"the table has {moments.count} data row(s); at least 2 are needed to fit")
-    # Streamed data is modelled with continuous (or constant) columns only: the other roles' inference
-    # rules need the whole table (distinct values, labels, missing values), which moments do not keep.
     columns = []
     for i, (name, dtype) in enumerate(zip(names, dtypes, strict=False)):
         std = float(moments.std[i])
@@ -128,10 +151,18 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
         mean = float(moments.mean[i])
         if constant:
             columns.append(Column(name, "constant", dtype, value=mean, reason="a single value"))
-        else:
-            location, scale = robust_location_scale(moments.sample[:, i], std)
-            reason = "numbers (streamed)"
-            columns.append(Column(name, "continuous", dtype, location, scale, fill=location, reason=reason))
+            continue
+        values = moments.sample[:, i]
+        extremes = [v for v in (moments.low[i], moments.high[i]) if not (values == v).any()]
+        values = np.concatenate([values, extremes])
+        whole = bool(moments.whole[i])
+        series = pd.Series(values, name=name)
+        if whole and np.dtype(dtype).kind in "iu":
+            series = series.astype(dtype)
+        role = "integer" if whole else "continuous"
+        column = infer_column(series, {"role": role, "atoms": []})
+        reason = "whole numbers (streamed)" if whole else "numbers (streamed)"
+        columns.append(replace(column, dtype=dtype, reason=reason))
     if not any(c.modelled for c in columns):
         raise DataError("every column is constant; there is no density to learn")
     return Schema(columns)

@@ -20,7 +20,7 @@ from flowcli.datasource import Shard, StreamingData, row_groups, shard_groups, s
 from flowcli.distributed import DistContext
 from flowcli.fitting import fit
 from flowcli.model import load_model, save_model
-from flowcli.moments import Moments, merge_all, schema_from_moments
+from flowcli.moments import Moments, merge_all, row_hash, schema_from_moments
 from flowcli.schema import Schema
 from flowcli.train import Trainer
 
@@ -91,23 +91,60 @@ def test_fewer_row_groups_than_ranks_falls_back_to_row_modulo(tmp_path: Path) ->
 
 def test_streamed_moments_match_the_in_memory_schema(parquet_dir: tuple[Path, pd.DataFrame]) -> None:
     path, frame = parquet_dir
+    frame = frame.assign(count=np.arange(len(frame)) % 500 + 3)  # whole numbers over a wide range: integer
+    root = path.parent / "with_count"
+    if not root.exists():
+        write_parquet_dir(root, frame, files=3, row_group_size=250)
     expected = Schema.infer(frame)
     # Moments of uneven chunks on three "ranks", merged: the statistics of the whole table.
     per_rank = []
     for rank in range(3):
-        shard = Shard(str(path), DistContext(rank=rank, world=3), chunk_rows=61)
+        shard = Shard(str(root), DistContext(rank=rank, world=3), chunk_rows=61)
         m = Moments()
         for rows, matrix in shard.chunks():
             m = m.merge(Moments.of(matrix, rows))
         per_rank.append(m)
     schema = schema_from_moments(list(frame.columns), [str(frame[c].dtype) for c in frame.columns], merge_all(per_rank))
+    assert [(c.name, c.role, c.dtype) for c in schema.columns] == [
+        ("height_cm", "continuous", "float64"),
+        ("weight_kg", "continuous", "float64"),
+        ("constant", "constant", "int64"),
+        ("count", "integer", "int64"),
+    ]
     assert [(c.name, c.role, c.dtype) for c in schema.columns] == [(c.name, c.role, c.dtype) for c in expected.columns]
+    # A table within the sample's size gets the in-memory statistics: support, range and scale alike.
     for got, want in zip(schema.columns, expected.columns, strict=False):
-        # In memory, a column of values > 0 keeps its support through t = log(expm1(x / s)), which is x / s
-        # this far from 0 (roles/continuous.py); streamed columns are plain continuous ones.
-        s = want.bound_scale if want.low is not None else 1.0
-        assert s is not None and got.low is None
-        assert got.mean == pytest.approx(want.mean * s, rel=1e-7) and got.std == pytest.approx(want.std * s, rel=1e-7)
+        assert (got.low, got.high) == (want.low, want.high)
+        for field in ("mean", "std", "bound_scale"):
+            want_value = getattr(want, field)
+            assert getattr(got, field) == (want_value and pytest.approx(want_value, rel=1e-9)), (got.name, field)
+    assert schema.columns[0].low == 0.0  # heights are all > 0: support > 0, as in memory
+
+
+def test_a_streamed_columns_support_and_lattice_come_from_every_row() -> None:
+    """The bottom-k sample may miss the one row that widens a support: the exact extremes and whole-ness
+    are merged separately. Here the sample holds 100 of 5,000 rows."""
+    rng = np.random.default_rng(0)
+    positive = rng.gamma(2.0, 3.0, 5000) + 0.5
+    counts = rng.integers(10, 400, 5000).astype(float)
+    rows = np.arange(5000)
+    outside = int(np.argmax(row_hash(rows)))  # the row the sample surely lacks
+    positive[outside], counts[outside] = 0.0, 17.5
+
+    def sketched(matrix: np.ndarray) -> Moments:
+        total = Moments()
+        for part in np.array_split(rows, 7):
+            total = total.merge(Moments.of(matrix[part], rows[part], k=100), k=100)
+        return total
+
+    moments = sketched(np.column_stack([positive, counts]))
+    assert len(moments.sample) == 100 and not (moments.sample[:, 0] == 0).any()
+    amount, visits = schema_from_moments(["amount", "visits"], ["float64", "float64"], moments).columns
+    assert amount.role == "continuous" and amount.low is None  # a 0 among the values: no support > 0
+    assert visits.role == "continuous"  # one 17.5: not a lattice of whole numbers
+    moments = sketched(np.column_stack([positive + 1, np.round(counts)]))
+    amount, visits = schema_from_moments(["amount", "visits"], ["float64", "float64"], moments).columns
+    assert amount.low == 0.0 and visits.role == "integer" and (visits.low, visits.high) == (10.0, 399.0)
 
 
 def test_moments_are_stable_far_from_zero() -> None:
