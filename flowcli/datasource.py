@@ -118,8 +118,8 @@ def shard_groups(groups: list[RowGroup], dist: DistContext) -> tuple[list[RowGro
 def _numeric_values(series: pd.Series, row_offset: int) -> np.ndarray:
     """A column as float64; a non-number or a missing value is a DataError naming the column and row.
 
-    Streamed data is modelled with continuous (or constant) columns only: the roles of ``columns.py``
-    for text, categories and missing values need the whole table (see ``Schema.infer``)."""
+    Streamed data is modelled with numeric roles only (``moments.schema_from_moments``): the roles of
+    ``columns.py`` for text, categories and missing values need the discrete part, which a stream does not fit."""
     values, invalid = _parse_numbers(series, str(series.name), row_offset)
     if invalid:
         raise DataError(min(invalid)[1])
