@@ -35,6 +35,9 @@ What it prints (Markdown tables on stdout, progress on stderr):
 - (e) imputation on the mixture: ``model.impute`` of the held-out rows with 20% of the cells missing
   completely at random, NRMSE (as in imputation.py) beside that of the true conditional means
   E[missing | observed] of the mixture, the least any imputation can reach.
+- (f) (not in the default parts; needs scikit-learn) part (b) for a reference that is not a flow: a
+  Gaussian mixture fitted by EM to the same training rows, the data's own model family. Its KS figures say
+  how close to the target a near-exact density estimate of ``--rows`` rows gets.
 
     PYTHONPATH=. python benchmarks/conditional.py --before ../wt-before      # the recorded run
     PYTHONPATH=. python benchmarks/conditional.py --rows 2000 --epochs 5 --draws 1000 --parts a,b  # smoke
@@ -298,6 +301,49 @@ def part_e(model: Any, mixture: Mixture, held: pd.DataFrame, seed: int) -> None:
     )
 
 
+class ReferenceMixture:
+    """A Gaussian mixture fitted by EM to the training rows (scikit-learn, the ``bench`` extra), answering
+    ``sample(n, seed=, given=)`` as part (b) asks a flowcli model: the model family of the data itself, so
+    its conditionals are the best a density estimate of this many rows can be expected to give."""
+
+    def __init__(self, train: pd.DataFrame, seed: int) -> None:
+        from sklearn.mixture import GaussianMixture
+
+        values = train.to_numpy()
+        fits = [
+            GaussianMixture(k, covariance_type="full", n_init=10, random_state=seed).fit(values) for k in range(5, 9)
+        ]
+        best = min(fits, key=lambda g: g.bic(values))  # K from the data, as a user of EM would choose it
+        self.k = best.n_components
+        self.mixture = Mixture(best.weights_, best.means_, best.covariances_)
+
+    def log_prob(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.mixture.log_pdf(frame[COLUMNS].to_numpy(), list(range(len(COLUMNS))))
+
+    def sample(self, n: int, seed: int, given: dict[str, float]) -> pd.DataFrame:
+        x_cols = [COLUMNS.index(c) for c in given]
+        y_cols = [i for i in range(len(COLUMNS)) if i not in x_cols]
+        x = np.array([given[COLUMNS[i]] for i in x_cols])
+        drawn = self.mixture.sample_given(n, x, x_cols, y_cols, np.random.default_rng(seed))
+        out = pd.DataFrame(drawn, columns=[COLUMNS[i] for i in y_cols])
+        for c, v in given.items():
+            out[c] = v
+        return out[COLUMNS]
+
+
+def part_f(
+    train: pd.DataFrame, mixture: Mixture, held: pd.DataFrame, splits: list[tuple[list[str], list[str]]], args: argparse.Namespace
+) -> None:
+    """Part (b)'s protocol for ``ReferenceMixture``: how far below the target a near-exact estimate gets."""
+    reference = ReferenceMixture(train, args.seed)
+    ours, true = part_joint(reference, mixture, held)
+    print(
+        f"\n(f) the reference: scikit-learn GaussianMixture, K = {reference.k} by BIC among 5-8, fitted by EM to the same "
+        f"training rows; held-out joint log-likelihood {ours:.4f} against the true {true:.4f} (gap {true - ours:+.4f} nats)"
+    )
+    part_b(reference, mixture, held, splits, args.draws, args.seed)
+
+
 def part_c(args: argparse.Namespace, now: dict[str, float]) -> None:
     rows = [("this tree: " + flowcli_commit(), now)]
     if args.before:
@@ -387,7 +433,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for fits and timings")
     parser.add_argument("--draws", type=int, default=5000, help="samples per condition in (b)")
     parser.add_argument("--splits", default=DEFAULT_SPLITS, help="given|target column lists, ';'-separated")
-    parser.add_argument("--parts", default="a,b,c,d,e", help="which of the parts a,b,c,d,e to run")
+    parser.add_argument(
+        "--parts", default="a,b,c,d,e", help="which of the parts a,b,c,d,e,f to run (f: the parametric reference)"
+    )
     parser.add_argument("--before", default=None, help="a flowcli checkout before issue 15, for (c)")
     parser.add_argument("--only-joint", action="store_true", help=argparse.SUPPRESS)  # the --before subprocess
     args = parser.parse_args()
@@ -396,6 +444,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     parts = set(args.parts.split(","))
+    if "f" in parts:
+        mixture, train, held = data(args.seed, args.rows)
+        part_f(train, mixture, held, parse_splits(args.splits), args)
     if args.only_joint or parts & {"a", "b", "c", "e"}:
         mixture, train, held = data(args.seed, args.rows)
         log(f"fitting the mixture ({len(train)} x {train.shape[1]}) with {flowcli_commit()} ...")
