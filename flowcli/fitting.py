@@ -37,6 +37,7 @@ from .files import WatchableTextFile, check_not_input, check_writable, is_specia
 from .io import ReadOptions, format_of
 from .model import Model, load_model, save_model, without_times
 from .progress import Reporter
+from .schema import text_labels
 from .train import Diverged, EpochReport, Interrupted, Trainer
 from .trainstate import ResumePoint, load_resume_point
 
@@ -150,7 +151,7 @@ def _plan(
         if epochs is not None:
             cfg.training.epochs = epochs
     out = None if output is None else str(output)
-    table = data if isinstance(data, pd.DataFrame) else str(data)
+    table = text_labels(data) if isinstance(data, pd.DataFrame) else str(data)
     if out is not None:
         _check_not_a_table(out, "-o", table, config)
         check_writable(out)

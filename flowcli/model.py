@@ -25,7 +25,7 @@ from .layers import Layer, build_layer
 from .layers.context import ContextAffine
 from .layers.linear import GaussianBaseline, Residualize, Whiten
 from .quantiles import StoredQuantiles
-from .schema import OnInvalid, Schema, redraw_outside
+from .schema import OnInvalid, Schema, redraw_outside, text_labels
 
 SCORING_BATCH = 65536
 # Rows per pass when scoring on a CPU: the flow's intermediate tensors then stay in cache. The default spline
@@ -334,6 +334,7 @@ class Model:
         same network; a frame with every column, by the joint flow. Rows whose known cells are all labels
         (categories, atoms) get the joint's exact discrete marginals instead (``joint_given.log_marginal``).
         """
+        frame = text_labels(frame)
         needed = self.schema.read_names
         if target is not None:
             from .questions import parse_targets
@@ -361,7 +362,7 @@ class Model:
     def absent_cells(self, frame: pd.DataFrame) -> np.ndarray:
         """Per row of ``frame``: which of ``schema.pattern_columns`` have no continuous value (missing, or
         on an atom): the row's pattern (``quantiles.py``)."""
-        return self.schema.absent_cells(self.schema.to_features(frame, on_invalid="neg-inf")[0])
+        return self.schema.absent_cells(self.schema.to_features(text_labels(frame), on_invalid="neg-inf")[0])
 
     def logprob_threshold(self, level: float, frame: pd.DataFrame, absent: np.ndarray | None = None) -> np.ndarray:
         """Per row of ``frame``: the ``level``-quantile of ``logprob`` over the reference rows with the same
@@ -383,7 +384,7 @@ class Model:
         base distribution's space (an absent value, missing or on an atom, from its stand-in), a discrete
         feature's the normal quantile of the midpoint of its code's conditional CDF interval
         (``DiscreteModel.encode``), so ``decode`` gives the row back."""
-        matrix, log_mass = self.schema.to_features(frame, row_offset)
+        matrix, log_mass = self.schema.to_features(text_labels(frame), row_offset)
         outside = np.isneginf(log_mass)
         if outside.any():  # the features hold a stand-in there, whose latent would not decode to the row
             row = row_offset + int(np.argmax(outside)) + 1
@@ -393,7 +394,7 @@ class Model:
 
     def decode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
         """Latent columns ``z0..z{k-1}`` -> rows with the original column names and dtypes."""
-        z, _ = self.latent_schema.to_features(frame, row_offset)
+        z, _ = self.latent_schema.to_features(text_labels(frame), row_offset)
         x = _finite(self._map(z, lambda t: self.flow.inverse(t)[0], self.schema.dim), row_offset, "decoded")
         return self.schema.to_frame(x)
 
@@ -423,7 +424,7 @@ class Model:
             raise DataError(f"draws must be at least 1, not {draws}")
         # The means are averages of draws: unseeded, they are still the same every run (seed 0).
         seed = 0 if seed is None and draws is None else seed
-        return questions.impute(self, frame, draws, self._generator(seed), row_offset)
+        return questions.impute(self, text_labels(frame), draws, self._generator(seed), row_offset)
 
     def _generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self.device)

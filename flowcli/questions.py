@@ -19,7 +19,7 @@ from . import conditional, joint_given
 from .conditional import Roles, feature_columns
 from .errors import DataError
 from .roles.base import bool_from_text
-from .schema import redraw_outside
+from .schema import redraw_outside, text_labels
 
 if TYPE_CHECKING:
     from .columns import Column
@@ -216,7 +216,8 @@ def given_frame(model: Model, given: GivenLike) -> pd.DataFrame:
         # Rows of a table (`--given-file`) may hold the columns the model ignores (an id): left out, as
         # `logprob` passes them by; named one by one (`--given id=...`), they are an error.
         ignored = set(model.schema.names) - set(model.schema.read_names)
-        frame = given.drop(columns=[c for c in given.columns if str(c) in ignored])
+        frame = text_labels(given)
+        frame = frame.drop(columns=[c for c in frame.columns if c in ignored])
     else:
         for name, value in given.items():
             # A mapping names each condition: a missing value there is a mistake, not "leave it free" (as

@@ -34,6 +34,14 @@ MAX_TAIL_EXCESS = math.asinh(1e15)
 REDRAW_ROUNDS = 20
 
 
+def text_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its column labels as text, the names a model stores (``str(label)``): a frame built
+    from a numpy array has the labels 0, 1, ..., which would never match the model's '0', '1', ..."""
+    if all(isinstance(label, str) for label in frame.columns):
+        return frame
+    return frame.set_axis([str(label) for label in frame.columns], axis=1)
+
+
 def redraw_outside(
     schema: Schema, x: np.ndarray, redraw: Callable[[np.ndarray], np.ndarray], drawn: np.ndarray | None = None
 ) -> np.ndarray:

@@ -86,3 +86,19 @@ def test_resume_refuses_a_config_or_seed(table: pd.DataFrame, tmp_path: Path) ->
 def test_streaming_needs_a_path(table: pd.DataFrame) -> None:
     with pytest.raises(DataError, match="give the path"):
         flowcli.fit(table, SMALL_CONFIG, stream=True)
+
+
+def test_a_frame_with_number_labels_is_fitted_and_asked_by_those_labels() -> None:
+    """A frame built from a numpy array has the column labels 0, 1, 2; the model stores names ('0', '1',
+    '2'), and every call takes the frame as it is (before: "missing column '0'" at the fit)."""
+    frame = pd.DataFrame(np.random.default_rng(1).normal(size=(200, 3)))
+    model = flowcli.fit(frame, SMALL_CONFIG, epochs=1, seed=0, threads=1)
+    assert model.schema.names == ["0", "1", "2"]
+    assert np.isfinite(model.log_prob(frame)).all()
+    np.testing.assert_allclose(model.decode(model.encode(frame.head(5))).to_numpy(), frame.head(5).to_numpy(), atol=1e-6)
+    holes = frame.head(3).copy()
+    holes.iloc[0, 1] = np.nan
+    assert not model.impute(holes).isna().any().any()
+    assert (model.sample(4, seed=0, given=pd.DataFrame({0: [0.5]}))["0"] == 0.5).all()
+    with pytest.raises(DataError, match="column '1' appears more than once"):
+        flowcli.fit(pd.DataFrame({1: [1.0, 2, 3, 4], "1": [3.0, 4, 5, 1]}), SMALL_CONFIG, epochs=1)
