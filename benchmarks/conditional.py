@@ -332,7 +332,11 @@ class ReferenceMixture:
 
 
 def part_f(
-    train: pd.DataFrame, mixture: Mixture, held: pd.DataFrame, splits: list[tuple[list[str], list[str]]], args: argparse.Namespace
+    train: pd.DataFrame,
+    mixture: Mixture,
+    held: pd.DataFrame,
+    splits: list[tuple[list[str], list[str]]],
+    args: argparse.Namespace,
 ) -> None:
     """Part (b)'s protocol for ``ReferenceMixture``: how far below the target a near-exact estimate gets."""
     reference = ReferenceMixture(train, args.seed)

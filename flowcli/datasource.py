@@ -41,6 +41,7 @@ from .distributed import DistContext
 from .errors import DataError
 from .io import is_format, table_files
 from .moments import Moments, common_dtype, merge_all, schema_from_moments
+from .redundancy import check_independent
 from .schema import Schema
 from .trainstate import data_fingerprint
 
@@ -307,6 +308,7 @@ def in_memory_source(
     schema = schema or dist.agree(lambda: _infer(frame, overrides, source))
     mine = frame.iloc[dist.rank :: dist.world] if dist.active else frame
     matrix = dist.agree(lambda: schema.to_features(mine)[0])
+    dist.agree(lambda: _check_independent(schema, matrix, source))
     fingerprint = data_fingerprint(matrix)
     max_rows = -(-tc.max_rows // dist.world) if tc.max_rows else 0
     if max_rows and len(matrix) > max_rows:
@@ -315,6 +317,16 @@ def in_memory_source(
     train_idx, val_idx = split_rows(len(rows), tc.val_fraction, generator)
     train, val = rows[train_idx].to(dist.device), rows[val_idx].to(dist.device)
     return InMemoryData(schema, train, val, dist.local_batch(tc.batch_size), fingerprint)
+
+
+def _check_independent(schema: Schema, matrix: np.ndarray, source: str | None) -> None:
+    """``redundancy.check_independent``, its error naming the file the table came from."""
+    try:
+        check_independent(schema, matrix)
+    except DataError as exc:
+        if source is None:
+            raise
+        raise DataError(f"{source}: {exc}") from None
 
 
 def _infer(frame: pd.DataFrame, overrides: dict | None, source: str | None) -> Schema:

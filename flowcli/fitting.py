@@ -277,7 +277,9 @@ def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Gener
     if plan.data == "-":
         raise DataError("reading stdin: streaming and distributed fits need the data as a file or directory")
     if plan.config.columns:
-        raise DataError("columns: role overrides are not supported when streaming (streamed columns get integer or continuous roles from the data)")
+        raise DataError(
+            "columns: role overrides are not supported when streaming (streamed columns get integer or continuous roles from the data)"
+        )
     if tc.max_rows:
         raise DataError("training.max_rows: not supported when streaming; fit on a subset of the files instead")
     return StreamingData(plan.data, tc, dist, dist.local_batch(tc.batch_size), tc.shuffle_buffer)

@@ -70,7 +70,9 @@ class Moments:
         width = matrix.shape[1]
         if len(matrix) == 0:
             empty = np.zeros(width)
-            return cls(0, empty, empty, keys, sample, np.full(width, np.inf), np.full(width, -np.inf), np.ones(width, bool))
+            return cls(
+                0, empty, empty, keys, sample, np.full(width, np.inf), np.full(width, -np.inf), np.ones(width, bool)
+            )
         mean = matrix.mean(0)
         whole = (matrix == np.round(matrix)).all(0)
         return cls(len(matrix), mean, ((matrix - mean) ** 2).sum(0), keys, sample, matrix.min(0), matrix.max(0), whole)

@@ -349,7 +349,13 @@ def test_given_and_observed_values_come_back_in_the_columns_type(tmp_path) -> No
     assert list(drawn["size"].cat.categories) == ["S", "M", "L"]
     drawn.to_parquet(tmp_path / "drawn.parquet")
     holes = pd.DataFrame(
-        {"day": ["2020-02-03", None], "count": ["012", None], "size": [None, "M"], "x": [None, 1.5], "member": ["False", "TRUE"]}
+        {
+            "day": ["2020-02-03", None],
+            "count": ["012", None],
+            "size": [None, "M"],
+            "x": [None, 1.5],
+            "member": ["False", "TRUE"],
+        }
     )
     filled = model.impute(holes)
     assert filled["day"].tolist()[0] == pd.Timestamp("2020-02-03") and filled["count"].tolist()[0] == 12

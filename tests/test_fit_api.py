@@ -95,7 +95,9 @@ def test_a_frame_with_number_labels_is_fitted_and_asked_by_those_labels() -> Non
     model = flowcli.fit(frame, SMALL_CONFIG, epochs=1, seed=0, threads=1)
     assert model.schema.names == ["0", "1", "2"]
     assert np.isfinite(model.log_prob(frame)).all()
-    np.testing.assert_allclose(model.decode(model.encode(frame.head(5))).to_numpy(), frame.head(5).to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        model.decode(model.encode(frame.head(5))).to_numpy(), frame.head(5).to_numpy(), atol=1e-6
+    )
     holes = frame.head(3).copy()
     holes.iloc[0, 1] = np.nan
     assert not model.impute(holes).isna().any().any()

@@ -17,7 +17,7 @@ TIERS: list[tuple[str, set[str]]] = [
     ("fitting and reading a model", {"flowcli.fitting", "flowcli.report", "flowcli.describe", "flowcli.plots", "flowcli.compare"}),
     ("training", {"flowcli.train", "flowcli.accel", "flowcli.averaging", "flowcli.health"}),
     ("data sources", {"flowcli.datasource", "flowcli.distributed", "flowcli.moments", "flowcli.io", "flowcli.delimited",
-                      "flowcli.outputs"}),
+                      "flowcli.outputs", "flowcli.redundancy"}),
     ("model", {"flowcli.model", "flowcli.trainstate", "flowcli.checkpoint", "flowcli.config", "flowcli.conditional",
                "flowcli.questions", "flowcli.joint_given"}),
     ("schema", {"flowcli.schema"}),
