@@ -60,6 +60,8 @@ NA_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
     "null",
 ]
 MARKER_BYTES = max(len(m.encode()) for m in NA_VALUES)
+# Missing too, in a column of numbers only (``type_column``): the usual "not known" marks that no number is.
+PLACEHOLDERS = ["?", "-", "--", ".", "n.a.", "N.A."]
 _BOOLS = ["True", "False", "true", "false", "TRUE", "FALSE"]
 _INTEGER = r"^[-+]?\d+$"
 # Digit strings that a number is never written as: a leading zero (00501) or plus sign (+33612345678).
@@ -276,7 +278,9 @@ class TextTable:
         if not self.options.header:
             self.names = [f"c{i}" for i in range(len(fields))]
             return block
-        self.names = self._checked_names(fields, text, sample[1:])
+        # Spaces around a name are layout (`` a , b ``), not part of it: stripped on both sides, as the space
+        # after a separator is skipped in every field, so `--given a=1` and another file's `a,b` match.
+        self.names = self._checked_names([field.strip() for field in fields], text, sample[1:])
         self._advance(header)
         return block[header_end:]
 
@@ -437,6 +441,13 @@ def type_column(values: Any, decimal: str, keep_text: bool) -> pd.Series:
             return numbers
     if pc.all(pc.is_in(pc.drop_null(plain), value_set=_pa_bools())).as_py():
         return pc.equal(pc.utf8_lower(plain), "true").to_pandas()  # object dtype when values are missing
+    # Numbers with a placeholder for "not known" ("?" in UCI files, "-" in reports): missing, as NA is. Only
+    # in a column whose other values are all numbers: elsewhere "-" or "?" may be a label.
+    placeholder = pc.is_in(pc.utf8_trim_whitespace(plain), value_set=pa.array(PLACEHOLDERS))
+    if pc.any(placeholder).as_py():
+        numbers = _numbers(pc.if_else(placeholder, pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(plain)))
+        if numbers is not None:
+            return numbers
     return text.to_pandas()
 
 

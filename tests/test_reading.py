@@ -184,6 +184,25 @@ def test_spaces_after_separators_and_quoted_markers(tmp_path: Path) -> None:
     assert pd.isna(back["b"].iloc[3])  # a quoted "" in a column of numbers is missing
 
 
+def test_header_names_lose_the_spaces_around_them(tmp_path: Path) -> None:
+    back = read_table(str(write(tmp_path / "h.csv", " a , b ,c \n1,2,3\n")))
+    assert list(back.columns) == ["a", "b", "c"]  # before: 'a ', 'b ', 'c ' (only leading spaces went)
+
+
+def test_not_known_marks_in_a_column_of_numbers_are_missing(tmp_path: Path) -> None:
+    text = "score,mark,only\n1.5,-,?\n?,ok,-\n2.5, -,?\n-,?,.\n 3 ,bad,?\n"
+    back = read_table(str(write(tmp_path / "q.csv", text)))
+    assert back["score"].tolist()[0::2] == [1.5, 2.5, 3.0] and back["score"].isna().tolist() == [
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert back["mark"].tolist() == ["-", "ok", "-", "?", "bad"]  # labels among labels: kept as written
+    assert back["only"].isna().all()
+
+
 def test_long_values_keep_their_type_rules(tmp_path: Path) -> None:
     """Values longer than 18 characters: floats written with 17 digits are numbers (a quoted "NA" among them
     missing); a whole number with more digits than int64 holds is an identifier, text, even beside floats
@@ -348,7 +367,8 @@ def test_csv_dates_and_datetimes(work: Path) -> None:
     frame = pd.DataFrame(
         {
             "day": days.strftime("%Y-%m-%d"),
-            "eu": days.strftime("%d/%m/%Y"),
+            # Other days than "day": the same dates twice would be a table without a density (redundancy.py)
+            "eu": days[r.permutation(N)].strftime("%d/%m/%Y"),
             "when": stamps.strftime("%Y-%m-%dT%H:%M:%S"),
             "x": heights(),
         }
@@ -385,7 +405,8 @@ def parquet_types() -> pa.Table:
         {
             "d": pa.array(list(days.date), pa.date32()),
             "ts": pa.array(list(stamps.tz_localize("Europe/Paris")), pa.timestamp("ms", tz="Europe/Paris")),
-            "naive": pa.array(list(stamps), pa.timestamp("us")),
+            # Other instants than ts: the same ones twice would be a table without a density (redundancy.py)
+            "naive": pa.array(list(days + pd.to_timedelta(r.integers(0, 86400, N), unit="s")), pa.timestamp("us")),
             "size": pa.array(sizes),
             "price": pa.array([decimal.Decimal(f"{v:.2f}") for v in incomes()], pa.decimal128(12, 2)),
             "tags": pa.array([["a", "b"]] * N),
