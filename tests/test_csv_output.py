@@ -15,6 +15,7 @@ import pytest
 from helpers import ROOT
 from typer.testing import CliRunner
 
+import flowcli
 from flowcli.cli import app
 from flowcli.io import TableWriter
 
@@ -383,3 +384,35 @@ def test_tsv_writes_booleans_as_csv_does(tmp_path: Path) -> None:
         writer.write(frame)
     assert path.read_text().splitlines() == ["b\to\tt\tn", "true\ttrue\tTrue\t1.5", "false\t\tx\t"]
     assert frame["b"].dtype == bool and frame["o"].tolist() == [True, None]  # the frame itself untouched
+
+
+def test_whole_numbers_keep_their_training_type_whatever_the_rows_drawn(tmp_path: Path) -> None:
+    """A float column without gaps stays float (``181.0``: penguin_measures.csv); an integer column with
+    gaps, which the reader holds as floats, is written as integers whether or not a drawn row is empty,
+    also when few values make it categorical (before: ``5.0,3.0`` in one sample, ``1,,3`` in another)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    stars = rng.integers(1, 6, n).astype(float)
+    stars[::4] = np.nan
+    flipper = rng.integers(170, 231, n).astype(float)
+    frame = pd.DataFrame(
+        {"stars": stars, "flipper": flipper, "count": np.where(np.arange(n) % 5 == 0, np.nan, rng.integers(0, 500, n))}
+    )
+    (tmp_path / "t.csv").write_text(
+        "stars,flipper,count\n"
+        + "".join(
+            f"{'' if np.isnan(s) else int(s)},{f:.1f},{'' if np.isnan(c) else int(c)}\n"
+            for s, f, c in frame.itertuples(index=False)
+        )
+    )
+    model = flowcli.fit(
+        str(tmp_path / "t.csv"), {"layers": [{"type": "maf", "hidden": [8]}]}, epochs=1, seed=0, threads=1
+    )
+    assert [c.role for c in model.schema.columns] == ["categorical", "integer", "integer"]
+    for seed in range(4):
+        drawn = model.sample(6, seed=seed)
+        assert str(drawn["stars"].dtype) == "Int64" and str(drawn["count"].dtype) == "Int64", seed
+        assert drawn["flipper"].dtype == np.float64 and (drawn["flipper"] == drawn["flipper"].round()).all()
+        text = csv_text(drawn)
+        assert all(line.split(",")[1].endswith(".0") for line in text.splitlines()[1:])
+        assert ".0" not in "".join(line.split(",")[0] + line.split(",")[2] for line in text.splitlines()[1:])

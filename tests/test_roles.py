@@ -84,7 +84,14 @@ def _cases() -> dict[str, list[Case]]:
         "integer": [
             Case("Int64 with missing values", pd.Series(pd.array(whole, dtype="Int64"), name="n").mask(whole % 7 == 0)),
             Case("int64", pd.Series(whole, name="n")),
-            Case("whole floats set in the config", pd.Series(whole.astype(float), name="n"), "integer", "Int64"),
+            # A float column keeps its floats (181.0); with gaps, whole floats are an integer column's (181,,186)
+            Case("whole floats set in the config", pd.Series(whole.astype(float), name="n"), "integer", "float64"),
+            Case(
+                "whole floats with gaps",
+                pd.Series(whole.astype(float), name="n").mask(whole % 7 == 0),
+                "integer",
+                "Int64",
+            ),
         ],
         "datetime": [
             Case("timestamps to the second, with missing values", seconds.mask(whole % 7 == 0)),

@@ -279,6 +279,20 @@ def parse_numbers(series: pd.Series, name: str, row_offset: int) -> tuple[np.nda
     return values, invalid
 
 
+def integer_typed(column: Column, whole: bool) -> bool:
+    """Whether decoded values that are ``whole`` numbers take an integer dtype: those of an integer column,
+    and of a float column that had gaps (an integer column with missing values, which pandas and the CSV
+    reader hold as floats: ``181,,186``). A float column without gaps keeps its floats (``181.0``): its
+    file wrote them so, or its frame held them so."""
+    if not whole:
+        return False
+    try:
+        kind = np.dtype(column.dtype).kind
+    except TypeError:  # Int64 and other pandas dtypes
+        return True
+    return kind != "f" or column.missing
+
+
 def restore(values: np.ndarray, dtype_name: str, integer: bool = False) -> pd.Series:
     """Values (an object or float array, None/NaN = missing) as a Series of the training dtype.
 

@@ -27,6 +27,7 @@ from .base import (
     Role,
     bool_from_text,
     discrete_spec,
+    integer_typed,
     plain,
     register_role,
     restore,
@@ -85,7 +86,11 @@ class Categorical(Role):
         labels = np.array(list(column.categories or []) + [None], dtype=object)
         if column.ordered or column.dtype == "category":  # all the labels, not only those drawn this time
             return pd.Series(pd.Categorical(labels[codes], categories=column.categories, ordered=column.ordered))
-        return restore(labels[codes], column.dtype)
+        categories = list(column.categories or [])
+        whole = all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and float(c).is_integer() for c in categories
+        )
+        return restore(labels[codes], column.dtype, integer=integer_typed(column, whole))
 
     def describe(self, column: Column) -> str:
         categories = column.categories or []

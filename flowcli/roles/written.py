@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, shown
-from .base import Times, parse_numbers, restore
+from .base import Times, integer_typed, parse_numbers, restore
 
 if TYPE_CHECKING:
     from ..columns import Column
@@ -255,7 +255,7 @@ def as_written(values: np.ndarray, column: Column, whole: bool) -> pd.Series:
         )
     if column.decimals is not None and not whole:
         values = np.round(values, column.decimals)
-    return restore(values, column.dtype, integer=whole)
+    return restore(values, column.dtype, integer=integer_typed(column, whole))
 
 
 # ---------------------------------------------------------------------------------------- dates and times
