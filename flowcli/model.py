@@ -390,13 +390,13 @@ class Model:
             row = row_offset + int(np.argmax(outside)) + 1
             raise DataError(f"row {row}: a value is outside its column's support (probability 0); it has no latent")
         z = _finite(self._map(matrix, lambda x: self.flow(x)[0], self.schema.dim), row_offset, "latent")
-        return pd.DataFrame(z, columns=self.latent_names)
+        return pd.DataFrame(z, columns=self.latent_names, index=frame.index)  # row for row: the input's labels
 
     def decode(self, frame: pd.DataFrame, row_offset: int = 0) -> pd.DataFrame:
         """Latent columns ``z0..z{k-1}`` -> rows with the original column names and dtypes."""
         z, _ = self.latent_schema.to_features(text_labels(frame), row_offset)
         x = _finite(self._map(z, lambda t: self.flow.inverse(t)[0], self.schema.dim), row_offset, "decoded")
-        return self.schema.to_frame(x)
+        return self.schema.to_frame(x).set_axis(frame.index, axis=0)
 
     def sample(self, n: int, seed: int | None = None, given: GivenLike | None = None) -> pd.DataFrame:
         """``n`` synthetic rows with the training columns, order and dtypes.

@@ -104,3 +104,14 @@ def test_a_frame_with_number_labels_is_fitted_and_asked_by_those_labels() -> Non
     assert (model.sample(4, seed=0, given=pd.DataFrame({0: [0.5]}))["0"] == 0.5).all()
     with pytest.raises(DataError, match="column '1' appears more than once"):
         flowcli.fit(pd.DataFrame({1: [1.0, 2, 3, 4], "1": [3.0, 4, 5, 1]}), SMALL_CONFIG, epochs=1)
+
+
+def test_encode_and_decode_keep_the_rows_index_labels(table: pd.DataFrame) -> None:
+    """Row for row, as impute does: decode(encode(df)) lines up with df (it came back indexed 0..n-1)."""
+    model = flowcli.fit(table, SMALL_CONFIG, epochs=1, seed=0, threads=1)
+    rows = table.iloc[[5, 2, 9]].set_axis([1000, 1003, 1007])
+    latent = model.encode(rows)
+    assert list(latent.index) == [1000, 1003, 1007]
+    back = model.decode(latent)
+    assert list(back.index) == [1000, 1003, 1007]
+    np.testing.assert_allclose(back.to_numpy(), rows.to_numpy(), atol=1e-6)
