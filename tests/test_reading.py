@@ -290,19 +290,38 @@ def test_numbers_as_people_write_them(work: Path) -> None:
             "share": [f"{v}%" for v in shares],
             "rate": [f"{v:.1f} %" for v in r.uniform(0, 20, N)],
             "x": heights(),
+            "price": [f"{'-' if i % 9 == 0 else ''}${v:,.2f}" for i, v in enumerate(incomes())],
+            "fee": [f"{v:.2f} €" for v in r.uniform(1, 30, N)],
         }
     )
     data = work / "written.csv"
     frame.to_csv(data, index=False)
     model = load_model(str(fit(work, data)))
     roles = {c.name: c.role for c in model.schema.columns}
-    assert roles == {"amount": "continuous", "share": "integer", "rate": "continuous", "x": "continuous"}
+    assert {k: roles[k] for k in ("amount", "share", "rate", "x", "price", "fee")} == {
+        "amount": "continuous",
+        "share": "integer",
+        "rate": "continuous",
+        "x": "continuous",
+        "price": "continuous",
+        "fee": "continuous",
+    }
+    mixed = pd.DataFrame({"mixed": [f"{'$' if i % 2 else '£'}{v:.2f}" for i, v in enumerate(r.uniform(1, 30, N))]})
+    with pytest.raises(DataError, match="column 'mixed', row 1: '£"):  # two currencies: not one quantity
+        Schema.infer(mixed)
     assert model.schema.columns[1].low == shares.min() and model.schema.columns[1].high == shares.max()
     sample = model.sample(200, seed=1)
     assert sample["amount"].str.fullmatch(r"-?\d{1,3}(,\d{3})*\.\d\d").all(), sample["amount"].head()
     assert sample["share"].str.fullmatch(r"\d+%").all()
     assert sample["rate"].str.fullmatch(r"-?\d+(\.\d)? %").all()
     assert sample["x"].round(2).eq(sample["x"]).all()  # the column's two decimals
+    assert sample["price"].str.fullmatch(r"-?\$\d{1,3}(,\d{3})*\.\d\d").all(), sample["price"].head()
+    assert sample["fee"].str.fullmatch(r"\d+\.\d\d €").all(), sample["fee"].head()
+    # Scoring reads amounts written so, and refuses one written otherwise, naming it
+    scored = model.log_prob(frame.head(3))
+    assert np.isfinite(scored).all()
+    with pytest.raises(DataError, match="'12.00' is not a number written like '\\$1,234.50'"):
+        model.log_prob(frame.head(1).assign(price="12.00"))
     result = run("logprob", work / "m.flow", data, "--chunk-size", "7")
     assert result.exit_code == 0, result.stderr
     scored = pd.read_csv(io.StringIO(result.stdout), dtype=str)

@@ -10,6 +10,8 @@ written the same way:
   percentage point, and dividing by 100 would add rounding). Samples are written back the same way
   (separator, sign, decimals). A column mostly of numbers with a value that is not one is an error naming
   the value and its row: a typo, not a text column. (Decimal commas were turned into points by the reader.)
+- **Amounts of money**: the same with one currency symbol ($, €, £, ¥) before or after every value
+  (``$1,234.50``, ``-$5``, ``12,50 €``): the number, written back with the symbol where it was.
 - **Codes**: digit strings with a leading zero or plus sign (``00501``, ``+33612345678``) make a column
   text: its labels are kept exactly as written.
 - **Decimals**: floats that all have at most k <= 6 decimals are sampled rounded to k decimals; ``Decimal``
@@ -40,8 +42,8 @@ if TYPE_CHECKING:
     from ..columns import Column
 
 NUMBER = re.compile(
-    r"^(?P<sign>[-+]?)(?P<int>\d{1,3}(?:(?P<sep>[, \u00a0'])\d{3})(?:(?P=sep)\d{3})*|\d+)"
-    r"(?:\.(?P<frac>\d+))?(?P<pct>\s?%)?$"
+    r"^(?P<sign>[-+]?)(?P<cur>[$\u20ac\u00a3\u00a5]\s?)?(?P<int>\d{1,3}(?:(?P<sep>[, \u00a0'])\d{3})(?:(?P=sep)\d{3})*|\d+)"
+    r"(?:\.(?P<frac>\d+))?(?P<pct>\s?%)?(?P<after>\s?[\u20ac\u00a3\u00a5$])?$"
 )
 CODE = re.compile(r"^(\+\d+|[-+]?0\d+)$")
 MAX_DECIMALS = 6
@@ -159,7 +161,15 @@ def read_numbers(
     parts = _parts(text)
     matched = parts["int"].notna().to_numpy()
     seps, pcts = parts["sep"].dropna(), parts["pct"].notna().to_numpy()
-    if matched.all() and seps.nunique() <= 1 and (pcts.all() or not pcts.any()) and (len(seps) or pcts.any()):
+    money = (parts["cur"].fillna("") + "|" + parts["after"].fillna("")).where(parts["int"].notna())
+    one_currency = money.nunique() <= 1 and (money != "|").all()  # every value with the same symbol, placed alike
+    if (
+        matched.all()
+        and seps.nunique() <= 1
+        and (pcts.all() or not pcts.any())
+        and ((money == "|").all() or one_currency)
+        and (len(seps) or pcts.any() or one_currency)
+    ):
         frac = parts["frac"].fillna("").str.len()
         # Whether numbers of 4 digits or more are written with the separator, or mostly without it (one
         # "4,000" among plain "3750"s): then samples are written plain, and the separator is still read.
@@ -170,6 +180,7 @@ def read_numbers(
             "thousands": seps.iloc[0] if len(seps) else "",
             "grouped": grouped,
             "percent": parts["pct"].dropna().iloc[0] if pcts.any() else "",
+            "currency": money.iloc[0] if one_currency else "|",  # the symbol before | after the number
             "decimals": int(frac.max()),
             "fixed": bool(frac.nunique() == 1),
         }
@@ -210,7 +221,9 @@ def parse_written(
     parts = _parts(text)
     values = _numbers_of(parts)
     unlike = parts["sep"].notna() & (parts["sep"] != written["thousands"])
+    money = parts["cur"].fillna("") + "|" + parts["after"].fillna("")
     ok = parts["int"].notna() & ~unlike & (parts["pct"].notna() == bool(written["percent"]))
+    ok &= money.str.replace(" ", "") == str(written.get("currency", "|")).replace(" ", "")
     bad = ~isna & ~ok.to_numpy()
     values[isna | bad] = np.nan
     invalid = [
@@ -227,6 +240,7 @@ def format_numbers(values: np.ndarray, written: dict[str, Any]) -> np.ndarray:
     """Numbers as text written like the column's (NaN -> None)."""
     k, sep, percent = int(written["decimals"]), str(written["thousands"]), str(written["percent"])
     sep = sep if written.get("grouped", True) else ""  # (checkpoints before "grouped" always grouped)
+    before, after = str(written.get("currency", "|")).split("|")
 
     def one(v: float) -> str | None:
         if np.isnan(v):
@@ -236,7 +250,11 @@ def format_numbers(values: np.ndarray, written: dict[str, Any]) -> np.ndarray:
             text = text.rstrip("0").rstrip(".")
         if text.startswith("-") and not text.strip("-0.,"):
             text = text[1:]  # no "-0.00"
-        return (text.replace(",", sep) if sep and sep != "," else text) + percent
+        text = (text.replace(",", sep) if sep and sep != "," else text) + percent
+        if before or after:  # -$1,234.50: the sign before the symbol
+            sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+            text = sign + before + digits + after
+        return text
 
     return np.array([one(float(v)) for v in values], dtype=object)
 
