@@ -109,7 +109,7 @@ def _diverged(history: list[dict[str, Any]], best_epoch: int, best: float, dim: 
     return (
         f"training diverged: the validation NLL rose from {best:.4g} (epoch {best_epoch}, the weights "
         f"kept) to {worst['val_nll']:.4g} (epoch {worst['epoch']}). Try a lower training.lr, check the data "
-        "for broken rows (zeros standing for missing values, wrong units), or -c default"
+        "for broken rows (zeros standing for missing values, wrong units), or, with a config of your own, -c default"
     )
 
 
