@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .redundancy import check_independent
 from .schema import Column, Schema
 
 SAMPLE_ROWS = 65536  # rows in the bottom-k sample the quantiles are read from (k)
@@ -167,7 +168,10 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
         columns.append(replace(column, dtype=dtype, reason=reason))
     if not any(c.modelled for c in columns):
         raise DataError("every column is constant; there is no density to learn")
-    return Schema(columns)
+    schema = Schema(columns)
+    # A column that others determine exactly, checked on the sample (its features are the modelled columns).
+    check_independent(schema, moments.sample[:, [i for i, c in enumerate(columns) if c.modelled]])
+    return schema
 
 
 def common_dtype(a: str, b: str) -> str:

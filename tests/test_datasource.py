@@ -331,3 +331,14 @@ def test_compile_path_and_its_eager_fallback(banana_frame: pd.DataFrame, monkeyp
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         fallback = fit(banana_frame, parse_config(raw), device=CPU, seed=0)
     assert fallback.info["best_val_nll"] == pytest.approx(eager.info["best_val_nll"], abs=1e-5)
+
+
+def test_a_streamed_table_with_a_derived_column_is_refused_naming_it(tmp_path: Path) -> None:
+    frame = banana(3000, seed=4).assign(height_in=lambda t: t.height_cm / 2.54)
+    root = write_parquet_dir(tmp_path / "derived", frame, files=2, row_group_size=500)
+    result = runner.invoke(app, ["fit", str(root), "-o", str(tmp_path / "m.flow"), "--epochs", "1"])
+    assert result.exit_code == 1 and not (tmp_path / "m.flow").exists()
+    assert (
+        "column 'height_in' is an exact linear function of other columns (height_in = 0.393701 * height_cm)"
+        in result.output
+    )
