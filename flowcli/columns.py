@@ -148,6 +148,9 @@ class Column:
     low: float | None = None  # bounded: the bounds; integer: the observed range (samples are clipped to it)
     high: float | None = None
     categories: list[Any] | None = None  # categorical: the labels, in index order (missing excluded)
+    # categorical from a pandas Categorical with categories no row holds: all of them, in the dtype's order,
+    # so outputs keep the training dtype (the model gives the unused ones probability 0); else None
+    dtype_categories: list[Any] | None = None
     missing: bool = False  # training had missing values: a state code (numeric) or a "missing" level
     missing_rate: float = 0.0
     fill: float = 0.0

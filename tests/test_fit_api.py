@@ -115,3 +115,19 @@ def test_encode_and_decode_keep_the_rows_index_labels(table: pd.DataFrame) -> No
     back = model.decode(latent)
     assert list(back.index) == [1000, 1003, 1007]
     np.testing.assert_allclose(back.to_numpy(), rows.to_numpy(), atol=1e-6)
+
+
+def test_a_categorical_dtypes_unused_categories_stay_in_the_outputs_dtype(tmp_path: Path) -> None:
+    """Synthetic and real frames share a dtype (before: 'unused' was dropped, and the frames' categories
+    differed); the model gives the unused category probability 0."""
+    rng = np.random.default_rng(0)
+    dtype = pd.CategoricalDtype(["lo", "unused", "mid"], ordered=True)
+    frame = pd.DataFrame(
+        {"level": pd.Categorical(rng.choice(["lo", "mid"], 300), dtype=dtype), "x": rng.normal(size=300)}
+    )
+    model = flowcli.fit(frame, SMALL_CONFIG, epochs=1, seed=0, threads=1)
+    model.save(tmp_path / "m.flow")
+    for m in (model, flowcli.load(str(tmp_path / "m.flow"))):
+        drawn = m.sample(50, seed=0)
+        assert drawn["level"].dtype == dtype and set(drawn["level"]) <= {"lo", "mid"}
+    assert np.isneginf(model.log_prob(frame.head(1).assign(level="unused"), on_invalid="neg-inf")).all()

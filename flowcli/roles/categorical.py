@@ -68,7 +68,13 @@ class Categorical(Role):
                 labels = sorted(counts.index.tolist())
             except TypeError:  # mixed label types: keep the order of first appearance
                 labels = counts.index.tolist()
-        column = replace(column, categories=[plain(v) for v in labels], ordered=ordered)
+        unused = isinstance(dtype, pd.CategoricalDtype) and len(labels) < len(dtype.categories)
+        column = replace(
+            column,
+            categories=[plain(v) for v in labels],
+            ordered=ordered,
+            dtype_categories=[plain(v) for v in dtype.categories] if unused else None,
+        )
         if column.levels < 2:
             raise DataError(f"column {column.name!r}: a categorical column needs at least two levels")
         return column
@@ -85,7 +91,8 @@ class Categorical(Role):
         codes = np.clip(np.floor(x), 0, column.levels - 1).astype(np.int64)
         labels = np.array(list(column.categories or []) + [None], dtype=object)
         if column.ordered or column.dtype == "category":  # all the labels, not only those drawn this time
-            return pd.Series(pd.Categorical(labels[codes], categories=column.categories, ordered=column.ordered))
+            categories = column.dtype_categories or column.categories
+            return pd.Series(pd.Categorical(labels[codes], categories=categories, ordered=column.ordered))
         categories = list(column.categories or [])
         whole = all(
             isinstance(c, (int, float)) and not isinstance(c, bool) and float(c).is_integer() for c in categories
