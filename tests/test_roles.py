@@ -442,3 +442,8 @@ def test_a_pandas_categorical_comes_back_with_all_its_training_labels(ordered: b
     assert isinstance(decoded.dtype, pd.CategoricalDtype)
     assert list(decoded.cat.categories) == labels and decoded.cat.ordered == ordered
     assert decoded.tolist() == ["L", "L"]
+
+
+def test_the_column_table_quotes_labels_that_hold_a_comma_or_a_line_break() -> None:
+    column = Schema.infer(pd.DataFrame({"city": ["Paris", "Austin, TX", "line one\ntwo"] * 5})).columns[0]
+    assert column.describe() == "3 levels: 'Austin, TX', Paris, 'line one\\ntwo'"

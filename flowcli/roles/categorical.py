@@ -101,7 +101,8 @@ class Categorical(Role):
 
     def describe(self, column: Column) -> str:
         categories = column.categories or []
-        shown = ", ".join(str(c) for c in categories[:6])
+        # A label holding the list's separator or a line break is quoted, so the list reads one way.
+        shown = ", ".join(repr(c) if isinstance(c, str) and ("," in c or "\n" in c) else str(c) for c in categories[:6])
         more = ", ..." if len(categories) > 6 else ""
         return f"{len(categories)} levels: {shown}{more}"
 
