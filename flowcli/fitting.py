@@ -288,9 +288,8 @@ def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Gener
 def _announce(plan: FitPlan, source: Any, dist: distributed.DistContext, seed: int, reporter: Reporter) -> None:
     """The columns table and the one-line start message (rank 0's reporter; the others are quiet)."""
     schema = source.schema
-    if not plan.stream:
-        rows = [[c.name, c.role, c.describe(), c.reason] for c in schema.columns]
-        reporter.table("columns", ["column", "role", "encoding", "why"], rows)
+    rows = [[c.name, c.role, c.describe(), c.reason] for c in schema.columns]
+    reporter.table("columns", ["column", "role", "encoding", "why"], rows)
     where = f"{dist.world} processes ({dist.backend}, {dist.device.type})" if dist.active else str(dist.device)
     n_rows = int(sum(dist.sum(source.n_train, source.n_val)))
     start = "fitting streaming " if plan.stream else "fitting "

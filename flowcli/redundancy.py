@@ -27,10 +27,10 @@ RELATIVE_VARIANCE = 1e-10
 CHECK_ROWS = 20_000  # rows the search reads (evenly spaced); a relation found is verified on every row
 
 
-def check_independent(schema: Schema, matrix: np.ndarray) -> None:
+def check_independent(schema: Schema, matrix: np.ndarray, streamed: bool = False) -> None:
     """Raise a DataError naming every continuous column that is an exact linear function of the columns
     before it in the training feature matrix ``matrix`` (``Schema.to_features``: data units, NaN where a
-    row has no value)."""
+    row has no value). ``streamed``: the advice suits a streamed fit."""
     specs = schema.feature_specs()
     owners = [c.name for c in schema.columns for _ in range(c.width)]
     candidates = [j for j, spec in enumerate(specs) if spec.levels == 0 and spec.width == 0]
@@ -72,10 +72,11 @@ def check_independent(schema: Schema, matrix: np.ndarray) -> None:
         relations = "; ".join(text for _, text in found)
         ignore = ", ".join(f"{name}: {{role: ignore}}" for name, _ in found)
         them = "them" if many else "it"
+        # A streamed fit takes no columns: section (its roles come from one pass over the files).
+        how = f"write the files without {them}" if streamed else f"config: columns: {{{ignore}}}"
         raise DataError(
             f"column{'s' if many else ''} {columns} {'are exact linear functions' if many else 'is an exact linear function'} "
-            f"of other columns ({relations}): such a table has no density to learn. Leave {them} out (config: "
-            f"columns: {{{ignore}}}) or fit without {them}"
+            f"of other columns ({relations}): such a table has no density to learn. Leave {them} out ({how})"
         )
 
 

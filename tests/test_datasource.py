@@ -342,3 +342,17 @@ def test_a_streamed_table_with_a_derived_column_is_refused_naming_it(tmp_path: P
         "column 'height_in' is an exact linear function of other columns (height_in = 0.393701 * height_cm)"
         in result.output
     )
+    assert "Leave it out (write the files without it)" in result.output  # a streamed fit takes no columns: section
+
+
+def test_a_streamed_fit_prints_its_column_table_and_refuses_dates(tmp_path: Path) -> None:
+    frame = banana(2000, seed=5).assign(count=lambda t: (t.weight_kg * 10).round().astype(int))
+    root = write_parquet_dir(tmp_path / "plain", frame, files=2, row_group_size=500)
+    result = runner.invoke(app, ["fit", str(root), "-o", str(tmp_path / "m.flow"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "whole numbers (streamed)" in result.output and "numbers (streamed)" in result.output  # the table
+    days = pd.Timestamp("2022-01-01") + pd.to_timedelta(frame["count"], unit="D")
+    dated = write_parquet_dir(tmp_path / "dated", frame.assign(day=days), files=2, row_group_size=500)
+    result = runner.invoke(app, ["fit", str(dated), "-o", str(tmp_path / "d.flow"), "--epochs", "1"])
+    assert result.exit_code == 1 and not (tmp_path / "d.flow").exists()
+    assert "column 'day': dates and times are not modelled in a streamed fit" in result.output
