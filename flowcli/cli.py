@@ -439,8 +439,8 @@ def sample(
         # A usage error (exit 2), as for any missing required option: -n is optional only with --given-file.
         raise typer.BadParameter("give the number of rows to sample (optional only with --given-file)", param_hint="-n")
     rows = 1 if n is None else n
-    if rows < 1:
-        raise DataError(f"-n {rows}: the number of rows must be at least 1")
+    if rows < 0:
+        raise DataError(f"-n {rows}: the number of rows cannot be negative")
     _threads(threads)
     options = _read_options(sep, decimal, encoding, no_header, input_format)
     table_format(output)
@@ -453,6 +453,9 @@ def sample(
 
         conditions = parse_given(given, model.schema.text_columns, options.decimal)
     with TableWriter(output) as writer:
+        if rows == 0:  # a count computed upstream may be 0: the header and no row, as for an empty input
+            writer.write(model.sample(0, given=conditions))
+            return
         if given_file is not None:
             _sample_given_file(model, given_file, rows, seed, chunk_size, options, writer)
             return
