@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import DataError, FlowcliError
 from .files import Staged
-from .io import extension_list, table_files
+from .io import extension_list, format_of, table_files
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -56,6 +56,11 @@ def per_file_jobs(data: str, output: str, shard: str | None) -> list[tuple[Path,
     if target.exists() and target.resolve() == source.resolve():
         raise DataError(f"{output}: is the input directory; choose another so the inputs are not overwritten")
     if not target.exists():
+        if format_of(target) is not None:  # -o scores.csv: a slip, not a wish for a directory of that name
+            raise DataError(
+                f"{output}: names a file, but the input is a directory: give -o OUTDIR, a directory for one "
+                "output per input file"
+            )
         if not target.parent.is_dir():
             raise DataError(f"{output}: directory {str(target.parent)!r} does not exist")
         target.mkdir(exist_ok=True)  # several workers may create it at once

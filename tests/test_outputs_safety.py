@@ -124,6 +124,15 @@ def test_a_failing_file_names_itself_and_leaves_outdir_as_it_was(
         assert listing(out) == before  # part-0 was done, but not moved into place; no hidden leftovers
 
 
+def test_a_directory_input_with_a_file_name_as_output_is_refused(
+    tmp_path: Path, parts: Path, banana_files: dict
+) -> None:
+    """-o scores.csv for a directory input is a slip: it made a directory named scores.csv."""
+    result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(parts), "-o", str(tmp_path / "scores.csv")])
+    assert_clean_error(result, "scores.csv: names a file, but the input is a directory: give -o OUTDIR")
+    assert not (tmp_path / "scores.csv").exists()
+
+
 def test_a_directory_run_that_succeeds_writes_every_file(tmp_path: Path, parts: Path, banana_files: dict) -> None:
     out = tmp_path / "out"
     result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(parts), "-o", str(out)])
