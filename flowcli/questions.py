@@ -227,7 +227,7 @@ def given_frame(model: Model, given: GivenLike) -> pd.DataFrame:
                     f"given column {name!r}: {value!r} is a missing value, not a condition; leave the column "
                     "out to leave it free"
                 )
-        frame = pd.DataFrame({k: [v] for k, v in given.items()})
+        frame = text_labels(pd.DataFrame({k: [v] for k, v in given.items()}))
     check_columns(model, [str(c) for c in frame.columns], "given")
     return frame.reset_index(drop=True)
 

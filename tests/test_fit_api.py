@@ -102,6 +102,7 @@ def test_a_frame_with_number_labels_is_fitted_and_asked_by_those_labels() -> Non
     holes.iloc[0, 1] = np.nan
     assert not model.impute(holes).isna().any().any()
     assert (model.sample(4, seed=0, given=pd.DataFrame({0: [0.5]}))["0"] == 0.5).all()
+    assert (model.sample(4, seed=0, given={0: 0.5})["0"] == 0.5).all()  # a mapping's labels too
     with pytest.raises(DataError, match="column '1' appears more than once"):
         flowcli.fit(pd.DataFrame({1: [1.0, 2, 3, 4], "1": [3.0, 4, 5, 1]}), SMALL_CONFIG, epochs=1)
 
