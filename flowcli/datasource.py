@@ -42,7 +42,7 @@ from .errors import DataError
 from .io import is_format, table_files
 from .moments import Moments, common_dtype, merge_all, schema_from_moments
 from .redundancy import check_independent
-from .schema import Schema
+from .schema import Schema, column_names, text_labels
 from .trainstate import data_fingerprint
 
 CHUNK_ROWS = 65536
@@ -304,6 +304,7 @@ def in_memory_source(
     from .io import read_table
 
     frame = dist.agree(lambda: read_table(table, options=read_options)) if isinstance(table, str) else table
+    frame = text_labels(frame)  # the names a model stores (a Parquet file's ' a ' is 'a')
     source = ("stdin" if table == "-" else table) if isinstance(table, str) else None
     schema = schema or dist.agree(lambda: _infer(frame, overrides, source))
     mine = frame.iloc[dist.rank :: dist.world] if dist.active else frame
@@ -355,7 +356,8 @@ class StreamingData:
         moments, self.n_train, self.n_val = dist.agree(self._scan)
         self.schema = agreed_schema(self.shard, moments)
         self.fingerprint = ""  # streamed data is not fingerprinted: a streamed fit cannot be resumed
-        self.columns = [self.shard.names.index(c.name) for c in self.schema.modelled]
+        names = column_names(self.shard.names)  # the schema's names: stripped as a model stores them
+        self.columns = [names.index(c.name) for c in self.schema.modelled]
 
     def _scan(self) -> tuple[Moments, int, int]:
         """One streaming pass: moments of every row of the shard, and the train/validation counts."""

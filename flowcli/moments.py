@@ -26,7 +26,7 @@ import pandas as pd
 
 from .errors import DataError
 from .redundancy import check_independent
-from .schema import Column, Schema
+from .schema import Column, Schema, column_names
 
 SAMPLE_ROWS = 65536  # rows in the bottom-k sample the quantiles are read from (k)
 _SALT = np.uint64(0x5DEECE66D)  # keeps the sample's hash apart from the validation split's (datasource.py)
@@ -146,7 +146,7 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
     if moments.count < 2:
         raise DataError(f"the table has {moments.count} data row(s); at least 2 are needed to fit")
     columns = []
-    for i, (name, dtype) in enumerate(zip(names, dtypes, strict=False)):
+    for i, (name, dtype) in enumerate(zip(column_names(names), dtypes, strict=False)):
         std = float(moments.std[i])
         # Chunked moments of a constant column can leave a rounding residue where the whole-table
         # std is exactly 0; treat a std that small relative to the mean as constant too.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -34,12 +35,20 @@ MAX_TAIL_EXCESS = math.asinh(1e15)
 REDRAW_ROUNDS = 20
 
 
+def column_names(labels: Any) -> list[str]:
+    """Column labels as the names a model stores: text (a frame built from a numpy array has the labels 0,
+    1, ...), without spaces around it (a header `` a , b `` names ``a`` and ``b``, as the CSV reader reads
+    it; pandas keeps the spaces). Labels that would collide once stripped keep their spaces."""
+    names = [str(label).strip() for label in labels]
+    return names if len(set(names)) == len(names) else [str(label) for label in labels]
+
+
 def text_labels(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with its column labels as text, the names a model stores (``str(label)``): a frame built
-    from a numpy array has the labels 0, 1, ..., which would never match the model's '0', '1', ..."""
-    if all(isinstance(label, str) for label in frame.columns):
+    """``frame`` with its column labels as the names a model stores (``column_names``)."""
+    names = column_names(frame.columns)
+    if names == list(frame.columns):
         return frame
-    return frame.set_axis([str(label) for label in frame.columns], axis=1)
+    return frame.set_axis(names, axis=1)
 
 
 def redraw_outside(
@@ -200,7 +209,10 @@ class Schema:
 
     @classmethod
     def from_dict(cls, raw: list[dict[str, Any]]) -> Schema:
-        return cls(columns_from_dicts(raw))
+        columns = columns_from_dicts(raw)
+        # Checkpoints from before names were stripped may hold 'height ' (a header `height ,weight`).
+        names = column_names([c.name for c in columns])
+        return cls([c if c.name == name else replace(c, name=name) for c, name in zip(columns, names, strict=True)])
 
 
 class Preprocess(Layer):

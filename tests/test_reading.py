@@ -9,6 +9,7 @@ and inspect on the new column types, the reading options, pipes and fifos, and a
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import decimal
 import gzip
 import io
@@ -31,6 +32,7 @@ import yaml
 from helpers import ROOT, assert_clean_error, lines_within
 from typer.testing import CliRunner
 
+import flowcli
 from flowcli import checkpoint
 from flowcli.cli import app
 from flowcli.errors import DataError
@@ -646,3 +648,20 @@ def test_logprob_scores_a_row_while_stdin_stays_open(tmp_path: Path) -> None:
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
+
+
+def test_names_with_spaces_from_pandas_and_old_checkpoints_match_the_stripped_names(tmp_path: Path) -> None:
+    """The reader strips header names; so do the API (a frame read by pandas keeps 'height ') and the loading
+    of a checkpoint written before (its name 'height '): both columns are scored, none marginalised out."""
+    r = rng()
+    frame = pd.DataFrame({"height": heights(), "weight": r.normal(70, 5, N)})
+    model = flowcli.fit(frame, TINY, epochs=1, seed=0, threads=1)
+    spaced = frame.rename(columns={"height": "height ", "weight": " weight"})
+    expected = model.log_prob(frame)
+    np.testing.assert_array_equal(model.log_prob(spaced), expected)
+    old = dataclasses.replace(model.schema.columns[0], name="height ")
+    model.schema.columns[0] = old  # as a checkpoint of an earlier version stored a header `height ,weight`
+    model.save(tmp_path / "old.flow")
+    loaded = load_model(str(tmp_path / "old.flow"))
+    assert loaded.schema.names == ["height", "weight"]
+    np.testing.assert_array_equal(loaded.log_prob(frame), expected)
