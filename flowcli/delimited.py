@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, NoDataRows
+from .roles.base import PLACEHOLDERS
+from .roles.written import NUMBER
 
 SEPARATORS = (",", "\t", ";", "|")  # the sniffed ones, in the order that breaks ties
 SEP_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
@@ -60,14 +62,16 @@ NA_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
     "null",
 ]
 MARKER_BYTES = max(len(m.encode()) for m in NA_VALUES)
-# Missing too, in a column of numbers only (``type_column``): the usual "not known" marks that no number is.
-PLACEHOLDERS = ["?", "-", "--", ".", "n.a.", "N.A."]
 _BOOLS = ["True", "False", "true", "false", "TRUE", "FALSE"]
 _INTEGER = r"^[-+]?\d+$"
 # Digit strings that a number is never written as: a leading zero (00501) or plus sign (+33612345678).
 _CODE = r"^(\+\d+|[-+]?0\d+)$"
 # A number in the decimal-comma convention (thousands '.', space or apostrophe), optionally a percentage.
-_COMMA_NUMBER = r"^\s*[-+]?(\d{1,3}([. \x{00a0}']\d{3})+|\d+)(,\d+)?\s?%?\s*$"
+# A currency symbol may stand before or after the number (12,50 €, -€5,00), as roles/written.py reads it.
+_COMMA_NUMBER = (
+    r"^\s*[-+]?([$\x{20ac}\x{00a3}\x{00a5}]\s?)?(\d{1,3}([. \x{00a0}']\d{3})+|\d+)(,\d+)?\s?%?"
+    r"(\s?[$\x{20ac}\x{00a3}\x{00a5}])?\s*$"
+)
 _SNIFF_COMMA = re.compile(r"^[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+\s?%?$")
 _SNIFF_POINT = re.compile(r"^[-+]?(\d+|\d{1,3}(,\d{3})+)\.\d+\s?%?$")
 _SNIFF_THOUSANDS_ONLY = re.compile(r"^[-+]?\d{1,3}(\.\d{3})+$")  # 1.234: a decimal point or thousands?
@@ -443,11 +447,16 @@ def type_column(values: Any, decimal: str, keep_text: bool) -> pd.Series:
         return pc.equal(pc.utf8_lower(plain), "true").to_pandas()  # object dtype when values are missing
     # Numbers with a placeholder for "not known" ("?" in UCI files, "-" in reports): missing, as NA is. Only
     # in a column whose other values are all numbers: elsewhere "-" or "?" may be a label.
-    placeholder = pc.is_in(pc.utf8_trim_whitespace(plain), value_set=pa.array(PLACEHOLDERS))
+    trimmed = pc.utf8_trim_whitespace(plain)
+    placeholder = pc.is_in(trimmed, value_set=pa.array(PLACEHOLDERS))
     if pc.any(placeholder).as_py():
-        numbers = _numbers(pc.if_else(placeholder, pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(plain)))
-        if numbers is not None:
+        rest = pc.if_else(placeholder, pa.scalar(None, pa.string()), trimmed)
+        numbers = _numbers(rest)
+        if numbers is not None and numbers.notna().any():  # a column of only "-" stays what it was: text
             return numbers
+        present = pc.drop_null(rest).to_pandas()
+        if len(present) and present.str.match(NUMBER).all():  # numbers as people write them: 12%, $5, 1,234
+            return rest.to_pandas()
     return text.to_pandas()
 
 

@@ -16,6 +16,7 @@ import io
 import json
 import lzma
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -202,7 +203,34 @@ def test_not_known_marks_in_a_column_of_numbers_are_missing(tmp_path: Path) -> N
         False,
     ]
     assert back["mark"].tolist() == ["-", "ok", "-", "?", "bad"]  # labels among labels: kept as written
-    assert back["only"].isna().all()
+    assert back["only"].tolist() == ["?", "-", "?", ".", "?"]  # no number at all: labels, as before
+
+
+def test_not_known_marks_among_written_numbers_and_in_a_scored_chunk_of_them(tmp_path: Path) -> None:
+    """Percentages and amounts with a "-" (a report's "not known") are numbers with missing cells, at the
+    fit and when a chunk being scored holds only marks; amounts with decimal commas are amounts too."""
+    r = rng()
+    lines = [
+        f"{v:.2f};{p}%;{a:,.2f} €".replace(",", "X").replace(".", ",").replace("X", ".") if i % 10 else "?;-;-"
+        for i, (v, p, a) in enumerate(zip(heights(), r.integers(1, 90, N), incomes(), strict=True))
+    ]
+    data = write(tmp_path / "marks.csv", "x;share;amount\n" + "\n".join(lines) + "\n")
+    model = flowcli.fit(str(data), TINY, epochs=1, seed=0, threads=1, read_options=ReadOptions(sep=";"))
+    roles = {c.name: (c.role, c.missing) for c in model.schema.columns}
+    assert roles == {"x": ("continuous", True), "share": ("integer", True), "amount": ("continuous", True)}
+    assert model.schema.columns[2].written["currency"] == "| €"
+    marks = read_table(str(write(tmp_path / "m2.csv", "x;share;amount\n-;?;-\n?;-;?\n")), options=ReadOptions(sep=";"))
+    scores = model.log_prob(marks)
+    assert np.isfinite(scores).all() and scores[0] == scores[1]  # every cell missing in both rows
+
+
+def test_a_column_mixing_currencies_names_the_odd_value(tmp_path: Path) -> None:
+    amounts = [f"${v}.50" for v in range(20, 40)]
+    for odd in ("€7.50", "7.50"):
+        with pytest.raises(DataError, match=f"column 'p', row 21: '{re.escape(odd)}' is not a number written like"):
+            Schema.infer(pd.DataFrame({"p": [*amounts, odd]}))
+    spaced = [f"$ {v}.00" if v % 2 else f"${v}.00" for v in range(20, 40)]  # "$ 5" and "$5": one way
+    assert Schema.infer(pd.DataFrame({"p": spaced})).columns[0].written["currency"] == "$|"
 
 
 def test_long_values_keep_their_type_rules(tmp_path: Path) -> None:
@@ -334,7 +362,7 @@ def test_numbers_as_people_write_them(work: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "fragments"),
     [
-        (["13,786.89", "1,200.50", "n.a.", "999.00"] * 20, ("column 'v'", "row 3", "'n.a.'", "'13,786.89'")),
+        (["13,786.89", "1,200.50", "tbd", "999.00"] * 20, ("column 'v'", "row 3", "'tbd'", "'13,786.89'")),
         (["1,234.5", "2,345.5", "3 456.5", "4,567.5"] * 20, ("column 'v'", "row 3", "'3 456.5'")),
         (["12%", "13%", "14", "15%"] * 20, ("column 'v'", "row 3", "'14'")),
         ([f"2020-01-{d:02d}" for d in range(1, 21)] * 3 + ["soon"], ("column 'v'", "row 61", "'soon'", "'2020-01-01'")),

@@ -257,15 +257,25 @@ def bool_from_text(value: Any) -> Any:
     return value
 
 
+# Missing too, in a column of numbers (the reader's ``type_column``, and scoring here): the usual "not known"
+# marks that no number is ("?" in UCI files, "-" in reports). In a column of labels they are labels.
+PLACEHOLDERS = ["?", "-", "--", ".", "n.a.", "N.A."]
+
+
+def is_placeholder(series: pd.Series) -> np.ndarray:
+    """Per value: one of ``PLACEHOLDERS`` (spaces around it aside)."""
+    return series.map(lambda v: isinstance(v, str) and v.strip() in PLACEHOLDERS).to_numpy(dtype=bool)
+
+
 def parse_numbers(series: pd.Series, name: str, row_offset: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """A column as float64 (NaN where missing), and the entries that are not numbers."""
+    """A column as float64 (NaN where missing, placeholders included), and the entries that are not numbers."""
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
         bad = np.zeros(len(values), dtype=bool)
     else:
         converted = pd.to_numeric(series, errors="coerce")
         values = converted.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-        bad = np.isnan(values) & series.notna().to_numpy()
+        bad = np.isnan(values) & series.notna().to_numpy() & ~is_placeholder(series)
     infinite = np.isinf(values)
     invalid = [
         (int(p), f"column {name!r}, row {row_offset + p + 1}: {shown(series.iloc[p])} is not a number")

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, shown
-from .base import Times, integer_typed, parse_numbers, restore
+from .base import Times, integer_typed, is_placeholder, parse_numbers, restore
 
 if TYPE_CHECKING:
     from ..columns import Column
@@ -162,7 +162,9 @@ def read_numbers(
     matched = parts["int"].notna().to_numpy()
     seps, pcts = parts["sep"].dropna(), parts["pct"].notna().to_numpy()
     money = (parts["cur"].fillna("") + "|" + parts["after"].fillna("")).where(parts["int"].notna())
-    one_currency = money.nunique() <= 1 and (money != "|").all()  # every value with the same symbol, placed alike
+    # The symbol and its place, spaces aside ("$ 5" and "$5" are one way of writing): as scoring compares.
+    money_key = money.str.replace(" ", "")
+    one_currency = money_key.nunique() <= 1 and (money_key != "|").all()  # every value with one symbol, placed alike
     if (
         matched.all()
         and seps.nunique() <= 1
@@ -187,7 +189,7 @@ def read_numbers(
         return _numbers_of(parts), written
     plain = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
     parses = ~np.isnan(plain)
-    formatted = matched & (parts["sep"].notna().to_numpy() | pcts)
+    formatted = matched & (parts["sep"].notna().to_numpy() | pcts | (money_key != "|").to_numpy())
     if not required and (parses | matched).mean() <= 0.5:
         return None, None
     if parses.all():
@@ -195,6 +197,7 @@ def read_numbers(
     if formatted.any():  # written with separators or %: the odd one out is the first unlike the most
         sep = parts["sep"].mode()
         usual = (~parts["sep"].notna() | (parts["sep"] == (sep.iloc[0] if len(sep) else ""))).to_numpy()
+        usual = usual & (money_key == money_key[matched].mode().iloc[0]).to_numpy()  # the most common currency, or none
         bad = ~matched | ~usual | (pcts != (pcts.mean() > 0.5))
         like = f" written like the column's other values (e.g. {text[formatted].iloc[0]!r})"
     else:
@@ -216,7 +219,7 @@ def parse_written(
     entries that are not numbers so written, as (position, message)."""
     if not written or written.get("kind") != "number" or pd.api.types.is_numeric_dtype(series):
         return parse_numbers(series, name, row_offset)
-    isna = series.isna().to_numpy()
+    isna = series.isna().to_numpy() | is_placeholder(series)  # "-" in a column of numbers: missing
     text = series.astype(object).where(~isna, "").map(str).str.strip()
     parts = _parts(text)
     values = _numbers_of(parts)
