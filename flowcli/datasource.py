@@ -354,7 +354,10 @@ class StreamingData:
         # The scan may fail on one rank (a bad value in its files): agreed on before the next collective,
         # the merge of every rank's moments, which the others would otherwise enter alone.
         moments, self.n_train, self.n_val = dist.agree(self._scan)
-        self.schema = agreed_schema(self.shard, moments)
+        try:
+            self.schema = agreed_schema(self.shard, moments)  # the same error on every rank: merged moments
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
         self.fingerprint = ""  # streamed data is not fingerprinted: a streamed fit cannot be resumed
         names = column_names(self.shard.names)  # the schema's names: stripped as a model stores them
         self.columns = [names.index(c.name) for c in self.schema.modelled]

@@ -354,4 +354,4 @@ def test_a_streamed_fit_prints_its_column_table_and_refuses_dates(tmp_path: Path
     dated = write_parquet_dir(tmp_path / "dated", frame.assign(day=days), files=2, row_group_size=500)
     result = runner.invoke(app, ["fit", str(dated), "-o", str(tmp_path / "d.flow"), "--epochs", "1"])
     assert result.exit_code == 1 and not (tmp_path / "d.flow").exists()
-    assert "column 'day': dates and times are not modelled in a streamed fit" in result.output
+    assert f"{dated}: column 'day': dates and times are not modelled in a streamed fit" in result.output
