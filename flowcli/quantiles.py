@@ -105,7 +105,12 @@ def logprob_quantiles(
     kept = (held_out + extra)[:MAX_PATTERNS]
     stored["pattern_columns"] = columns
     stored["pattern_min_rows"] = MIN_PATTERN_ROWS
-    stored["pattern_other_rows"] = int(len(values) - sum(p["rows"] for p in kept if p["source"] == "held-out"))
+    # Held-out rows whose pattern has no grid of its own, from held-out or from sampled rows: compared
+    # with the nearest pattern (a pattern with a sampled grid is compared with that, not the nearest one).
+    with_grid = {tuple(p["absent"]) for p in kept}
+    keys, inverse = _patterns(absent)
+    named = [tuple(columns[j] for j in np.flatnonzero(key)) for key in keys]
+    stored["pattern_other_rows"] = int(sum(np.sum(inverse == i) for i, key in enumerate(named) if key not in with_grid))
     stored["patterns"] = kept
     return stored
 

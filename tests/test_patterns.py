@@ -59,12 +59,14 @@ def test_fit_stores_quantiles_per_pattern_with_enough_held_out_rows(model: Model
     held_out = [p for p in stored["patterns"] if p["source"] == "held-out"]
     assert [p["absent"] for p in held_out] == [[], ["b"]]  # most rows first
     rows = [p["rows"] for p in held_out]
-    assert min(rows) >= MIN_PATTERN_ROWS and sum(rows) + stored["pattern_other_rows"] == stored["rows"]
-    assert stored["pattern_other_rows"] > 0  # {c} and {b, c}: too rare among the held-out rows...
+    assert min(rows) >= MIN_PATTERN_ROWS and sum(rows) < stored["rows"]  # {c} and {b, c}: too rare here...
     # ... so their quantiles come from rows the model sampled, which hold enough of them.
     sampled = [p for p in stored["patterns"] if p["source"] == "sampled"]
     assert sorted(p["absent"] for p in sampled) == [["b", "c"], ["c"]]
     assert all(p["rows"] >= MIN_PATTERN_ROWS for p in sampled)
+    # Every held-out row's pattern has a grid of its own: none is left to "the nearest pattern" (inspect
+    # said those rows were, although they had their sampled grids).
+    assert stored["pattern_other_rows"] == 0
     quantiles = StoredQuantiles.from_info(model.info)
     complete, no_b = (quantiles.at((0.05,), p.values)[0][1] for p in quantiles.patterns[:2])
     # No density for b (in thousands) in the rows missing it: their scores are several nats higher.
@@ -159,7 +161,7 @@ def test_inspect_shows_the_patterns_and_their_rows(ckpt: Path, model: Model) -> 
     assert "absent: none (complete rows)" in result.stdout and "absent: b" in result.stdout
     assert f"from {patterns[1]['rows']} held-out rows" in result.stdout
     assert f"from {patterns[-1]['rows']} sampled rows" in result.stdout
-    assert "absent: other patterns" in result.stdout
+    assert "absent: other patterns" not in result.stdout  # every pattern has its grid
 
 
 def test_report_lists_the_thresholds_of_each_pattern(model: Model) -> None:
