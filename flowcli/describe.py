@@ -112,7 +112,16 @@ def _preprocessing(column: dict[str, Any]) -> dict[str, Any]:
     skip = {"name", "role", "dtype", "reason"} | ({"mean", "std"} if column.get("role") == "categorical" else set())
     # The checkpoint's field names (kept by --json) are mean/std; what they hold is a median and a robust scale.
     shown = {"mean": "centre", "std": "scale"}
-    return {shown.get(k, k): v for k, v in column.items() if k not in skip and v not in (None, "", [], {}, False)}
+    # A bound, a statistic or a constant of 0 is a value (low=0 of a count), not an unset field as a missing
+    # rate of 0 is.
+    meaningful_zero = {"low", "high", "value", "mean", "std", "fill"}
+
+    def unset(key: str, value: Any) -> bool:
+        if value is None or value is False or (isinstance(value, (str, list, dict)) and not value):
+            return True
+        return value == 0 and not isinstance(value, bool) and key not in meaningful_zero
+
+    return {shown.get(k, k): v for k, v in column.items() if k not in skip and not unset(k, v)}
 
 
 def _row(table: Any, *cells: str, **options: Any) -> None:

@@ -395,3 +395,11 @@ def test_labels_the_font_lacks_draw_without_warnings(tmp_path: Path) -> None:
         build_report(model, frame, tmp_path)
     assert not [w for w in caught if "Glyph" in str(w.message)]
     assert (tmp_path / "columns.png").exists()
+
+
+def test_inspect_shows_a_bound_of_zero_and_leaves_out_unset_fields() -> None:
+    from flowcli.describe import _preprocessing
+
+    column = {"name": "c", "role": "integer", "dtype": "int64", "mean": 5.0, "std": 2.0, "low": 0.0, "high": 96.0}
+    shown = _preprocessing({**column, "missing": False, "missing_rate": 0.0, "atoms": [], "categories": None})
+    assert shown == {"centre": 5.0, "scale": 2.0, "low": 0.0, "high": 96.0}  # low=0 was left out as unset
