@@ -441,6 +441,8 @@ def sample(
     rows = 1 if n is None else n
     if rows < 0:
         raise DataError(f"-n {rows}: the number of rows cannot be negative")
+    if rows == 0 and given_file is not None:
+        raise DataError("-n 0 with --given-file: give at least 1 row to draw for each row of the file")
     _threads(threads)
     options = _read_options(sep, decimal, encoding, no_header, input_format)
     table_format(output)
