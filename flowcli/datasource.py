@@ -70,6 +70,14 @@ def parquet_files(path: str) -> list[str]:
             raise DataError(f"{path}: streaming reads Parquet files (.parquet or .pq)")
         return [str(p)]
     files = [str(f) for f in table_files(p, "parquet")]
+    nested = [
+        d for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith((".", "_")) and any(d.rglob("*.parquet"))
+    ]
+    if nested:  # a partitioned layout (year=2024/part-0.parquet): reading only the top level would lose rows
+        raise DataError(
+            f"{path}: its subdirectory {nested[0].name!r} holds .parquet files, which fit does not read "
+            "(partitioned layouts are not supported); gather the files in one directory"
+        )
     if not files:
         raise DataError(
             f"{path}: is a directory with no .parquet files (fit reads a .csv or .parquet file, "
@@ -80,7 +88,7 @@ def parquet_files(path: str) -> list[str]:
 
 def row_groups(files: list[str]) -> tuple[list[RowGroup], list[str]]:
     """Every row group of ``files`` with its global row offset, and the column names of the first file
-    (every file must have them; extra columns are ignored)."""
+    (every file must have them, and no other)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -99,6 +107,9 @@ def row_groups(files: list[str]) -> tuple[list[RowGroup], list[str]]:
             missing = [n for n in names if n not in file_names]
             if missing:
                 raise DataError(f"{f}: missing column {missing[0]!r} (present in {files[0]})")
+            extra = [n for n in file_names if n not in names]
+            if extra:  # silently left out, it would be modelled in no row
+                raise DataError(f"{f}: column {extra[0]!r} is not in {files[0]}; the files must have the same columns")
         for i in range(meta.num_row_groups):
             n = meta.row_group(i).num_rows
             if n:

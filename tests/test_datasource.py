@@ -355,3 +355,18 @@ def test_a_streamed_fit_prints_its_column_table_and_refuses_dates(tmp_path: Path
     result = runner.invoke(app, ["fit", str(dated), "-o", str(tmp_path / "d.flow"), "--epochs", "1"])
     assert result.exit_code == 1 and not (tmp_path / "d.flow").exists()
     assert f"{dated}: column 'day': dates and times are not modelled in a streamed fit" in result.output
+
+
+def test_files_that_disagree_on_columns_and_partitioned_layouts_are_refused(tmp_path: Path) -> None:
+    """Rows of a subdirectory, or a column only later files have, were left out without a word."""
+    frame = banana(400, seed=6)
+    extra = write_parquet_dir(tmp_path / "extra", frame, files=2, row_group_size=100)
+    pq.write_table(pa.Table.from_pandas(frame.assign(z=1.0).iloc[:50], preserve_index=False), extra / "part-09.parquet")
+    result = runner.invoke(app, ["fit", str(extra), "-o", str(tmp_path / "m.flow"), "--epochs", "1"])
+    assert result.exit_code == 1 and "part-09.parquet: column 'z' is not in" in result.output
+    nested = write_parquet_dir(tmp_path / "nested", frame, files=2, row_group_size=100)
+    (nested / "year=2024").mkdir()
+    pq.write_table(pa.Table.from_pandas(frame.iloc[:50], preserve_index=False), nested / "year=2024" / "p.parquet")
+    result = runner.invoke(app, ["fit", str(nested), "-o", str(tmp_path / "m.flow"), "--epochs", "1"])
+    assert result.exit_code == 1 and "its subdirectory 'year=2024' holds .parquet files" in result.output
+    assert not (tmp_path / "m.flow").exists()
