@@ -654,7 +654,7 @@ def logprob(
     _threads(threads)
     options = _read_options(sep, decimal, encoding, no_header, input_format)
     score = _scorer(on_invalid, flag_below, percentile, targets)
-    added = _scored_columns(flag_below, percentile)
+    added = _scored_columns(flag_below, percentile) + ("anomaly", "percentile")  # (an earlier scoring's: dropped)
     _stream(
         checkpoint, data, output, device, chunk_size, score, options, precision=precision, shard=shard, appends=added
     )
@@ -686,7 +686,10 @@ def _scorer(
         # Scored in float32, the scores carry float32 precision: keep that dtype, so they are written
         # as -58.342606 rather than with float64 digits that mean nothing (-58.34260559082031).
         values = values.astype(str(model.dtype).removeprefix("torch."))
-        out = frame.drop(columns=list(_scored_columns(flag_below, percentile)), errors="ignore")
+        # A file scored before (it holds a logprob column) has that scoring's anomaly and percentile columns
+        # too: replaced with the logprob, or dropped when this run does not compute them (stale beside it).
+        earlier = ("anomaly", "percentile") if "logprob" in frame.columns else ()
+        out = frame.drop(columns=[*_scored_columns(flag_below, percentile), *earlier], errors="ignore")
         out["logprob"] = values
         # Each row against the reference rows with the same absent cells (quantiles.py), found once.
         absent = model.absent_cells(frame) if flag_below is not None or percentile else None

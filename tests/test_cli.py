@@ -430,3 +430,19 @@ def test_device_names_flowcli_does_not_run_on_are_user_errors(monkeypatch: pytes
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(DataError, match=r"--device cuda:7: this machine has 1 CUDA device\(s\)"):
         resolve_device("cuda:7")
+
+
+def test_rescoring_a_scored_file_drops_the_earlier_scorings_flags(tmp_path: Path, banana_files: dict) -> None:
+    """Its anomaly and percentile columns belong to its logprob: replaced with it, or dropped when this run
+    does not compute them (they passed through, stale beside a new logprob); a user's own column stays."""
+    ckpt = str(banana_files["ckpt"])
+    scored = run("logprob", ckpt, str(banana_files["csv"]), "--flag-below", "0.01", "--percentile")
+    assert scored.exit_code == 0
+    (tmp_path / "scored.csv").write_text(scored.stdout)
+    again = run("logprob", ckpt, str(tmp_path / "scored.csv"), "--flag-below", "0.5")
+    header = again.stdout.splitlines()[0].split(",")
+    assert header[-2:] == ["logprob", "anomaly"] and "percentile" not in header
+    plain = pd.read_csv(banana_files["csv"]).assign(percentile=7)
+    plain.to_csv(tmp_path / "own.csv", index=False)
+    own = run("logprob", ckpt, str(tmp_path / "own.csv"))
+    assert own.stdout.splitlines()[0].split(",")[-2:] == ["percentile", "logprob"]
