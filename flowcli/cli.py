@@ -765,6 +765,8 @@ def impute(
     _threads(threads)
     # With --draws K a chunk of rows gives K times as many: read fewer, so memory stays bounded.
     rows = chunk_size if draws is None else max(1, chunk_size // draws)
+    # The conditional means are averages of draws: without --seed they are drawn as with --seed 0.
+    seed = 0 if seed is None and draws is None else seed
 
     def complete(model: Any, frame: Any, offset: int) -> Any:
         # Each chunk its own seed (drawn from --seed and where the chunk starts), so chunks differ.

@@ -213,6 +213,8 @@ def test_impute_fills_every_missing_cell_and_changes_no_observed_one(tmp_path: P
     assert (completed["count"] == completed["count"].round()).all()  # integers stay integers
     assert set(completed["group"]) <= {"a", "b", "c"} and set(completed["zip"]) <= {"00501", "02134", "10001"}
     assert result.stderr == ""
+    # The conditional means are averages of draws: without --seed, drawn as with --seed 0 (the README)
+    assert run("impute", ckpt, str(data), "--chunk-size", "16", "--seed", "0").stdout == result.stdout
 
 
 def test_impute_draws_writes_k_completed_copies_with_a_draw_column(tmp_path: Path, ckpt: str, shop) -> None:
