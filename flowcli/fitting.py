@@ -270,8 +270,14 @@ def _source(plan: FitPlan, dist: distributed.DistContext, generator: torch.Gener
     """The rows to train on: this rank's share of a table in memory, or Parquet streamed from disk."""
     tc = plan.config.training
     if not plan.stream:
-        schema = plan.resume.schema if plan.resume is not None else None
-        return in_memory_source(plan.data, tc, dist, generator, schema, plan.config.columns, plan.read_options)
+        if plan.resume is None:
+            return in_memory_source(plan.data, tc, dist, generator, None, plan.config.columns, plan.read_options)
+        try:  # read with the run's schema: another table may fail there, before its hash is compared
+            return in_memory_source(
+                plan.data, tc, dist, generator, plan.resume.schema, plan.config.columns, plan.read_options
+            )
+        except DataError as exc:
+            raise DataError(f"{exc} (--resume needs the table the run in {plan.resume.path} was trained on)") from None
     if not isinstance(plan.data, str):
         raise DataError("stream: streaming reads Parquet from disk; give the path of a file or directory")
     if plan.data == "-":

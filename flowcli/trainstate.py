@@ -175,6 +175,11 @@ def load_resume_point(path: str, epochs: int | None = None) -> ResumePoint:
     except (ConfigError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the training state in the checkpoint is invalid ({exc})") from None
     done = state.epoch
+    if int(info.get("world_size", 1)) > 1:  # its state is of one rank's share of the rows, among others
+        raise DataError(
+            f"{path}: the run was fitted by {info['world_size']} processes (--nproc); --resume continues only a "
+            "table fitted in memory by one process"
+        )
     if info.get("stopped") == "early_stopping":
         raise DataError(
             f"{path}: the run stopped early at epoch {done} (no better validation NLL for "

@@ -185,6 +185,18 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, table: pd.DataFr
     other = tmp_path / "other.csv"
     table.assign(a=table["a"] + 1).to_csv(other, index=False)
     assert "data differs" in error(str(other), "-o", out, "--resume", str(done), "--epochs", "4")
+    # Another table that the run's schema cannot even read: its error, and what --resume needs
+    gappy = tmp_path / "gappy.csv"
+    table.assign(a=table["a"].where(table.index % 7 != 3)).to_csv(gappy, index=False)
+    message = error(str(gappy), "-o", out, "--resume", str(done), "--epochs", "4")
+    assert "missing value" in message and f"(--resume needs the table the run in {done} was trained on)" in message
+    # A run of several processes: not "the data differs"
+    model.info["world_size"] = 2
+    save_model(model, str(tmp_path / "ranks.flow"))
+    assert "fitted by 2 processes (--nproc)" in error(
+        str(table_csv), "-o", out, "--resume", str(tmp_path / "ranks.flow"), "--epochs", "4"
+    )
+    model.info["world_size"] = 1
     model.train_state = None  # a checkpoint without training state
     save_model(model, str(tmp_path / "bare.flow"))
     assert "no training state" in error(
