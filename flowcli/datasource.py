@@ -25,6 +25,7 @@ columns x`` about 24 bytes for Arrow, float64 and float32 copies), plus the mode
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,11 +128,24 @@ def shard_groups(groups: list[RowGroup], dist: DistContext) -> tuple[list[RowGro
     return groups, dist.active
 
 
+STREAMED_DATES = (
+    "column {name!r}: dates and times are not modelled in a streamed fit; fit the table in memory, or write the "
+    "files without the column (or with it as a number)"
+)
+
+
 def _numeric_values(series: pd.Series, row_offset: int) -> np.ndarray:
     """A column as float64; a non-number or a missing value is a DataError naming the column and row.
 
     Streamed data is modelled with numeric roles only (``moments.schema_from_moments``): the roles of
     ``columns.py`` for text, categories and missing values need the discrete part, which a stream does not fit."""
+    present = series.dropna()
+    if (
+        pd.api.types.is_datetime64_any_dtype(series)
+        or pd.api.types.is_timedelta64_dtype(series)
+        or (len(present) and isinstance(present.iloc[0], (datetime.date, datetime.time, datetime.timedelta)))
+    ):  # (a Parquet date32 column holds datetime.date objects)
+        raise DataError(STREAMED_DATES.format(name=series.name))
     values, invalid = _parse_numbers(series, str(series.name), row_offset)
     if invalid:
         raise DataError(min(invalid)[1])

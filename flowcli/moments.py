@@ -155,12 +155,6 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
         if constant:
             columns.append(Column(name, "constant", dtype, value=mean, reason="a single value"))
             continue
-        if "datetime" in dtype or "timedelta" in dtype:
-            # Read as nanoseconds, a date would be modelled as an integer count of them (density per ns).
-            raise DataError(
-                f"column {name!r}: dates and times are not modelled in a streamed fit; fit the table in memory, "
-                "or write the files without the column (or with it as a number)"
-            )
         values = moments.sample[:, i]
         extremes = [v for v in (moments.low[i], moments.high[i]) if not (values == v).any()]
         values = np.concatenate([values, extremes])

@@ -354,7 +354,15 @@ def test_a_streamed_fit_prints_its_column_table_and_refuses_dates(tmp_path: Path
     dated = write_parquet_dir(tmp_path / "dated", frame.assign(day=days), files=2, row_group_size=500)
     result = runner.invoke(app, ["fit", str(dated), "-o", str(tmp_path / "d.flow"), "--epochs", "1"])
     assert result.exit_code == 1 and not (tmp_path / "d.flow").exists()
-    assert f"{dated}: column 'day': dates and times are not modelled in a streamed fit" in result.output
+    assert (
+        f"{dated / 'part-00.parquet'}: column 'day': dates and times are not modelled in a streamed fit"
+        in result.output
+    )
+    # A Parquet date32 column (datetime.date objects) too, not "is not a number"
+    dates = pa.table({"x": pa.array(frame["height_cm"]), "day": pa.array(list(days.dt.date), pa.date32())})
+    pq.write_table(dates, tmp_path / "d32.parquet")
+    result = runner.invoke(app, ["fit", str(tmp_path / "d32.parquet"), "--stream", "-o", str(tmp_path / "d.flow")])
+    assert result.exit_code == 1 and "column 'day': dates and times are not modelled" in result.output
 
 
 def test_files_that_disagree_on_columns_and_partitioned_layouts_are_refused(tmp_path: Path) -> None:
