@@ -407,7 +407,9 @@ def sample(
     n: Annotated[
         int | None,
         typer.Option(
-            "-n", "--rows", help="Number of rows to sample (>= 1); with --given-file, per row of ROWS (default 1)."
+            "-n",
+            "--rows",
+            help="Number of rows to sample (0: the header only); with --given-file, per row of ROWS (default 1, at least 1).",
         ),
     ] = None,
     output: OutputOpt = "-",
@@ -439,8 +441,8 @@ def sample(
         # A usage error (exit 2), as for any missing required option: -n is optional only with --given-file.
         raise typer.BadParameter("give the number of rows to sample (optional only with --given-file)", param_hint="-n")
     rows = 1 if n is None else n
-    if rows < 0:
-        raise DataError(f"-n {rows}: the number of rows cannot be negative")
+    if rows < 0:  # a usage error (exit 2), as --epochs 0 is
+        raise typer.BadParameter(f"{rows}: the number of rows cannot be negative", param_hint="-n")
     if rows == 0 and given_file is not None:
         raise DataError("-n 0 with --given-file: give at least 1 row to draw for each row of the file")
     _threads(threads)

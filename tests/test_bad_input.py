@@ -249,7 +249,13 @@ CASES: list[Case] = [
         out="new.flow",
     ),
     # --- sample ---
-    Case("sample-negative-rows", "sample m.flow -n -5 -o {out}", ("-n -5", "cannot be negative"), out="new.csv"),
+    Case(
+        "sample-negative-rows",
+        "sample m.flow -n -5 -o {out}",
+        ("-n", "-5: the number of rows cannot be negative"),
+        code=2,
+        out="new.csv",
+    ),
     Case("sample-text-rows", "sample m.flow -n abc -o {out}", ("-n",), code=2, out="new.csv"),
     Case("sample-zero-chunk", "sample m.flow -n 3 --chunk-size 0 -o {out}", ("--chunk-size",), code=2, out="new.csv"),
     Case(
