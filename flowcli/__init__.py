@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .fitting import fit
+    from .fitting import StrictFitError, fit
     from .model import Model
 
 
@@ -39,7 +39,11 @@ def __getattr__(name: str) -> Any:
         from .fitting import fit
 
         return fit
+    if name == "StrictFitError":  # what fit(..., strict=True) raises, its .model the fitted model
+        from .fitting import StrictFitError
+
+        return StrictFitError
     raise AttributeError(name)
 
 
-__all__ = ["Model", "__version__", "fit", "load"]
+__all__ = ["Model", "StrictFitError", "__version__", "fit", "load"]
