@@ -330,7 +330,14 @@ def resolve_config(config: Config | dict[str, Any] | str | Path | None) -> Confi
     if isinstance(config, dict):
         return parse_config(config)
     if config is not None and not Path(config).exists():
-        preset = default_config_path().parent / f"{config}.yaml"
+        presets = default_config_path().parent
+        preset = presets / f"{config}.yaml"
         if "/" not in str(config) and preset.exists():
             config = preset
+        elif "/" not in str(config) and not str(config).endswith((".yaml", ".yml")):
+            # A bare name is a preset's (-c nsf): a misspelled one gets the presets, not "file not found".
+            names = sorted(p.stem for p in presets.glob("*.yaml"))
+            close = difflib.get_close_matches(str(config), names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{config}: no such preset or config file; {hint}presets: {', '.join(names)}")
     return load_config(config)

@@ -55,3 +55,13 @@ def test_fit_with_a_config_of_only_columns(tmp_path: Path) -> None:
     model = load_model(str(out))
     assert [spec.type for spec in model.config.layers] == [spec.type for spec in DEFAULT.layers]
     assert {c.name: c.role for c in model.schema.columns}["body_mass_g"] == "positive"
+
+
+def test_a_misspelled_preset_name_gets_the_presets() -> None:
+    from flowcli.config import resolve_config
+    from flowcli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nfs: no such preset or config file; did you mean 'nsf'\\? presets: .*maf"):
+        resolve_config("nfs")
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        resolve_config("nope.yaml")
