@@ -517,14 +517,21 @@ def _stream(
     from .outputs import per_file_jobs, write_all
 
     if data != "-" and Path(data).is_dir():
+        created = not Path(output).exists()
         jobs = per_file_jobs(data, output, shard)  # checks everything before the model is loaded
-        model = _load(checkpoint, device, precision)
-        write_all(
-            jobs,
-            lambda source, target: _stream_one(
-                model, str(source), str(target), chunk_size, transform, options, appends
-            ),
-        )
+        try:
+            model = _load(checkpoint, device, precision)
+            write_all(
+                jobs,
+                lambda source, target: _stream_one(
+                    model, str(source), str(target), chunk_size, transform, options, appends
+                ),
+            )
+        except BaseException:
+            if created:  # all or nothing: an OUTDIR this run made goes too (if another worker's files are not in it)
+                with contextlib.suppress(OSError):
+                    Path(output).rmdir()
+            raise
         return
     if shard is not None:
         from .errors import DataError

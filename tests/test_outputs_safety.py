@@ -124,6 +124,14 @@ def test_a_failing_file_names_itself_and_leaves_outdir_as_it_was(
         assert listing(out) == before  # part-0 was done, but not moved into place; no hidden leftovers
 
 
+def test_a_failing_directory_run_removes_the_outdir_it_made(tmp_path: Path, parts: Path, banana_files: dict) -> None:
+    bad = parts / "part-2.csv"
+    bad.write_text(bad.read_text().replace("\n", "\nabc,1\n", 1))
+    result = runner.invoke(app, ["logprob", str(banana_files["ckpt"]), str(parts), "-o", str(tmp_path / "new_out")])
+    assert_clean_error(result, "part-2.csv")
+    assert not (tmp_path / "new_out").exists()  # all or nothing: no empty OUTDIR left behind
+
+
 def test_a_directory_input_with_a_file_name_as_output_is_refused(
     tmp_path: Path, parts: Path, banana_files: dict
 ) -> None:
@@ -148,7 +156,7 @@ def test_a_directory_of_latents_names_the_file_of_a_bad_one(tmp_path: Path, part
     out = tmp_path / "rows"
     result = runner.invoke(app, ["decode", str(banana_files["ckpt"]), str(latent), "-o", str(out)])
     assert_clean_error(result, f"{latent / 'part-2.csv'}: ", "missing column 'z1'")
-    assert os.listdir(out) == []
+    assert not out.exists()  # the OUTDIR this run made is gone with its work (all or nothing)
 
 
 # --- the metrics file: watchable at its path, an earlier one replaced only with the new checkpoint ----------
