@@ -41,7 +41,12 @@ InputArg = Annotated[
     ),
 ]
 OutputOpt = Annotated[
-    str, typer.Option("-o", "--output", help="Output .csv or .parquet; - (default) is CSV on stdout.")
+    str,
+    typer.Option(
+        "-o",
+        "--output",
+        help="Output table: .csv, .tsv, .parquet or compressed CSV (.csv.gz, .csv.bz2, .csv.xz, .csv.zst), by its extension; - (default) is CSV on stdout.",
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 ChunkOpt = Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per streamed chunk (bounds memory).")]
@@ -828,7 +833,10 @@ def decode(
     checkpoint: CheckpointArg,
     data: Annotated[
         str,
-        typer.Argument(help="Latent table with columns z0..z{k-1}: .csv, .parquet, or - for stdin.", metavar="LATENT"),
+        typer.Argument(
+            help="Latent table with columns z0..z{k-1}: a table file (.csv, .tsv, .parquet, compressed CSV), a directory of them, or - for stdin.",
+            metavar="LATENT",
+        ),
     ] = "-",
     output: OutputOpt = "-",
     sep: SepOpt = None,
