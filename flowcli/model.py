@@ -251,6 +251,11 @@ class Flow(nn.Module):
         return x
 
 
+def _plain_value(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (its repr is then 5.0, not np.float64(5.0))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -384,11 +389,26 @@ class Model:
         base distribution's space (an absent value, missing or on an atom, from its stand-in), a discrete
         feature's the normal quantile of the midpoint of its code's conditional CDF interval
         (``DiscreteModel.encode``), so ``decode`` gives the row back."""
-        matrix, log_mass = self.schema.to_features(text_labels(frame), row_offset)
+        frame = text_labels(frame)
+        matrix, log_mass = self.schema.to_features(frame, row_offset)
         outside = np.isneginf(log_mass)
         if outside.any():  # the features hold a stand-in there, whose latent would not decode to the row
-            row = row_offset + int(np.argmax(outside)) + 1
-            raise DataError(f"row {row}: a value is outside its column's support (probability 0); it has no latent")
+            at = int(np.argmax(outside))
+            one = frame.iloc[at : at + 1]
+            name = next(
+                (
+                    c.name
+                    for c in self.schema.columns
+                    if c.rules.reads_values and np.isneginf(c.encode(one[c.name], 0)[1]).any()
+                ),
+                None,
+            )
+            where = (
+                f"column {name!r}, row {row_offset + at + 1}: {_plain_value(one[name].iloc[0])!r}"
+                if name
+                else f"row {row_offset + at + 1}: a value"
+            )
+            raise DataError(f"{where} is outside its column's support (probability 0); the row has no latent")
         z = _finite(self._map(matrix, lambda x: self.flow(x)[0], self.schema.dim), row_offset, "latent")
         return pd.DataFrame(z, columns=self.latent_names, index=frame.index)  # row for row: the input's labels
 

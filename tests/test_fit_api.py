@@ -132,3 +132,11 @@ def test_a_categorical_dtypes_unused_categories_stay_in_the_outputs_dtype(tmp_pa
         drawn = m.sample(50, seed=0)
         assert drawn["level"].dtype == dtype and set(drawn["level"]) <= {"lo", "mid"}
     assert np.isneginf(model.log_prob(frame.head(1).assign(level="unused"), on_invalid="neg-inf")).all()
+
+
+def test_encoding_a_value_outside_the_support_names_its_column_and_row() -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "price": rng.lognormal(3, 1, 300)})  # price > 0: support > 0
+    model = flowcli.fit(frame, SMALL_CONFIG, epochs=1, seed=0, threads=1)
+    with pytest.raises(DataError, match=r"column 'price', row 2: -5\.0 is outside its column's support"):
+        model.encode(frame.head(3).assign(price=[1.0, -5.0, 2.0]))
