@@ -201,7 +201,8 @@ def read_numbers(
         bad = ~matched | ~usual | (pcts != (pcts.mean() > 0.5))
         like = f" written like the column's other values (e.g. {text[formatted].iloc[0]!r})"
     else:
-        bad, like = ~parses, ""
+        bad = ~parses
+        like = f" (the column's other values are numbers, e.g. {text[parses].iloc[0]!r})" if parses.any() else ""
     pos = int(np.argmax(bad))
     hint = "" if required else f" (set columns: {{{name}: categorical}} in the config if the column is text)"
     raise DataError(f"column {name!r}, row {rows[pos] + 1}: {shown(text.iloc[pos])} is not a number{like}{hint}")
