@@ -160,8 +160,8 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
         values = np.concatenate([values, extremes])
         whole = bool(moments.whole[i])
         series = pd.Series(values, name=name)
-        if whole and np.dtype(dtype).kind in "iu":
-            series = series.astype(dtype)
+        if whole and pd.api.types.is_integer_dtype(pd.Series([], dtype=_pandas_dtype(dtype))):
+            series = series.astype(dtype)  # (Int64 of a pandas-written Parquet file too)
         role = "integer" if whole else "continuous"
         column = infer_column(series, {"role": role, "atoms": []})
         reason = "whole numbers (streamed)" if whole else "numbers (streamed)"
@@ -172,6 +172,14 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
     # A column that others determine exactly, checked on the sample (its features are the modelled columns).
     check_independent(schema, moments.sample[:, [i for i, c in enumerate(columns) if c.modelled]], streamed=True)
     return schema
+
+
+def _pandas_dtype(name: str) -> object:
+    """A dtype name as pandas reads it (``Int64``, ``int64``, ``float64``), object when it is none."""
+    try:
+        return pd.api.types.pandas_dtype(name)
+    except TypeError:
+        return object
 
 
 def common_dtype(a: str, b: str) -> str:

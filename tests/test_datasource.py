@@ -13,6 +13,7 @@ import torch
 from helpers import SMALL_CONFIG, banana
 from typer.testing import CliRunner
 
+import flowcli
 from flowcli import accel
 from flowcli.cli import app
 from flowcli.config import parse_config
@@ -378,3 +379,12 @@ def test_files_that_disagree_on_columns_and_partitioned_layouts_are_refused(tmp_
     result = runner.invoke(app, ["fit", str(nested), "-o", str(tmp_path / "m.flow"), "--epochs", "1"])
     assert result.exit_code == 1 and "its subdirectory 'year=2024' holds .parquet files" in result.output
     assert not (tmp_path / "m.flow").exists()
+
+
+def test_a_streamed_nullable_integer_column_is_integer(tmp_path: Path) -> None:
+    """A Parquet file written from pandas' Int64 (no missing value) keeps that dtype name: np.dtype cannot read it."""
+    frame = banana(2000, seed=7).assign(n=lambda t: pd.array((t.weight_kg * 10).round().astype(int), dtype="Int64"))
+    root = write_parquet_dir(tmp_path / "nullable", frame, files=2, row_group_size=500)
+    model = flowcli.fit(str(root), epochs=1, seed=0, threads=1)
+    assert [(c.role, c.dtype) for c in model.schema.columns][-1] == ("integer", "Int64")
+    assert str(model.sample(5, seed=0)["n"].dtype) == "Int64"
