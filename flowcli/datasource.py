@@ -139,12 +139,14 @@ def _numeric_values(series: pd.Series, row_offset: int) -> np.ndarray:
 
     Streamed data is modelled with numeric roles only (``moments.schema_from_moments``): the roles of
     ``columns.py`` for text, categories and missing values need the discrete part, which a stream does not fit."""
-    present = series.dropna()
+    # (A Parquet date32 column holds datetime.date objects: an object column; looked at by its first value,
+    # as this runs on every chunk of every epoch.)
+    first = series.first_valid_index() if series.dtype == object else None
     if (
         pd.api.types.is_datetime64_any_dtype(series)
         or pd.api.types.is_timedelta64_dtype(series)
-        or (len(present) and isinstance(present.iloc[0], (datetime.date, datetime.time, datetime.timedelta)))
-    ):  # (a Parquet date32 column holds datetime.date objects)
+        or (first is not None and isinstance(series[first], (datetime.date, datetime.time, datetime.timedelta)))
+    ):
         raise DataError(STREAMED_DATES.format(name=series.name))
     values, invalid = _parse_numbers(series, str(series.name), row_offset)
     if invalid:
