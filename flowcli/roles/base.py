@@ -275,7 +275,9 @@ def parse_numbers(series: pd.Series, name: str, row_offset: int) -> tuple[np.nda
     else:
         converted = pd.to_numeric(series, errors="coerce")
         values = converted.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-        bad = np.isnan(values) & series.notna().to_numpy() & ~is_placeholder(series)
+        bad = np.isnan(values) & series.notna().to_numpy()
+        if bad.any():  # (looked for only where a value did not read)
+            bad &= ~is_placeholder(series)
     infinite = np.isinf(values)
     invalid = [
         (int(p), f"column {name!r}, row {row_offset + p + 1}: {shown(series.iloc[p])} is not a number")
