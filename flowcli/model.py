@@ -20,7 +20,7 @@ from .columns import Column
 from .conditional import ConditionalNet, layout_of
 from .config import Config
 from .discrete import DiscreteModel
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, shown
 from .layers import Layer, build_layer
 from .layers.context import ContextAffine
 from .layers.linear import GaussianBaseline, Residualize, Whiten
@@ -251,11 +251,6 @@ class Flow(nn.Module):
         return x
 
 
-def _plain_value(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds (its repr is then 5.0, not np.float64(5.0))."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -404,7 +399,7 @@ class Model:
                 None,
             )
             where = (
-                f"column {name!r}, row {row_offset + at + 1}: {_plain_value(one[name].iloc[0])!r}"
+                f"column {name!r}, row {row_offset + at + 1}: {shown(one[name].iloc[0])}"
                 if name
                 else f"row {row_offset + at + 1}: a value"
             )

@@ -160,7 +160,7 @@ def schema_from_moments(names: list[str], dtypes: list[str], moments: Moments) -
         values = np.concatenate([values, extremes])
         whole = bool(moments.whole[i])
         series = pd.Series(values, name=name)
-        if whole and pd.api.types.is_integer_dtype(pd.Series([], dtype=_pandas_dtype(dtype))):
+        if whole and pd.api.types.is_integer_dtype(_pandas_dtype(dtype)):
             series = series.astype(dtype)  # (Int64 of a pandas-written Parquet file too)
         role = "integer" if whole else "continuous"
         column = infer_column(series, {"role": role, "atoms": []})

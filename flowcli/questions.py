@@ -17,7 +17,7 @@ import torch
 
 from . import conditional, joint_given
 from .conditional import Roles, feature_columns
-from .errors import DataError
+from .errors import DataError, shown
 from .roles.base import bool_from_text
 from .schema import redraw_outside, text_labels
 
@@ -246,8 +246,8 @@ def check_given(model: Model, frame: pd.DataFrame, cells: Cells, row_offset: int
         if np.isneginf(mass).any():
             row = int(np.flatnonzero(np.isneginf(mass))[0])
             raise DataError(
-                f"given column {constant.name!r}, row {row_offset + row + 1}: {_plain(frame[constant.name].iloc[row])!r} "
-                f"is not the column's one value in the training data ({_plain(constant.value)!r}); nothing can be "
+                f"given column {constant.name!r}, row {row_offset + row + 1}: {shown(frame[constant.name].iloc[row])} "
+                f"is not the column's one value in the training data ({shown(constant.value)}); nothing can be "
                 "drawn given it"
             )
     _refuse_first(
@@ -268,12 +268,7 @@ def _refuse_first(
     if bad.any():
         row, j = (int(i[0]) for i in np.nonzero(bad))
         name = columns[j].name
-        raise DataError(f"{what} {name!r}, row {row_offset + row + 1}: {_plain(frame[name].iloc[row])!r} {why}")
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds (its repr is then 5, not np.int64(5))."""
-    return value.item() if isinstance(value, np.generic) else value
+        raise DataError(f"{what} {name!r}, row {row_offset + row + 1}: {shown(frame[name].iloc[row])} {why}")
 
 
 def sample_given(
